@@ -1,0 +1,350 @@
+// All configuration: every environment variable is read here, once, validated, defaulted and turned
+// into one frozen typed object. Every bad value is reported together (ConfigError). Nothing else in
+// the code reads process.env.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync, existsSync, chmodSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export type DesktopTransport = 'auto' | 'unix' | 'tcp';
+
+export interface Config {
+  env: string;
+  http: { host: string; port: number; trustProxy: boolean; bodyLimitBytes: number; publicDir: string | null };
+  dataDir: string;
+  databaseUrl: string | null;
+  redisUrl: string | null;
+  secrets: {
+    jwtAccessSecret: string;
+    jwtRefreshSecret: string;
+    /** The key new ciphertexts are sealed with, and older keys still accepted for reading. */
+    encryption: { currentKeyId: string; keys: ReadonlyMap<string, Buffer> };
+    generated: boolean;
+  };
+  auth: { accessTtlSeconds: number; refreshTtlSeconds: number };
+  sessions: {
+    maxPerUser: number;
+    idleTimeoutMs: number;
+    cleanupIntervalMs: number;
+    ticketTtlMs: number;
+    activityFlushMs: number;
+  };
+  instances: { allowedCidrs: string[]; deniedCidrs: string[] };
+  ssh: {
+    maxChannelsPerConnection: number;
+    keepaliveIntervalMs: number;
+    keepaliveCountMax: number;
+    maxHandshakesPerTarget: number;
+    idleCloseMs: number;
+    readyTimeoutMs: number;
+    execTimeoutMs: number;
+  };
+  desktop: {
+    displayMin: number;
+    displayMax: number;
+    transport: DesktopTransport;
+    startTimeoutMs: number;
+    geometry: string;
+  };
+  relay: {
+    maxPayloadBytes: number;
+    pingIntervalMs: number;
+    missedPongsAllowed: number;
+    highWaterBytes: number;
+    stallTimeoutMs: number;
+    preOpenBufferBytes: number;
+  };
+  cors: { origins: string[] };
+  rateLimit: {
+    windowMs: number;
+    maxRequests: number;
+    authFailuresPerAccountIp: number;
+    authFailuresPerIp: number;
+    authWindowMs: number;
+    authBlockMs: number;
+    authAttemptsPerIp: number;
+    wsConnectsPerMinute: number;
+  };
+  metrics: { token: string | null; port: number | null };
+  log: { level: string };
+  shutdown: { timeoutMs: number };
+  cluster: { workers: number; nodeId: string };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `15m`, `7d`, `30s`, `500ms` or a plain number of seconds → milliseconds. */
+export function parseDuration(text: string): number | null {
+  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!m) return null;
+  return Number(m[1]) * durationUnits[m[2] ?? 's']!;
+}
+
+class Reader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  raw(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  }
+
+  string(name: string, def: string): string {
+    return this.raw(name) ?? def;
+  }
+
+  optional(name: string): string | null {
+    return this.raw(name) ?? null;
+  }
+
+  int(name: string, def: number, min: number, max: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      this.problems.push(`${name}=${v} must be a whole number from ${min} to ${max}`);
+      return def;
+    }
+    return n;
+  }
+
+  duration(name: string, def: string): number {
+    const v = this.raw(name) ?? def;
+    const ms = parseDuration(v);
+    if (ms === null || ms <= 0) {
+      this.problems.push(`${name}=${v} must be a duration like 15m, 7d, 30s or 500ms`);
+      return parseDuration(def)!;
+    }
+    return ms;
+  }
+
+  oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    if (!(allowed as readonly string[]).includes(v)) {
+      this.problems.push(`${name}=${v} must be one of ${allowed.join(', ')}`);
+      return def;
+    }
+    return v as T;
+  }
+
+  bool(name: string, def: boolean): boolean {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    if (['1', 'true', 'yes', 'on'].includes(v.toLowerCase())) return true;
+    if (['0', 'false', 'no', 'off'].includes(v.toLowerCase())) return false;
+    this.problems.push(`${name}=${v} must be true or false`);
+    return def;
+  }
+
+  list(name: string, def: string[] = []): string[] {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    return v
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0);
+  }
+}
+
+const cidrPattern = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/;
+
+function decodeKey(text: string): Buffer | null {
+  if (/^[0-9a-fA-F]{64}$/.test(text)) return Buffer.from(text, 'hex');
+  const b = Buffer.from(text, 'base64');
+  return b.length === 32 ? b : null;
+}
+
+interface StoredSecrets {
+  jwtAccessSecret: string;
+  jwtRefreshSecret: string;
+  encryptionKey: string;
+}
+
+/**
+ * Secrets the operator did not set are generated once and kept in `<dataDir>/secrets.json` (mode
+ * 0600), so a single node works with no setup and survives restarts.
+ */
+function loadOrCreateSecrets(dataDir: string): StoredSecrets {
+  const file = join(dataDir, 'secrets.json');
+  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as StoredSecrets;
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const secrets: StoredSecrets = {
+    jwtAccessSecret: randomBytes(32).toString('base64url'),
+    jwtRefreshSecret: randomBytes(32).toString('base64url'),
+    encryptionKey: randomBytes(32).toString('hex'),
+  };
+  writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return secrets;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const r = new Reader(env);
+  const dataDir = resolve(r.string('DATA_DIR', './data'));
+  const databaseUrl = r.optional('DATABASE_URL');
+  const redisUrl = r.optional('REDIS_URL');
+  if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    r.problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL');
+  }
+  if (redisUrl !== null && !/^rediss?:\/\//.test(redisUrl)) {
+    r.problems.push('REDIS_URL must be a redis:// or rediss:// URL');
+  }
+
+  // Secrets: from the environment, or generated into the data folder on a single node. A shared
+  // database means several processes must agree on them, so there they must be set explicitly.
+  const envAccess = r.optional('JWT_ACCESS_SECRET');
+  const envRefresh = r.optional('JWT_REFRESH_SECRET');
+  const envKey = r.optional('ENCRYPTION_KEY');
+  const missing = [
+    envAccess ? null : 'JWT_ACCESS_SECRET',
+    envRefresh ? null : 'JWT_REFRESH_SECRET',
+    envKey ? null : 'ENCRYPTION_KEY',
+  ].filter((x): x is string => x !== null);
+  let generated = false;
+  let stored: StoredSecrets | null = null;
+  if (missing.length > 0) {
+    if (databaseUrl !== null) {
+      r.problems.push(
+        `${missing.join(', ')} must be set when DATABASE_URL is set (every gateway process must share them)`,
+      );
+    } else {
+      stored = loadOrCreateSecrets(dataDir);
+      generated = true;
+    }
+  }
+  for (const [name, value] of [
+    ['JWT_ACCESS_SECRET', envAccess],
+    ['JWT_REFRESH_SECRET', envRefresh],
+  ] as const) {
+    if (value !== null && value.length < 32) r.problems.push(`${name} must be at least 32 characters`);
+  }
+  const keyText = envKey ?? stored?.encryptionKey ?? '';
+  const currentKey = decodeKey(keyText);
+  if (keyText !== '' && currentKey === null) {
+    r.problems.push('ENCRYPTION_KEY must be 32 bytes as 64 hex characters or base64');
+  }
+  const currentKeyId = r.string('ENCRYPTION_KEY_ID', 'k1');
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(currentKeyId)) r.problems.push('ENCRYPTION_KEY_ID must be 1-32 of [A-Za-z0-9_-]');
+  const keys = new Map<string, Buffer>();
+  // ENCRYPTION_PREVIOUS_KEYS=id:key,id:key — older keys kept for reading while rows are re-sealed.
+  for (const entry of r.list('ENCRYPTION_PREVIOUS_KEYS')) {
+    const [id, key] = entry.split(':');
+    const decoded = key ? decodeKey(key) : null;
+    if (!id || !decoded) r.problems.push(`ENCRYPTION_PREVIOUS_KEYS entry "${id ?? ''}:…" must be id:key`);
+    else keys.set(id, decoded);
+  }
+  if (currentKey) keys.set(currentKeyId, currentKey);
+
+  const displayMin = r.int('VNC_DISPLAY_MIN', 1, 1, 5000);
+  const displayMax = r.int('VNC_DISPLAY_MAX', 10, 1, 5000);
+  if (displayMax < displayMin) r.problems.push('VNC_DISPLAY_MAX must not be below VNC_DISPLAY_MIN');
+
+  const allowedCidrs = r.list('INSTANCE_ALLOWED_CIDRS');
+  const deniedCidrs = r.list('INSTANCE_DENIED_CIDRS');
+  for (const c of [...allowedCidrs, ...deniedCidrs]) {
+    if (!cidrPattern.test(c)) r.problems.push(`"${c}" is not a CIDR block like 10.0.0.0/8`);
+  }
+
+  const geometry = r.string('DESKTOP_GEOMETRY', '1280x800');
+  if (!/^\d{3,4}x\d{3,4}$/.test(geometry)) r.problems.push('DESKTOP_GEOMETRY must look like 1280x800');
+
+  const metricsPortRaw = r.raw('METRICS_PORT');
+  const sessionTimeoutMinutes = r.int('SESSION_TIMEOUT_MINUTES', 30, 1, 7 * 24 * 60);
+
+  const config: Config = {
+    env: r.string('NODE_ENV', 'development'),
+    http: {
+      host: r.string('HOST', '0.0.0.0'),
+      port: r.int('PORT', 3000, 0, 65535),
+      trustProxy: r.bool('TRUST_PROXY', false),
+      bodyLimitBytes: r.int('HTTP_BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
+      publicDir: r.optional('PUBLIC_DIR'),
+    },
+    dataDir,
+    databaseUrl,
+    redisUrl,
+    secrets: {
+      jwtAccessSecret: envAccess ?? stored?.jwtAccessSecret ?? '',
+      jwtRefreshSecret: envRefresh ?? stored?.jwtRefreshSecret ?? '',
+      encryption: { currentKeyId, keys },
+      generated,
+    },
+    auth: {
+      accessTtlSeconds: r.duration('JWT_ACCESS_EXPIRY', '15m') / 1000,
+      refreshTtlSeconds: r.duration('JWT_REFRESH_EXPIRY', '7d') / 1000,
+    },
+    sessions: {
+      maxPerUser: r.int('MAX_SESSIONS_PER_USER', 5, 1, 1000),
+      idleTimeoutMs: sessionTimeoutMinutes * 60_000,
+      cleanupIntervalMs: r.int('CLEANUP_INTERVAL_MS', 300_000, 100, 86_400_000),
+      ticketTtlMs: r.int('TICKET_TTL_MS', 30_000, 1000, 600_000),
+      activityFlushMs: r.int('ACTIVITY_FLUSH_MS', 5_000, 100, 600_000),
+    },
+    instances: { allowedCidrs, deniedCidrs },
+    ssh: {
+      maxChannelsPerConnection: r.int('SSH_MAX_CHANNELS_PER_CONNECTION', 64, 1, 1000),
+      keepaliveIntervalMs: r.int('SSH_KEEPALIVE_INTERVAL_MS', 10_000, 100, 600_000),
+      keepaliveCountMax: r.int('SSH_KEEPALIVE_COUNT_MAX', 3, 1, 100),
+      maxHandshakesPerTarget: r.int('SSH_MAX_HANDSHAKES_PER_INSTANCE', 4, 1, 100),
+      idleCloseMs: r.int('SSH_IDLE_CLOSE_MS', 60_000, 100, 86_400_000),
+      readyTimeoutMs: r.int('SSH_READY_TIMEOUT_MS', 20_000, 100, 600_000),
+      execTimeoutMs: r.int('SSH_EXEC_TIMEOUT_MS', 30_000, 100, 600_000),
+    },
+    desktop: {
+      displayMin,
+      displayMax,
+      transport: r.oneOf<DesktopTransport>('DESKTOP_TRANSPORT', 'auto', ['auto', 'unix', 'tcp']),
+      startTimeoutMs: r.int('DESKTOP_START_TIMEOUT_MS', 20_000, 1000, 600_000),
+      geometry,
+    },
+    relay: {
+      maxPayloadBytes: r.int('WS_MAX_PAYLOAD_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+      pingIntervalMs: r.int('WS_PING_INTERVAL_MS', 30_000, 100, 600_000),
+      missedPongsAllowed: r.int('WS_MISSED_PONGS', 2, 1, 10),
+      highWaterBytes: r.int('RELAY_HIGH_WATER_BYTES', 256 * 1024, 16 * 1024, 64 * 1024 * 1024),
+      stallTimeoutMs: r.int('RELAY_STALL_TIMEOUT_MS', 30_000, 100, 600_000),
+      preOpenBufferBytes: r.int('RELAY_PRE_OPEN_BUFFER_BYTES', 64 * 1024, 1024, 16 * 1024 * 1024),
+    },
+    cors: { origins: r.list('CORS_ORIGIN') },
+    rateLimit: {
+      windowMs: r.int('RATE_LIMIT_WINDOW_MS', 900_000, 1000, 86_400_000),
+      maxRequests: r.int('RATE_LIMIT_MAX_REQUESTS', 1000, 1, 10_000_000),
+      authFailuresPerAccountIp: r.int('AUTH_MAX_FAILURES_PER_ACCOUNT_IP', 5, 1, 1_000_000),
+      authFailuresPerIp: r.int('AUTH_MAX_FAILURES_PER_IP', 10, 1, 1_000_000),
+      authWindowMs: r.int('AUTH_WINDOW_MS', 900_000, 1000, 86_400_000),
+      authBlockMs: r.int('AUTH_BLOCK_MS', 900_000, 1000, 86_400_000),
+      authAttemptsPerIp: r.int('AUTH_MAX_ATTEMPTS_PER_IP', 600, 1, 10_000_000),
+      wsConnectsPerMinute: r.int('WS_MAX_CONNECTS_PER_MINUTE', 10, 1, 1_000_000),
+    },
+    metrics: {
+      token: r.optional('METRICS_TOKEN'),
+      port: metricsPortRaw === undefined ? null : r.int('METRICS_PORT', 9464, 0, 65535),
+    },
+    log: { level: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) },
+    shutdown: { timeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000) },
+    cluster: {
+      workers: r.int('WORKERS', 1, 0, 256),
+      nodeId: r.string('NODE_ID', `${process.pid}-${randomBytes(3).toString('hex')}`),
+    },
+  };
+
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !(o instanceof Map) && !Buffer.isBuffer(o)) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

@@ -1,0 +1,56 @@
+// The coordination seam: what gateway processes must agree on. One interface, two implementations:
+// in-process (memory-coordinator.ts, a single node) and Redis (redis-coordinator.ts, a cluster).
+// Both pass test/coordination.test.ts. Nothing else in the code branches on which one runs.
+
+export interface TicketClaims {
+  userId: string;
+  sessionId: string;
+}
+
+export interface LockHandle {
+  readonly key: string;
+  readonly token: string;
+}
+
+/** A command any node can send; the node holding the affected viewers acts on it. */
+export type ClusterCommand =
+  | { type: 'end-session'; sessionId: string; reason: string }
+  | { type: 'sign-out-user'; userId: string };
+
+export interface ViewerLease {
+  sessionId: string;
+  viewerId: string;
+  nodeId: string;
+}
+
+export interface Coordinator {
+  /** Stores claims under a fresh unguessable ticket that can be redeemed once within ttlMs. */
+  issueTicket(claims: TicketClaims, ttlMs: number): Promise<string>;
+  /** Returns the claims and forgets the ticket; null when unknown, used or expired. */
+  redeemTicket(ticket: string): Promise<TicketClaims | null>;
+
+  /**
+   * Mutual exclusion across the cluster (`SET key token NX PX ttl`). Returns null when held by
+   * someone else. Release only succeeds for the owner token (compare-and-delete).
+   */
+  tryLock(key: string, ttlMs: number): Promise<LockHandle | null>;
+  unlock(handle: LockHandle): Promise<void>;
+  /** Waits (bounded by waitMs, polling with jitter) for the lock, runs fn, releases it. */
+  withLock<T>(key: string, ttlMs: number, waitMs: number, fn: () => Promise<T>): Promise<T>;
+
+  /** Records (or renews) a live viewer; it lapses by itself after ttlMs unless renewed. */
+  putViewer(lease: ViewerLease, ttlMs: number): Promise<void>;
+  removeViewer(sessionId: string, viewerId: string): Promise<void>;
+  /** Live viewers of each session, cluster-wide (expired leases do not count). */
+  countViewers(sessionIds: readonly string[]): Promise<Map<string, number>>;
+
+  publish(command: ClusterCommand): Promise<void>;
+  /** Handlers run on every node, including the sender's. */
+  onCommand(handler: (command: ClusterCommand) => void): void;
+
+  /** Throws when the backing service cannot be reached (bounded by a timeout). */
+  ping(): Promise<void>;
+  /** 'up' | 'down', cheap, for health reports. */
+  state(): 'up' | 'down';
+  close(): Promise<void>;
+}

@@ -1,0 +1,151 @@
+// In-process coordination for a single gateway process: maps with expiry read from the injected
+// clock. Same contract as the Redis implementation (test/coordination.test.ts runs both).
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AppError } from '../errors/errors.js';
+import type { Clock } from '../lib/clock.js';
+import type { ClusterCommand, Coordinator, LockHandle, TicketClaims, ViewerLease } from './coordinator.js';
+
+interface Expiring<T> {
+  value: T;
+  expiresAt: number;
+}
+
+/** Maps are swept of expired entries at most this often, so abandoned keys cannot pile up. */
+const SWEEP_EVERY_MS = 10_000;
+
+export class MemoryCoordinator implements Coordinator {
+  private readonly tickets = new Map<string, Expiring<TicketClaims>>();
+  private readonly locks = new Map<string, Expiring<string>>();
+  private readonly viewers = new Map<string, Map<string, Expiring<ViewerLease>>>();
+  private readonly handlers: ((command: ClusterCommand) => void)[] = [];
+  private lastSweep = 0;
+
+  constructor(private readonly clock: Clock) {}
+
+  private sweep(): void {
+    const now = this.clock.now();
+    if (now - this.lastSweep < SWEEP_EVERY_MS) return;
+    this.lastSweep = now;
+    for (const map of [this.tickets, this.locks] as Map<string, Expiring<unknown>>[]) {
+      for (const [k, v] of map) if (v.expiresAt <= now) map.delete(k);
+    }
+    for (const [sessionId, leases] of this.viewers) {
+      for (const [id, lease] of leases) if (lease.expiresAt <= now) leases.delete(id);
+      if (leases.size === 0) this.viewers.delete(sessionId);
+    }
+  }
+
+  issueTicket(claims: TicketClaims, ttlMs: number): Promise<string> {
+    this.sweep();
+    const ticket = randomBytes(24).toString('base64url');
+    this.tickets.set(ticket, { value: { ...claims }, expiresAt: this.clock.now() + ttlMs });
+    return Promise.resolve(ticket);
+  }
+
+  redeemTicket(ticket: string): Promise<TicketClaims | null> {
+    const entry = this.tickets.get(ticket);
+    this.tickets.delete(ticket);
+    if (!entry || entry.expiresAt <= this.clock.now()) return Promise.resolve(null);
+    return Promise.resolve(entry.value);
+  }
+
+  tryLock(key: string, ttlMs: number): Promise<LockHandle | null> {
+    this.sweep();
+    const held = this.locks.get(key);
+    if (held && held.expiresAt > this.clock.now()) return Promise.resolve(null);
+    const token = randomBytes(12).toString('base64url');
+    this.locks.set(key, { value: token, expiresAt: this.clock.now() + ttlMs });
+    return Promise.resolve({ key, token });
+  }
+
+  unlock(handle: LockHandle): Promise<void> {
+    if (this.locks.get(handle.key)?.value === handle.token) this.locks.delete(handle.key);
+    return Promise.resolve();
+  }
+
+  async withLock<T>(key: string, ttlMs: number, waitMs: number, fn: () => Promise<T>): Promise<T> {
+    return withLockPolling(this, key, ttlMs, waitMs, fn);
+  }
+
+  putViewer(lease: ViewerLease, ttlMs: number): Promise<void> {
+    this.sweep();
+    let leases = this.viewers.get(lease.sessionId);
+    if (!leases) this.viewers.set(lease.sessionId, (leases = new Map()));
+    leases.set(lease.viewerId, { value: { ...lease }, expiresAt: this.clock.now() + ttlMs });
+    return Promise.resolve();
+  }
+
+  removeViewer(sessionId: string, viewerId: string): Promise<void> {
+    const leases = this.viewers.get(sessionId);
+    leases?.delete(viewerId);
+    if (leases?.size === 0) this.viewers.delete(sessionId);
+    return Promise.resolve();
+  }
+
+  countViewers(sessionIds: readonly string[]): Promise<Map<string, number>> {
+    const now = this.clock.now();
+    const counts = new Map<string, number>();
+    for (const id of sessionIds) {
+      let n = 0;
+      for (const lease of this.viewers.get(id)?.values() ?? []) if (lease.expiresAt > now) n++;
+      counts.set(id, n);
+    }
+    return Promise.resolve(counts);
+  }
+
+  publish(command: ClusterCommand): Promise<void> {
+    // Delivered on a later tick, as over Redis, so senders never re-enter their own handlers.
+    queueMicrotask(() => {
+      for (const h of this.handlers) h(command);
+    });
+    return Promise.resolve();
+  }
+
+  onCommand(handler: (command: ClusterCommand) => void): void {
+    this.handlers.push(handler);
+  }
+
+  ping(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  state(): 'up' | 'down' {
+    return 'up';
+  }
+
+  close(): Promise<void> {
+    this.handlers.length = 0;
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Shared by both implementations: poll `tryLock` with jitter until `waitMs` passes. Real time is
+ * used for the wait (it bounds a request), the lock's own expiry follows the coordinator's clock.
+ */
+export async function withLockPolling<T>(
+  coordinator: Pick<Coordinator, 'tryLock' | 'unlock'>,
+  key: string,
+  ttlMs: number,
+  waitMs: number,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const deadline = Date.now() + waitMs;
+  let delay = 10;
+  for (;;) {
+    const handle = await coordinator.tryLock(key, ttlMs);
+    if (handle) {
+      try {
+        return await fn();
+      } finally {
+        await coordinator.unlock(handle);
+      }
+    }
+    if (Date.now() >= deadline) {
+      throw new AppError('COORDINATION_UNAVAILABLE', { message: 'Timed out waiting for a cluster lock' });
+    }
+    await sleep(delay + Math.random() * delay);
+    delay = Math.min(delay * 2, 200);
+  }
+}

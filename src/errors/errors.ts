@@ -1,0 +1,113 @@
+// The one catalogue of errors a client can see: a stable code, its HTTP status, a human message and
+// whether it is worth logging as an error. Routes and services throw `AppError`; nothing else builds
+// error JSON (see http/error-handler.ts).
+
+export const errorCatalogue = {
+  // request shape
+  VALIDATION_FAILED: { status: 400, message: 'The request is not valid', log: false },
+  MALFORMED_JSON: { status: 400, message: 'The request body is not valid JSON', log: false },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Send the body as application/json', log: false },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large', log: false },
+  NOT_FOUND: { status: 404, message: 'Not found', log: false },
+  ROUTE_NOT_FOUND: { status: 404, message: 'No such route', log: false },
+  METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed', log: false },
+
+  // auth
+  UNAUTHENTICATED: { status: 401, message: 'Sign in first', log: false },
+  TOKEN_EXPIRED: { status: 401, message: 'The access token has expired', log: false },
+  INVALID_TOKEN: { status: 401, message: 'The token is not valid', log: false },
+  INVALID_CREDENTIALS: { status: 401, message: 'Wrong email or password', log: false },
+  REFRESH_TOKEN_REUSED: {
+    status: 401,
+    message: 'This refresh token was already used; every session of this sign-in was ended',
+    log: false,
+  },
+  EMAIL_TAKEN: { status: 409, message: 'An account with this email already exists', log: false },
+  FORBIDDEN_ORIGIN: { status: 403, message: 'This origin is not allowed', log: false },
+  RATE_LIMITED: { status: 429, message: 'Too many requests, try again later', log: false },
+
+  // instances
+  INSTANCE_NOT_FOUND: { status: 404, message: 'No such instance', log: false },
+  INSTANCE_ADDRESS_FORBIDDEN: {
+    status: 422,
+    message: 'This address is not allowed for an instance (loopback, link-local or unspecified)',
+    log: false,
+  },
+  INSTANCE_HOST_UNRESOLVABLE: { status: 422, message: 'The instance host name does not resolve', log: false },
+  INVALID_PRIVATE_KEY: {
+    status: 422,
+    message: 'The private key cannot be read (wrong format or passphrase)',
+    log: false,
+  },
+
+  // SSH and the instance
+  HOST_KEY_MISMATCH: {
+    status: 409,
+    message: "The instance's SSH host key changed; re-trust it if you expected this",
+    log: false,
+  },
+  SSH_AUTH_FAILED: { status: 422, message: 'The instance refused the SSH login', log: false },
+  SSH_UNREACHABLE: { status: 502, message: 'The instance cannot be reached over SSH', log: false },
+  SSH_TIMEOUT: { status: 504, message: 'The instance did not answer in time', log: false },
+  SSH_PROTOCOL_ERROR: { status: 502, message: 'The instance spoke broken SSH', log: false },
+  SSH_CHANNEL_FAILED: { status: 502, message: 'The instance refused to open a channel', log: false },
+  VNC_SERVER_MISSING: {
+    status: 422,
+    message: 'No VNC server on the instance: install tigervnc-standalone-server',
+    log: false,
+  },
+  DESKTOP_ENVIRONMENT_MISSING: {
+    status: 422,
+    message: 'The chosen desktop environment is not installed on the instance',
+    log: false,
+  },
+  DESKTOP_ENVIRONMENT_UNKNOWN: { status: 400, message: 'Unknown desktop environment', log: false },
+  NO_FREE_DISPLAY: { status: 503, message: 'Every VNC display on the instance is in use', log: false },
+  DESKTOP_START_FAILED: { status: 502, message: 'The desktop did not start on the instance', log: true },
+  VNC_PROTOCOL_ERROR: { status: 502, message: 'The VNC server spoke broken RFB', log: false },
+
+  // sessions
+  SESSION_NOT_FOUND: { status: 404, message: 'No such session', log: false },
+  SESSION_ENDED: { status: 410, message: 'This session has ended', log: false },
+  SESSION_LIMIT_REACHED: { status: 429, message: 'You have reached the maximum number of sessions', log: false },
+  TICKET_INVALID: { status: 401, message: 'The connect ticket is invalid, used or expired', log: false },
+
+  // dependencies and the process
+  STORE_UNAVAILABLE: { status: 503, message: 'The database is unavailable', log: true },
+  COORDINATION_UNAVAILABLE: { status: 503, message: 'Coordination (Redis) is unavailable', log: true },
+  SHUTTING_DOWN: { status: 503, message: 'This server is shutting down; retry', log: false },
+  INTERNAL: { status: 500, message: 'Internal error', log: true },
+} as const satisfies Record<string, { status: number; message: string; log: boolean }>;
+
+export type ErrorCode = keyof typeof errorCatalogue;
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly log: boolean;
+  /** Safe, client-facing extra facts (e.g. the observed host key fingerprint). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    options: { message?: string; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    const entry = errorCatalogue[code];
+    super(options.message ?? entry.message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AppError';
+    this.code = code;
+    this.status = entry.status;
+    this.log = entry.log;
+    this.details = options.details;
+  }
+}
+
+export function isAppError(e: unknown): e is AppError {
+  return e instanceof AppError;
+}
+
+/** Errors that only mean the peer went away: not worth an error log line. */
+export function isPeerGoneError(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE';
+}
