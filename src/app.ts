@@ -1,0 +1,210 @@
+// Builds a ready gateway from config and dependencies, apart from listening (main.ts listens).
+// Tests build it with real or test dependencies and drive it with inject() or a real socket.
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import fastifyCookie from '@fastify/cookie';
+import type { Config } from './config/config.js';
+import { systemClock, type Clock } from './lib/clock.js';
+import { randomId, type IdGenerator } from './lib/ids.js';
+import type { Logger } from './observability/logger.js';
+import { openStore, type Store } from './store/database.js';
+import { UserRepository } from './store/user.repository.js';
+import { InstanceRepository } from './store/instance.repository.js';
+import { SessionRepository } from './store/session.repository.js';
+import { SecretBox } from './crypto/secret-box.js';
+import type { Coordinator } from './coordination/coordinator.js';
+import { MemoryCoordinator } from './coordination/memory-coordinator.js';
+import { AuthService } from './auth/auth.service.js';
+import { registerAuthRoutes } from './auth/auth.routes.js';
+import { noSignInGuard, type SignInGuard } from './auth/sign-in-guard.js';
+import { AddressGuard, type Resolver } from './instances/address-guard.js';
+import { InstanceService } from './instances/instance.service.js';
+import { registerInstanceRoutes } from './instances/instance.routes.js';
+import { SessionService } from './sessions/session.service.js';
+import { registerSessionRoutes } from './sessions/session.routes.js';
+import { ActivityBuffer } from './sessions/activity-buffer.js';
+import { IdleSweeper } from './sessions/idle-sweeper.js';
+import { SshPool } from './ssh/ssh-pool.js';
+import { DesktopService } from './desktop/desktop.service.js';
+import { VncGateway, type VncGatewayHooks } from './relay/vnc-gateway.js';
+import { registerErrorHandling } from './http/error-handler.js';
+import { makeAuthenticate } from './http/authenticate.js';
+import { registerHealthRoutes } from './http/health.routes.js';
+import { isOriginAllowed } from './http/origin.js';
+
+export interface AppDeps {
+  logger: Logger;
+  clock?: Clock;
+  newId?: IdGenerator;
+  store?: Store;
+  coordinator?: Coordinator;
+  coordinationKind?: 'memory' | 'redis';
+  signInGuard?: SignInGuard;
+  resolver?: Resolver;
+  /** Extra per-request work after authentication (the per-user API rate limit). */
+  afterAuth?: (userId: string) => Promise<void>;
+  gatewayHooks?: VncGatewayHooks;
+}
+
+export interface Gateway {
+  app: FastifyInstance;
+  config: Config;
+  store: Store;
+  coordinator: Coordinator;
+  auth: AuthService;
+  instances: InstanceService;
+  sessions: SessionService;
+  sshPool: SshPool;
+  desktops: DesktopService;
+  vnc: VncGateway;
+  activity: ActivityBuffer;
+  sweeper: IdleSweeper;
+  isDraining(): boolean;
+  /** Starts background timers (heartbeats, activity flush, idle sweep). */
+  start(): void;
+  /**
+   * Ordered shutdown: not ready → viewers told to reconnect elsewhere → drained (bounded) → SSH pool
+   * closed → coordinator and store closed last.
+   */
+  shutdown(reason: string): Promise<void>;
+}
+
+export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> {
+  const logger = deps.logger;
+  const clock = deps.clock ?? systemClock;
+  const newId = deps.newId ?? randomId;
+  const store = deps.store ?? (await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }));
+  const coordinator = deps.coordinator ?? new MemoryCoordinator(clock);
+  const coordinationKind = deps.coordinationKind ?? (deps.coordinator ? 'redis' : 'memory');
+
+  const secrets = new SecretBox(config.secrets.encryption.currentKeyId, config.secrets.encryption.keys);
+  const users = new UserRepository(store.db);
+  const instanceRepo = new InstanceRepository(store.db);
+  const sessionRepo = new SessionRepository(store.db);
+
+  const sshPool = new SshPool({ ...config.ssh, logger: logger.child({ component: 'ssh' }), clock });
+  const desktops = new DesktopService({
+    pool: sshPool,
+    logger: logger.child({ component: 'desktop' }),
+    clock,
+    options: config.desktop,
+  });
+  const auth = new AuthService(
+    { users, clock, newId },
+    {
+      accessSecret: config.secrets.jwtAccessSecret,
+      refreshSecret: config.secrets.jwtRefreshSecret,
+      accessTtlSeconds: config.auth.accessTtlSeconds,
+      refreshTtlSeconds: config.auth.refreshTtlSeconds,
+    },
+  );
+  const instances = new InstanceService({
+    instances: instanceRepo,
+    secrets,
+    guard: new AddressGuard(config.instances, deps.resolver),
+    desktops,
+    clock,
+    newId,
+  });
+  const sessions = new SessionService(
+    { sessions: sessionRepo, instances, desktops, coordinator, secrets, clock, newId, logger },
+    {
+      maxPerUser: config.sessions.maxPerUser,
+      idleTimeoutMs: config.sessions.idleTimeoutMs,
+      ticketTtlMs: config.sessions.ticketTtlMs,
+      startTimeoutMs: config.desktop.startTimeoutMs,
+    },
+  );
+  const activity = new ActivityBuffer(sessionRepo, logger);
+  const vnc = new VncGateway(
+    {
+      sessions,
+      desktops,
+      coordinator,
+      activity,
+      clock,
+      logger: logger.child({ component: 'relay' }),
+      isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
+      hooks: deps.gatewayHooks,
+    },
+    { ...config.relay, nodeId: config.cluster.nodeId },
+  );
+  const sweeper = new IdleSweeper(sessions, activity, logger, config.sessions.cleanupIntervalMs);
+
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    trustProxy: config.http.trustProxy,
+    bodyLimit: config.http.bodyLimitBytes,
+    genReqId: () => newId(),
+    requestIdHeader: false,
+    disableRequestLogging: false,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    routerOptions: { maxParamLength: 200 },
+  });
+  await app.register(fastifyCookie);
+  registerErrorHandling(app);
+  const authenticate = makeAuthenticate(auth, deps.afterAuth);
+  let draining = false;
+  registerAuthRoutes(app, {
+    auth,
+    guard: deps.signInGuard ?? noSignInGuard,
+    authenticate,
+    refreshTtlSeconds: config.auth.refreshTtlSeconds,
+  });
+  registerInstanceRoutes(app, { instances, sessions, authenticate });
+  registerSessionRoutes(app, { sessions, authenticate });
+  registerHealthRoutes(app, {
+    store,
+    coordinator,
+    coordinationKind,
+    nodeId: config.cluster.nodeId,
+    isDraining: () => draining,
+    counts: () => {
+      const ssh = sshPool.stats();
+      const relay = vnc.stats();
+      return {
+        websockets: relay.viewers,
+        sessionsWithViewers: relay.sessions,
+        sshConnections: ssh.connections,
+        sshChannels: ssh.channels,
+      };
+    },
+  });
+  app.server.on('upgrade', (req, socket, head) => vnc.handleUpgrade(req, socket, head));
+
+  let timersStarted = false;
+  return {
+    app,
+    config,
+    store,
+    coordinator,
+    auth,
+    instances,
+    sessions,
+    sshPool,
+    desktops,
+    vnc,
+    activity,
+    sweeper,
+    isDraining: () => draining,
+    start() {
+      if (timersStarted) return;
+      timersStarted = true;
+      vnc.start();
+      activity.start(config.sessions.activityFlushMs);
+      sweeper.start();
+    },
+    async shutdown(reason: string) {
+      draining = true;
+      logger.info({ reason }, 'shutting down: draining viewers');
+      sweeper.stop();
+      await vnc.drain(Math.max(100, config.shutdown.timeoutMs - 2000));
+      await app.close();
+      await vnc.close();
+      await activity.stop();
+      await sshPool.close();
+      await coordinator.close();
+      await store.close();
+      logger.info('shutdown complete');
+    },
+  };
+}

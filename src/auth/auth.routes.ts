@@ -1,0 +1,80 @@
+// /api/auth: register, login, refresh, logout, me. The refresh token is returned in the body (API
+// clients) and also set as an httpOnly SameSite=Strict cookie scoped to /api/auth, so the web client
+// never has to keep it where page scripts can read it.
+import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { AppError } from '../errors/errors.js';
+import { data, Email, Password, strictObject } from '../http/schemas.js';
+import type { AuthService } from './auth.service.js';
+import type { SignInGuard } from './sign-in-guard.js';
+
+export const REFRESH_COOKIE = 'cd_refresh';
+
+const Credentials = strictObject({ email: Email, password: Type.String({ minLength: 1, maxLength: 256 }) });
+const Registration = strictObject({ email: Email, password: Password });
+const RefreshBody = strictObject({ refreshToken: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) });
+
+export function registerAuthRoutes(
+  app: FastifyInstance,
+  deps: {
+    auth: AuthService;
+    guard: SignInGuard;
+    authenticate: preHandlerAsyncHookHandler;
+    refreshTtlSeconds: number;
+  },
+): void {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+  const { auth, guard } = deps;
+
+  const setRefreshCookie = (request: FastifyRequest, reply: FastifyReply, token: string) =>
+    reply.setCookie(REFRESH_COOKIE, token, {
+      httpOnly: true,
+      sameSite: 'strict',
+      secure: request.protocol === 'https',
+      path: '/api/auth',
+      maxAge: deps.refreshTtlSeconds,
+    });
+  const refreshTokenOf = (request: FastifyRequest, body: { refreshToken?: string } | undefined) => {
+    const token = body?.refreshToken ?? request.cookies[REFRESH_COOKIE];
+    if (!token) throw new AppError('UNAUTHENTICATED', { message: 'No refresh token' });
+    return token;
+  };
+
+  r.post('/api/auth/register', { schema: { body: Registration } }, async (request, reply) => {
+    await guard.attempt(request.ip);
+    const result = await auth.register(request.body.email, request.body.password);
+    setRefreshCookie(request, reply, result.refreshToken);
+    return reply.status(201).send(data(result));
+  });
+
+  r.post('/api/auth/login', { schema: { body: Credentials } }, async (request, reply) => {
+    const { email, password } = request.body;
+    await guard.beforeSignIn(email, request.ip);
+    try {
+      const result = await auth.login(email, password);
+      await guard.signInSucceeded(email, request.ip);
+      setRefreshCookie(request, reply, result.refreshToken);
+      return reply.send(data(result));
+    } catch (e) {
+      if (e instanceof AppError && e.code === 'INVALID_CREDENTIALS') await guard.signInFailed(email, request.ip);
+      throw e;
+    }
+  });
+
+  r.post('/api/auth/refresh', { schema: { body: Type.Optional(RefreshBody) } }, async (request, reply) => {
+    await guard.attempt(request.ip);
+    const pair = await auth.refresh(refreshTokenOf(request, request.body));
+    setRefreshCookie(request, reply, pair.refreshToken);
+    return reply.send(data(pair));
+  });
+
+  r.post('/api/auth/logout', { schema: { body: Type.Optional(RefreshBody) } }, async (request, reply) => {
+    const token = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE];
+    if (token) await auth.logout(token);
+    reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
+    return reply.status(204).send();
+  });
+
+  r.get('/api/auth/me', { preHandler: deps.authenticate }, async (request) => data(await auth.me(request.userId)));
+}

@@ -1,0 +1,175 @@
+// Accounts and tokens: argon2id password hashes, short-lived access JWTs, rotating refresh tokens in
+// families (a reused refresh token revokes its whole family: someone copied it).
+import { hash, verify } from '@node-rs/argon2';
+import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
+import { AppError } from '../errors/errors.js';
+import type { Clock } from '../lib/clock.js';
+import type { IdGenerator } from '../lib/ids.js';
+import type { UserRepository, UserRow } from '../store/user.repository.js';
+
+export interface PublicUser {
+  id: string;
+  email: string;
+}
+
+export interface TokenPair {
+  accessToken: string;
+  refreshToken: string;
+}
+
+export interface AuthServiceOptions {
+  accessSecret: string;
+  refreshSecret: string;
+  accessTtlSeconds: number;
+  refreshTtlSeconds: number;
+}
+
+const ISSUER = 'clouddesk';
+// @node-rs/argon2 hashes with argon2id by default; these are OWASP's minimum parameters (19 MiB, t=2).
+const argonOptions = { memoryCost: 19_456, timeCost: 2, parallelism: 1 };
+
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+export class AuthService {
+  private readonly accessKey: Uint8Array;
+  private readonly refreshKey: Uint8Array;
+  /** Verified against when the email is unknown, so both answers take the same time. */
+  private dummyHash: Promise<string> | undefined;
+
+  constructor(
+    private readonly deps: { users: UserRepository; clock: Clock; newId: IdGenerator },
+    private readonly options: AuthServiceOptions,
+  ) {
+    this.accessKey = new TextEncoder().encode(options.accessSecret);
+    this.refreshKey = new TextEncoder().encode(options.refreshSecret);
+  }
+
+  async register(email: string, password: string): Promise<{ user: PublicUser } & TokenPair> {
+    const row: UserRow = {
+      id: this.deps.newId(),
+      email: normalizeEmail(email),
+      password_hash: await hash(password, argonOptions),
+      created_at: this.deps.clock.now(),
+    };
+    if (!(await this.deps.users.create(row))) throw new AppError('EMAIL_TAKEN');
+    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId())) };
+  }
+
+  async login(email: string, password: string): Promise<{ user: PublicUser } & TokenPair> {
+    const row = await this.deps.users.findByEmail(normalizeEmail(email));
+    if (!row) {
+      this.dummyHash ??= hash('not-a-real-password', argonOptions);
+      await verify(await this.dummyHash, password);
+      throw new AppError('INVALID_CREDENTIALS');
+    }
+    if (!(await verify(row.password_hash, password))) throw new AppError('INVALID_CREDENTIALS');
+    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId())) };
+  }
+
+  async refresh(refreshToken: string): Promise<TokenPair> {
+    const claims = await this.verifyRefresh(refreshToken);
+    const now = this.deps.clock.now();
+    const row = await this.deps.users.findRefreshToken(claims.jti);
+    if (!row || row.user_id !== claims.sub || row.expires_at <= now) throw new AppError('INVALID_TOKEN');
+    if (row.revoked_at !== null) throw new AppError('INVALID_TOKEN');
+    if (!(await this.deps.users.markRefreshTokenUsed(row.id, now))) {
+      // Already used: the token was copied (or replayed). End every token of this sign-in.
+      await this.deps.users.revokeFamily(row.family_id, now);
+      throw new AppError('REFRESH_TOKEN_REUSED');
+    }
+    return this.issuePair(row.user_id, row.family_id);
+  }
+
+  /** Revokes the refresh token's family; unknown or invalid tokens are ignored (logout is idempotent). */
+  async logout(refreshToken: string): Promise<void> {
+    let claims: { jti: string; sub: string };
+    try {
+      claims = await this.verifyRefresh(refreshToken);
+    } catch {
+      return;
+    }
+    const row = await this.deps.users.findRefreshToken(claims.jti);
+    if (row) await this.deps.users.revokeFamily(row.family_id, this.deps.clock.now());
+  }
+
+  async signOutEverywhere(userId: string): Promise<void> {
+    await this.deps.users.revokeAllForUser(userId, this.deps.clock.now());
+  }
+
+  async me(userId: string): Promise<PublicUser> {
+    const row = await this.deps.users.findById(userId);
+    if (!row) throw new AppError('UNAUTHENTICATED');
+    return toPublicUser(row);
+  }
+
+  /** Verifies an access token and returns the user id. */
+  async verifyAccess(token: string): Promise<string> {
+    try {
+      const { payload } = await jwtVerify(token, this.accessKey, {
+        issuer: ISSUER,
+        algorithms: ['HS256'],
+        currentDate: new Date(this.deps.clock.now()),
+      });
+      if (payload.typ !== 'access' || typeof payload.sub !== 'string') throw new AppError('INVALID_TOKEN');
+      return payload.sub;
+    } catch (e) {
+      if (e instanceof AppError) throw e;
+      if (e instanceof joseErrors.JWTExpired) throw new AppError('TOKEN_EXPIRED');
+      throw new AppError('INVALID_TOKEN');
+    }
+  }
+
+  private async verifyRefresh(token: string): Promise<{ jti: string; sub: string }> {
+    try {
+      const { payload } = await jwtVerify(token, this.refreshKey, {
+        issuer: ISSUER,
+        algorithms: ['HS256'],
+        currentDate: new Date(this.deps.clock.now()),
+      });
+      if (payload.typ !== 'refresh' || typeof payload.sub !== 'string' || typeof payload.jti !== 'string') {
+        throw new AppError('INVALID_TOKEN');
+      }
+      return { jti: payload.jti, sub: payload.sub };
+    } catch (e) {
+      if (e instanceof AppError) throw e;
+      throw new AppError('INVALID_TOKEN');
+    }
+  }
+
+  private async issuePair(userId: string, familyId: string): Promise<TokenPair> {
+    const now = this.deps.clock.now();
+    const iat = Math.floor(now / 1000);
+    const jti = this.deps.newId();
+    const accessToken = await new SignJWT({ typ: 'access' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(userId)
+      .setIssuer(ISSUER)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + this.options.accessTtlSeconds)
+      .sign(this.accessKey);
+    const refreshToken = await new SignJWT({ typ: 'refresh' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(userId)
+      .setJti(jti)
+      .setIssuer(ISSUER)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + this.options.refreshTtlSeconds)
+      .sign(this.refreshKey);
+    await this.deps.users.addRefreshToken({
+      id: jti,
+      user_id: userId,
+      family_id: familyId,
+      expires_at: now + this.options.refreshTtlSeconds * 1000,
+      used_at: null,
+      revoked_at: null,
+      created_at: now,
+    });
+    return { accessToken, refreshToken };
+  }
+}
+
+function toPublicUser(row: UserRow): PublicUser {
+  return { id: row.id, email: row.email };
+}

@@ -1,0 +1,163 @@
+// The hot path: one viewer's WebSocket piped into one SSH channel to its desktop, with backpressure
+// both ways and every buffer bounded.
+//
+//   desktop → viewer: channel 'data' → ws.send. Above `highWaterBytes` of ws.bufferedAmount the channel
+//     is paused (ssh2 then stops re-opening the SSH window, so sshd stops reading Xvnc); each completed
+//     send re-checks and resumes below half of it. Paused for longer than `stallTimeoutMs` → the viewer
+//     is closed with STALLED: a browser that stopped reading must not pin memory forever.
+//   viewer → desktop: ws 'message' → channel.write; when it returns false the WebSocket is paused
+//     (ws stops reading its socket) until the channel drains.
+//   Before the channel is open, what the viewer sends is buffered (up to `preOpenBufferBytes`), not
+//   dropped: a VNC client may speak first.
+//
+// Per chunk the relay allocates nothing of its own: callbacks are bound once, counters are plain
+// numbers that the metrics read on scrape.
+import type { Duplex } from 'node:stream';
+import type { WebSocket, RawData } from 'ws';
+import { CloseCode } from './close-codes.js';
+
+export interface RelayOptions {
+  highWaterBytes: number;
+  stallTimeoutMs: number;
+  preOpenBufferBytes: number;
+}
+
+export interface RelayStats {
+  bytesToViewer: number;
+  bytesFromViewer: number;
+}
+
+const SEND_OPTIONS = Object.freeze({ binary: true, compress: false });
+
+export class Relay implements RelayStats {
+  bytesToViewer = 0;
+  bytesFromViewer = 0;
+  /** Set when the relay ended; the code/reason it closed the viewer with (if it did). */
+  closed = false;
+
+  private channel: Duplex | null = null;
+  private pending: Buffer[] | null = [];
+  private pendingBytes = 0;
+  private channelPaused = false;
+  private stallTimer: NodeJS.Timeout | null = null;
+  private readonly lowWaterBytes: number;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly options: RelayOptions,
+    private readonly onEnd: (relay: Relay) => void,
+  ) {
+    this.lowWaterBytes = options.highWaterBytes >> 1;
+    ws.on('message', this.onViewerMessage);
+    ws.on('close', this.onViewerClose);
+    ws.on('error', noop);
+  }
+
+  /** Connects the viewer to the desktop's byte stream; anything the viewer sent so far goes first. */
+  attach(channel: Duplex): void {
+    if (this.closed) {
+      channel.destroy();
+      return;
+    }
+    this.channel = channel;
+    channel.on('data', this.onDesktopData);
+    channel.on('drain', this.onChannelDrain);
+    channel.on('close', this.onChannelClose);
+    channel.on('end', this.onChannelClose);
+    channel.on('error', noop);
+    const pending = this.pending!;
+    this.pending = null;
+    this.pendingBytes = 0;
+    for (const chunk of pending) this.writeToChannel(chunk);
+  }
+
+  /** Bytes the viewer sent before the relay took over (e.g. past a gateway-served handshake). */
+  enqueue(chunk: Buffer): void {
+    if (chunk.length > 0) this.onViewerMessage(chunk, true);
+  }
+
+  /** Ends the relay: the viewer is closed with `code` (if still open) and the channel destroyed. */
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.clearStall();
+    if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) {
+      this.ws.close(code, reason);
+    }
+    this.channel?.destroy();
+    this.onEnd(this);
+  }
+
+  private readonly onViewerMessage = (data: RawData, isBinary: boolean): void => {
+    if (!isBinary) {
+      this.close(CloseCode.PROTOCOL_ERROR, 'binary frames only');
+      return;
+    }
+    const chunk = data as Buffer; // binaryType is 'nodebuffer' (the default)
+    this.bytesFromViewer += chunk.length;
+    if (this.pending !== null) {
+      this.pendingBytes += chunk.length;
+      if (this.pendingBytes > this.options.preOpenBufferBytes) {
+        this.close(CloseCode.PROTOCOL_ERROR, 'too much data before the desktop answered');
+        return;
+      }
+      this.pending.push(chunk);
+      return;
+    }
+    this.writeToChannel(chunk);
+  };
+
+  private writeToChannel(chunk: Buffer): void {
+    if (!this.channel!.write(chunk)) this.ws.pause();
+  }
+
+  private readonly onChannelDrain = (): void => {
+    this.ws.resume();
+  };
+
+  private readonly onDesktopData = (chunk: Buffer): void => {
+    this.bytesToViewer += chunk.length;
+    this.ws.send(chunk, SEND_OPTIONS, this.onSent);
+    if (!this.channelPaused && this.ws.bufferedAmount > this.options.highWaterBytes) {
+      this.channelPaused = true;
+      this.channel!.pause();
+      this.stallTimer = setTimeout(this.onStalled, this.options.stallTimeoutMs);
+      this.stallTimer.unref();
+    }
+  };
+
+  private readonly onSent = (err?: Error): void => {
+    if (err || !this.channelPaused || this.closed) return;
+    if (this.ws.bufferedAmount <= this.lowWaterBytes) {
+      this.channelPaused = false;
+      this.clearStall();
+      this.channel!.resume();
+    }
+  };
+
+  private readonly onStalled = (): void => {
+    this.stallTimer = null;
+    if (this.channelPaused) this.close(CloseCode.STALLED, 'viewer stopped reading');
+  };
+
+  private clearStall(): void {
+    if (this.stallTimer) {
+      clearTimeout(this.stallTimer);
+      this.stallTimer = null;
+    }
+  }
+
+  private readonly onChannelClose = (): void => {
+    this.close(CloseCode.DESKTOP_UNREACHABLE, 'desktop connection closed');
+  };
+
+  private readonly onViewerClose = (): void => {
+    if (this.closed) return;
+    this.closed = true;
+    this.clearStall();
+    this.channel?.destroy();
+    this.onEnd(this);
+  };
+}
+
+function noop(): void {}

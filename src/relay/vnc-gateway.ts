@@ -1,0 +1,303 @@
+// Owns the HTTP `upgrade` event and every viewer on this process: `/vnc?ticket=…` is checked
+// (path, Origin, single-use ticket, per-user connect limit) before the WebSocket is accepted, then
+// the viewer is relayed into an SSH channel to its desktop. Also: one heartbeat timer for all viewers
+// (ping, missed pongs, RTT), viewer leases in the coordinator, activity notes, cluster commands
+// ("end session X", "sign user Y out") and draining on shutdown.
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { AppError, isAppError, errorCatalogue } from '../errors/errors.js';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../observability/logger.js';
+import type { ClusterCommand, Coordinator } from '../coordination/coordinator.js';
+import type { DesktopService } from '../desktop/desktop.service.js';
+import type { SessionEndpoint, SessionService } from '../sessions/session.service.js';
+import type { ActivityBuffer } from '../sessions/activity-buffer.js';
+import { CloseCode } from './close-codes.js';
+import { Relay, type RelayOptions } from './relay.js';
+import { serveViewerHandshake } from './rfb-viewer-handshake.js';
+
+export interface VncGatewayOptions extends RelayOptions {
+  maxPayloadBytes: number;
+  pingIntervalMs: number;
+  missedPongsAllowed: number;
+  nodeId: string;
+}
+
+export interface VncGatewayHooks {
+  /** Throws AppError('RATE_LIMITED') when the user opens WebSockets too fast. */
+  consumeWsConnect?(userId: string): Promise<void>;
+  onViewerRtt?(ms: number): void;
+  onViewerClosed?(code: number): void;
+}
+
+interface Viewer {
+  id: string;
+  userId: string;
+  sessionId: string;
+  ws: WebSocket;
+  relay: Relay | null;
+  missedPongs: number;
+  pingSentAt: number;
+  bytesSeen: number;
+}
+
+const TICKET_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
+const LEASE_RENEW_MS = 15_000;
+
+export class VncGateway {
+  private readonly wss: WebSocketServer;
+  private readonly viewers = new Set<Viewer>();
+  private readonly bySession = new Map<string, Set<Viewer>>();
+  private heartbeat: NodeJS.Timeout | null = null;
+  private leaseTimer: NodeJS.Timeout | null = null;
+  private draining = false;
+  /** Bytes of relays that already ended; live relays are added on read. */
+  private closedBytesToViewer = 0;
+  private closedBytesFromViewer = 0;
+
+  constructor(
+    private readonly deps: {
+      sessions: Pick<SessionService, 'resolveTicket'>;
+      desktops: Pick<DesktopService, 'openStream'>;
+      coordinator: Coordinator;
+      activity: ActivityBuffer;
+      clock: Clock;
+      logger: Logger;
+      isOriginAllowed: (origin: string, host: string | undefined) => boolean;
+      hooks?: VncGatewayHooks;
+    },
+    private readonly options: VncGatewayOptions,
+  ) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: options.maxPayloadBytes,
+      clientTracking: false,
+      // noVNC asks for 'binary'; clients that ask for nothing get raw binary frames all the same.
+      handleProtocols: (protocols) => (protocols.has('binary') ? 'binary' : false),
+    });
+    deps.coordinator.onCommand((c) => this.onCommand(c));
+  }
+
+  start(): void {
+    this.heartbeat = setInterval(() => this.beat(), this.options.pingIntervalMs);
+    this.heartbeat.unref();
+    this.leaseTimer = setInterval(() => void this.renewLeases(), LEASE_RENEW_MS);
+    this.leaseTimer.unref();
+  }
+
+  get viewerCount(): number {
+    return this.viewers.size;
+  }
+
+  stats(): { viewers: number; sessions: number; bytesToViewer: number; bytesFromViewer: number } {
+    let toViewer = this.closedBytesToViewer;
+    let fromViewer = this.closedBytesFromViewer;
+    for (const v of this.viewers) {
+      toViewer += v.relay?.bytesToViewer ?? 0;
+      fromViewer += v.relay?.bytesFromViewer ?? 0;
+    }
+    return { viewers: this.viewers.size, sessions: this.bySession.size, bytesToViewer: toViewer, bytesFromViewer: fromViewer };
+  }
+
+  /** The server's 'upgrade' listener. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', noop);
+    void this.upgrade(req, socket, head).catch((e: unknown) => {
+      this.deps.logger.error({ err: e }, 'upgrade failed');
+      rejectUpgrade(socket, new AppError('INTERNAL'));
+    });
+  }
+
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://gateway.invalid');
+    if (url.pathname !== '/vnc') return rejectUpgrade(socket, new AppError('ROUTE_NOT_FOUND'), 400);
+    if (this.draining) return rejectUpgrade(socket, new AppError('SHUTTING_DOWN'));
+    // Browsers always send Origin: a foreign page must not ride a user's ticket. Non-browser RFB
+    // clients send none; for them the single-use ticket is the whole authentication.
+    const origin = req.headers.origin;
+    if (origin !== undefined && !this.deps.isOriginAllowed(origin, req.headers.host)) {
+      return rejectUpgrade(socket, new AppError('FORBIDDEN_ORIGIN'));
+    }
+    const ticket = url.searchParams.get('ticket') ?? '';
+    if (!TICKET_PATTERN.test(ticket)) return rejectUpgrade(socket, new AppError('TICKET_INVALID'));
+
+    let endpoint: SessionEndpoint;
+    try {
+      endpoint = await this.deps.sessions.resolveTicket(ticket);
+      await this.deps.hooks?.consumeWsConnect?.(endpoint.session.user_id);
+    } catch (e) {
+      if (!isAppError(e)) throw e;
+      return rejectUpgrade(socket, e);
+    }
+    if (socket.destroyed) return;
+    if (this.draining) return rejectUpgrade(socket, new AppError('SHUTTING_DOWN'));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, endpoint));
+  }
+
+  private attach(ws: WebSocket, endpoint: SessionEndpoint): void {
+    const { session, target, handle } = endpoint;
+    const viewer: Viewer = {
+      id: randomBytes(9).toString('base64url'),
+      userId: session.user_id,
+      sessionId: session.id,
+      ws,
+      relay: null,
+      missedPongs: 0,
+      pingSentAt: 0,
+      bytesSeen: 0,
+    };
+    this.viewers.add(viewer);
+    let set = this.bySession.get(session.id);
+    if (!set) this.bySession.set(session.id, (set = new Set()));
+    set.add(viewer);
+    this.deps.activity.touch(session.id, this.deps.clock.now());
+    ws.on('pong', () => {
+      viewer.missedPongs = 0;
+      if (viewer.pingSentAt > 0) this.deps.hooks?.onViewerRtt?.(Date.now() - viewer.pingSentAt);
+    });
+    ws.on('close', (code) => this.detach(viewer, code));
+    void this.deps.coordinator
+      .putViewer({ sessionId: session.id, viewerId: viewer.id, nodeId: this.options.nodeId }, LEASE_RENEW_MS * 3)
+      .catch((e: unknown) => this.deps.logger.warn({ err: e, sessionId: session.id }, 'could not record viewer lease'));
+
+    const log = this.deps.logger.child({ sessionId: session.id, viewerId: viewer.id });
+    const streamPromise = this.deps.desktops.openStream(target, handle);
+    const start = async () => {
+      // The gateway answered the VNC password itself: play the server's handshake to the viewer.
+      const leftover = handle.transport === 'tcp' ? await serveViewerHandshake(ws, 15_000) : null;
+      const relay = new Relay(ws, this.options, (r) => {
+        this.closedBytesToViewer += r.bytesToViewer;
+        this.closedBytesFromViewer += r.bytesFromViewer;
+      });
+      viewer.relay = relay;
+      if (leftover) relay.enqueue(leftover);
+      const { stream } = await streamPromise;
+      relay.attach(stream);
+      log.debug('viewer attached');
+    };
+    start().catch((e: unknown) => {
+      streamPromise.then((s) => s.stream.destroy()).catch(noop);
+      const reason = isAppError(e) ? e.code : 'relay start failed';
+      if (!isAppError(e)) log.warn({ err: e }, 'could not connect viewer to its desktop');
+      else log.info({ code: e.code }, 'could not connect viewer to its desktop');
+      closeViewer(viewer, CloseCode.DESKTOP_UNREACHABLE, reason);
+    });
+  }
+
+  private detach(viewer: Viewer, code: number): void {
+    if (!this.viewers.delete(viewer)) return;
+    viewer.relay?.close(code, '');
+    const set = this.bySession.get(viewer.sessionId);
+    set?.delete(viewer);
+    if (set?.size === 0) this.bySession.delete(viewer.sessionId);
+    this.deps.activity.touch(viewer.sessionId, this.deps.clock.now());
+    this.deps.hooks?.onViewerClosed?.(code);
+    void this.deps.coordinator
+      .removeViewer(viewer.sessionId, viewer.id)
+      .catch((e: unknown) => this.deps.logger.debug({ err: e }, 'could not remove viewer lease; it will lapse'));
+  }
+
+  /** Closes this process's viewers of a session (the session ended somewhere in the cluster). */
+  closeSession(sessionId: string, code: number, reason: string): void {
+    for (const v of [...(this.bySession.get(sessionId) ?? [])]) closeViewer(v, code, reason);
+  }
+
+  private onCommand(command: ClusterCommand): void {
+    switch (command.type) {
+      case 'end-session':
+        this.closeSession(command.sessionId, CloseCode.SESSION_ENDED, command.reason);
+        break;
+      case 'sign-out-user':
+        for (const v of [...this.viewers]) if (v.userId === command.userId) closeViewer(v, CloseCode.SIGNED_OUT, 'signed out');
+        break;
+    }
+  }
+
+  private beat(): void {
+    const now = Date.now();
+    for (const v of this.viewers) {
+      if (v.missedPongs >= this.options.missedPongsAllowed) {
+        v.ws.terminate();
+        continue;
+      }
+      v.missedPongs++;
+      v.pingSentAt = now;
+      v.ws.ping();
+    }
+  }
+
+  private async renewLeases(): Promise<void> {
+    const now = this.deps.clock.now();
+    for (const v of this.viewers) {
+      const moved = (v.relay?.bytesToViewer ?? 0) + (v.relay?.bytesFromViewer ?? 0);
+      if (moved !== v.bytesSeen) {
+        v.bytesSeen = moved;
+        this.deps.activity.touch(v.sessionId, now);
+      }
+      try {
+        await this.deps.coordinator.putViewer(
+          { sessionId: v.sessionId, viewerId: v.id, nodeId: this.options.nodeId },
+          LEASE_RENEW_MS * 3,
+        );
+      } catch (e) {
+        this.deps.logger.warn({ err: e }, 'could not renew viewer leases');
+        return;
+      }
+    }
+  }
+
+  /**
+   * Stops taking viewers and asks every current one to reconnect elsewhere; resolves when all have
+   * gone or after `timeoutMs`.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    for (const v of [...this.viewers]) closeViewer(v, CloseCode.RECONNECT, 'server restarting; reconnect');
+    const deadline = Date.now() + timeoutMs;
+    while (this.viewers.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const v of [...this.viewers]) v.ws.terminate();
+  }
+
+  async close(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    for (const v of [...this.viewers]) v.ws.terminate();
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}
+
+function closeViewer(viewer: Viewer, code: number, reason: string): void {
+  if (viewer.relay) viewer.relay.close(code, reason);
+  else viewer.ws.close(code, reason);
+}
+
+const statusText: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  410: 'Gone',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+/** Answers a refused upgrade with a plain HTTP error carrying the usual `{ error }` body. */
+function rejectUpgrade(socket: Duplex, error: AppError, status = error.status): void {
+  if (socket.destroyed) return;
+  const body = JSON.stringify({ error: { code: error.code, message: errorCatalogue[error.code].message } });
+  const retryAfter = error.details?.retryAfterSeconds;
+  socket.end(
+    `HTTP/1.1 ${status} ${statusText[status] ?? 'Error'}\r\n` +
+      'Connection: close\r\nContent-Type: application/json\r\n' +
+      (typeof retryAfter === 'number' ? `Retry-After: ${retryAfter}\r\n` : '') +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
+function noop(): void {}

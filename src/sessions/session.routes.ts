@@ -1,0 +1,48 @@
+// /api/sessions: connect (start or reuse a desktop), tickets for reconnecting, list, end.
+import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { data, IdParams, strictObject } from '../http/schemas.js';
+import { idPattern } from '../lib/ids.js';
+import type { SessionService } from './session.service.js';
+
+const ConnectBody = strictObject({
+  instanceId: Type.String({ pattern: idPattern, maxLength: 36 }),
+  desktopEnvironment: Type.String({ minLength: 1, maxLength: 32 }),
+});
+
+export function registerSessionRoutes(
+  app: FastifyInstance,
+  deps: { sessions: SessionService; authenticate: preHandlerAsyncHookHandler; onSetupDuration?: (ms: number) => void },
+): void {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+  const { sessions } = deps;
+  const preHandler = deps.authenticate;
+
+  r.post('/api/sessions/connect', { preHandler, schema: { body: ConnectBody } }, async (request, reply) => {
+    const started = performance.now();
+    const { created, ...result } = await sessions.connect(
+      request.userId,
+      request.body.instanceId,
+      request.body.desktopEnvironment,
+    );
+    if (created) deps.onSetupDuration?.(performance.now() - started);
+    request.log.info({ sessionId: result.sessionId, created }, 'session connect');
+    return reply.status(created ? 201 : 200).send(data(result));
+  });
+
+  r.post('/api/sessions/:id/ticket', { preHandler, schema: { params: IdParams } }, async (request) =>
+    data(await sessions.ticket(request.userId, request.params.id)),
+  );
+
+  r.get('/api/sessions/active', { preHandler }, async (request) => data(await sessions.listActive(request.userId)));
+
+  r.get('/api/sessions/:id', { preHandler, schema: { params: IdParams } }, async (request) =>
+    data(await sessions.get(request.userId, request.params.id)),
+  );
+
+  r.post('/api/sessions/disconnect/:id', { preHandler, schema: { params: IdParams } }, async (request, reply) => {
+    await sessions.disconnect(request.userId, request.params.id);
+    return reply.send(data({ sessionId: request.params.id, status: 'ended' }));
+  });
+}

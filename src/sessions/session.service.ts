@@ -1,0 +1,316 @@
+// Desktop sessions: connect (start or reuse the user's desktop on an instance), tickets for the
+// WebSocket, listing, ending, and the idle sweep. Cluster-safe through the coordinator: per-user and
+// per-instance locks, viewer leases, and an "end session" command every node acts on.
+import { AppError, isAppError } from '../errors/errors.js';
+import type { Clock } from '../lib/clock.js';
+import type { IdGenerator } from '../lib/ids.js';
+import type { Logger } from '../observability/logger.js';
+import type { Coordinator } from '../coordination/coordinator.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+import type { SessionRepository, SessionRow } from '../store/session.repository.js';
+import type { InstanceRow } from '../store/instance.repository.js';
+import type { InstanceService } from '../instances/instance.service.js';
+import type { DesktopHandle, DesktopService } from '../desktop/desktop.service.js';
+import type { SshTarget } from '../ssh/ssh-pool.js';
+import { isDesktopEnvironmentId, type DesktopEnvironmentId } from '../desktop/desktop-environments.js';
+
+export interface SessionServiceOptions {
+  maxPerUser: number;
+  idleTimeoutMs: number;
+  ticketTtlMs: number;
+  startTimeoutMs: number;
+}
+
+export interface ConnectResult {
+  created: boolean;
+  sessionId: string;
+  websocketUrl: string;
+  display: number;
+}
+
+export interface PublicSession {
+  id: string;
+  instanceId: string;
+  instanceName?: string;
+  desktopEnvironment: string;
+  display: number | null;
+  status: string;
+  startedAt: string | null;
+  createdAt: string;
+  lastActivityAt: string;
+  endedAt: string | null;
+  endReason: string | null;
+  viewers: number;
+}
+
+/** What the relay needs to reach a session's desktop. */
+export interface SessionEndpoint {
+  session: SessionRow;
+  target: SshTarget;
+  handle: DesktopHandle;
+}
+
+export class SessionService {
+  constructor(
+    private readonly deps: {
+      sessions: SessionRepository;
+      instances: InstanceService;
+      desktops: Pick<DesktopService, 'start' | 'stop' | 'isAlive'>;
+      coordinator: Coordinator;
+      secrets: SecretBox;
+      clock: Clock;
+      newId: IdGenerator;
+      logger: Logger;
+    },
+    private readonly options: SessionServiceOptions,
+  ) {}
+
+  async connect(userId: string, instanceId: string, desktopEnvironment: string): Promise<ConnectResult> {
+    if (!isDesktopEnvironmentId(desktopEnvironment)) throw new AppError('DESKTOP_ENVIRONMENT_UNKNOWN');
+    const instance = await this.deps.instances.getRow(userId, instanceId);
+    const lockWait = this.options.startTimeoutMs + 15_000;
+    // One connect at a time per user and instance: a second click waits and gets the same desktop.
+    return this.deps.coordinator.withLock(`connect:${userId}:${instanceId}`, lockWait + 5_000, lockWait, async () => {
+      const live = await this.deps.sessions.findLive(userId, instanceId);
+      if (live) {
+        const reused = await this.tryReuse(live, instance);
+        if (reused) return reused;
+      }
+      const session = await this.reserve(userId, instance, desktopEnvironment);
+      return this.startDesktop(session, instance, desktopEnvironment);
+    });
+  }
+
+  /** A fresh single-use ticket for an existing, live session (reconnecting viewers). */
+  async ticket(userId: string, sessionId: string): Promise<{ websocketUrl: string }> {
+    const session = await this.deps.sessions.findOwned(userId, sessionId);
+    if (!session) throw new AppError('SESSION_NOT_FOUND');
+    if (session.status === 'ended') throw new AppError('SESSION_ENDED');
+    return { websocketUrl: await this.websocketUrl(userId, session.id) };
+  }
+
+  async listActive(userId: string): Promise<PublicSession[]> {
+    const rows = await this.deps.sessions.listLiveByUser(userId);
+    const viewers = await this.deps.coordinator.countViewers(rows.map((r) => r.id));
+    return rows.map((r) => ({ ...toPublicSession(r, viewers.get(r.id) ?? 0), instanceName: r.instance_name }));
+  }
+
+  async get(userId: string, sessionId: string): Promise<PublicSession> {
+    const row = await this.deps.sessions.findOwned(userId, sessionId);
+    if (!row) throw new AppError('SESSION_NOT_FOUND');
+    const viewers = await this.deps.coordinator.countViewers([row.id]);
+    return toPublicSession(row, viewers.get(row.id) ?? 0);
+  }
+
+  /** The owner ends a session: viewers closed, desktop stopped on the instance, display freed. */
+  async disconnect(userId: string, sessionId: string): Promise<void> {
+    const row = await this.deps.sessions.findOwned(userId, sessionId);
+    if (!row) throw new AppError('SESSION_NOT_FOUND');
+    if (row.status === 'ended') throw new AppError('SESSION_ENDED');
+    await this.end(row, 'disconnected');
+  }
+
+  async endAllForInstance(userId: string, instanceId: string): Promise<void> {
+    const live = await this.deps.sessions.findLive(userId, instanceId);
+    if (live) await this.end(live, 'instance-deleted');
+  }
+
+  /** Redeems a WebSocket ticket and returns where the viewer must be connected. */
+  async resolveTicket(ticket: string): Promise<SessionEndpoint> {
+    const claims = await this.deps.coordinator.redeemTicket(ticket);
+    if (!claims) throw new AppError('TICKET_INVALID');
+    const session = await this.deps.sessions.findOwned(claims.userId, claims.sessionId);
+    if (!session) throw new AppError('TICKET_INVALID');
+    if (session.status !== 'active') throw new AppError('SESSION_ENDED');
+    const instance = await this.deps.instances.getRow(claims.userId, session.instance_id);
+    return { session, target: await this.deps.instances.target(instance), handle: this.handleOf(session) };
+  }
+
+  /**
+   * Ends every session that has had no live viewer (anywhere in the cluster) and no activity for the
+   * idle timeout. A per-session lock makes exactly one node act on each.
+   */
+  async sweepIdle(pendingActivity: ReadonlyMap<string, number> = new Map()): Promise<number> {
+    const now = this.deps.clock.now();
+    const cutoff = now - this.options.idleTimeoutMs;
+    let ended = 0;
+    const candidates = await this.deps.sessions.listIdleCandidates(cutoff, 500);
+    const viewers = await this.deps.coordinator.countViewers(candidates.map((c) => c.id));
+    for (const s of candidates) {
+      if ((viewers.get(s.id) ?? 0) > 0) continue;
+      if ((pendingActivity.get(s.id) ?? 0) >= cutoff) continue;
+      const lock = await this.deps.coordinator.tryLock(`sweep:${s.id}`, 60_000);
+      if (!lock) continue;
+      try {
+        const fresh = await this.deps.sessions.findById(s.id);
+        if (fresh?.status !== 'active' || fresh.last_activity_at >= cutoff) continue;
+        await this.end(fresh, 'idle-timeout');
+        ended++;
+      } finally {
+        await this.deps.coordinator.unlock(lock);
+      }
+    }
+    // Sessions left 'starting' by a gateway that died mid-start never got a desktop handle.
+    for (const s of await this.deps.sessions.listStaleStarting(now - this.options.startTimeoutMs * 3, 100)) {
+      if (await this.deps.sessions.markEnded(s.id, 'start-abandoned', now)) ended++;
+    }
+    return ended;
+  }
+
+  private async tryReuse(live: SessionRow, instance: InstanceRow): Promise<ConnectResult | null> {
+    if (live.status === 'active') {
+      let alive = false;
+      try {
+        alive = await this.deps.desktops.isAlive(await this.deps.instances.target(instance), this.handleOf(live));
+      } catch (e) {
+        // The instance could not be asked (down, key mismatch…): say so rather than start a 2nd desktop.
+        if (isAppError(e)) throw e;
+        throw new AppError('SSH_UNREACHABLE', { cause: e });
+      }
+      if (alive) {
+        return {
+          created: false,
+          sessionId: live.id,
+          websocketUrl: await this.websocketUrl(live.user_id, live.id),
+          display: live.display!,
+        };
+      }
+    }
+    // Its desktop is gone (instance rebooted, someone killed it, or a start was abandoned).
+    await this.deps.sessions.markEnded(live.id, 'desktop-gone', this.deps.clock.now());
+    await this.deps.coordinator.publish({ type: 'end-session', sessionId: live.id, reason: 'desktop-gone' });
+    return null;
+  }
+
+  /** Takes one of the user's session slots, atomically across the cluster. */
+  private async reserve(userId: string, instance: InstanceRow, desktopEnvironment: string): Promise<SessionRow> {
+    return this.deps.coordinator.withLock(`user-sessions:${userId}`, 10_000, 10_000, async () => {
+      if ((await this.deps.sessions.countLive(userId)) >= this.options.maxPerUser) {
+        throw new AppError('SESSION_LIMIT_REACHED');
+      }
+      const now = this.deps.clock.now();
+      const row: SessionRow = {
+        id: this.deps.newId(),
+        user_id: userId,
+        instance_id: instance.id,
+        desktop_environment: desktopEnvironment,
+        status: 'starting',
+        display: null,
+        transport: null,
+        socket_path: null,
+        vnc_port: null,
+        vnc_password_ciphertext: null,
+        vnc_password_key_id: null,
+        desktop_pid: null,
+        created_at: now,
+        started_at: null,
+        last_activity_at: now,
+        ended_at: null,
+        end_reason: null,
+      };
+      await this.deps.sessions.create(row);
+      return row;
+    });
+  }
+
+  private async startDesktop(
+    session: SessionRow,
+    instance: InstanceRow,
+    desktopEnvironment: DesktopEnvironmentId,
+  ): Promise<ConnectResult> {
+    let handle: DesktopHandle;
+    let target: SshTarget;
+    try {
+      target = await this.deps.instances.target(instance);
+      // Displays are per machine, whoever asks: one allocation at a time per instance address.
+      handle = await this.deps.coordinator.withLock(
+        `displays:${target.host}:${target.port}`,
+        this.options.startTimeoutMs + 10_000,
+        this.options.startTimeoutMs + 10_000,
+        async () => {
+          const started = await this.deps.desktops.start(target, desktopEnvironment);
+          if (instance.host_key_fingerprint === null) {
+            await this.deps.instances.pinHostKey(instance, started.hostKeyFingerprint);
+          }
+          return started.handle;
+        },
+      );
+    } catch (e) {
+      await this.deps.sessions.markEnded(session.id, 'start-failed', this.deps.clock.now());
+      throw e;
+    }
+    const now = this.deps.clock.now();
+    const sealed =
+      handle.transport === 'tcp' ? this.deps.secrets.seal(handle.vncPassword, `session:${session.id}`) : null;
+    await this.deps.sessions.update(session.id, {
+      status: 'active',
+      display: handle.display,
+      transport: handle.transport,
+      socket_path: handle.transport === 'unix' ? handle.socketPath : null,
+      vnc_port: handle.transport === 'tcp' ? handle.port : null,
+      vnc_password_ciphertext: sealed?.ciphertext ?? null,
+      vnc_password_key_id: sealed?.keyId ?? null,
+      desktop_pid: handle.pid,
+      started_at: now,
+      last_activity_at: now,
+    });
+    return {
+      created: true,
+      sessionId: session.id,
+      websocketUrl: await this.websocketUrl(session.user_id, session.id),
+      display: handle.display,
+    };
+  }
+
+  private async end(row: SessionRow, reason: string): Promise<void> {
+    const now = this.deps.clock.now();
+    if (!(await this.deps.sessions.markEnded(row.id, reason, now))) return;
+    await this.deps.coordinator.publish({ type: 'end-session', sessionId: row.id, reason });
+    if (row.status !== 'active' || row.display === null) return;
+    try {
+      const instance = await this.deps.instances.getRow(row.user_id, row.instance_id);
+      await this.deps.desktops.stop(await this.deps.instances.target(instance), this.handleOf(row));
+    } catch (e) {
+      // The record is ended either way; a desktop we could not reach is logged for the operator.
+      this.deps.logger.warn({ err: e, sessionId: row.id }, 'could not stop the desktop of an ended session');
+    }
+  }
+
+  private handleOf(row: SessionRow): DesktopHandle {
+    if (row.transport === 'tcp') {
+      return {
+        display: row.display!,
+        transport: 'tcp',
+        port: row.vnc_port!,
+        pid: row.desktop_pid ?? 0,
+        vncPassword: this.deps.secrets.open(
+          { keyId: row.vnc_password_key_id!, ciphertext: row.vnc_password_ciphertext! },
+          `session:${row.id}`,
+        ),
+      };
+    }
+    return { display: row.display!, transport: 'unix', socketPath: row.socket_path!, pid: row.desktop_pid ?? 0 };
+  }
+
+  private async websocketUrl(userId: string, sessionId: string): Promise<string> {
+    const ticket = await this.deps.coordinator.issueTicket({ userId, sessionId }, this.options.ticketTtlMs);
+    return `/vnc?ticket=${ticket}`;
+  }
+}
+
+function toPublicSession(r: SessionRow, viewers: number): PublicSession {
+  const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
+  return {
+    id: r.id,
+    instanceId: r.instance_id,
+    desktopEnvironment: r.desktop_environment,
+    display: r.display,
+    status: r.status,
+    createdAt: new Date(r.created_at).toISOString(),
+    startedAt: iso(r.started_at),
+    lastActivityAt: new Date(r.last_activity_at).toISOString(),
+    endedAt: iso(r.ended_at),
+    endReason: r.end_reason,
+    viewers,
+  };
+}

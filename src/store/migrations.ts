@@ -1,0 +1,81 @@
+// Schema migrations, in code, applied in name order at start (Kysely's Migrator takes a lock, so
+// several gateway processes starting together do not race). Written in the subset both dialects share.
+import { sql, type Kysely, type Migration } from 'kysely';
+
+export const migrations: Record<string, Migration> = {
+  '0001_initial': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('users')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('email', 'text', (c) => c.notNull().unique())
+        .addColumn('password_hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('refresh_tokens')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('family_id', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('used_at', 'bigint')
+        .addColumn('revoked_at', 'bigint')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('refresh_tokens_family').on('refresh_tokens').column('family_id').execute();
+      await db.schema.createIndex('refresh_tokens_user').on('refresh_tokens').column('user_id').execute();
+
+      await db.schema
+        .createTable('instances')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('host', 'text', (c) => c.notNull())
+        .addColumn('port', 'integer', (c) => c.notNull())
+        .addColumn('username', 'text', (c) => c.notNull())
+        .addColumn('auth_type', 'text', (c) => c.notNull())
+        .addColumn('secret_ciphertext', 'text', (c) => c.notNull())
+        .addColumn('secret_key_id', 'text', (c) => c.notNull())
+        .addColumn('host_key_fingerprint', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('instances_user').on('instances').column('user_id').execute();
+
+      await db.schema
+        .createTable('sessions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('instance_id', 'text', (c) => c.notNull().references('instances.id').onDelete('cascade'))
+        .addColumn('desktop_environment', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('display', 'integer')
+        .addColumn('transport', 'text')
+        .addColumn('socket_path', 'text')
+        .addColumn('vnc_port', 'integer')
+        .addColumn('vnc_password_ciphertext', 'text')
+        .addColumn('vnc_password_key_id', 'text')
+        .addColumn('desktop_pid', 'integer')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('started_at', 'bigint')
+        .addColumn('last_activity_at', 'bigint', (c) => c.notNull())
+        .addColumn('ended_at', 'bigint')
+        .addColumn('end_reason', 'text')
+        .execute();
+      await db.schema.createIndex('sessions_user_status').on('sessions').columns(['user_id', 'status']).execute();
+      await db.schema.createIndex('sessions_status').on('sessions').column('status').execute();
+      // At most one live session per user and instance, even with two gateways racing.
+      await db.schema
+        .createIndex('sessions_one_live_per_instance')
+        .on('sessions')
+        .columns(['user_id', 'instance_id'])
+        .unique()
+        .where(sql<boolean>`status <> 'ended'`)
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      for (const t of ['sessions', 'instances', 'refresh_tokens', 'users']) await db.schema.dropTable(t).execute();
+    },
+  },
+};

@@ -1,0 +1,64 @@
+// The database schema as Kysely sees it. Times are integer milliseconds since the epoch in both
+// dialects (no timezone or driver-specific date handling), ids are random strings.
+
+export interface UsersTable {
+  id: string;
+  email: string;
+  password_hash: string;
+  created_at: number;
+}
+
+export interface RefreshTokensTable {
+  id: string;
+  user_id: string;
+  family_id: string;
+  expires_at: number;
+  used_at: number | null;
+  revoked_at: number | null;
+  created_at: number;
+}
+
+export interface InstancesTable {
+  id: string;
+  user_id: string;
+  name: string;
+  host: string;
+  port: number;
+  username: string;
+  auth_type: 'password' | 'privateKey';
+  /** AES-256-GCM sealed JSON of the credential; see crypto/secret-box.ts. */
+  secret_ciphertext: string;
+  secret_key_id: string;
+  host_key_fingerprint: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export type SessionStatus = 'starting' | 'active' | 'ended';
+
+export interface SessionsTable {
+  id: string;
+  user_id: string;
+  instance_id: string;
+  desktop_environment: string;
+  status: SessionStatus;
+  display: number | null;
+  transport: 'unix' | 'tcp' | null;
+  socket_path: string | null;
+  vnc_port: number | null;
+  vnc_password_ciphertext: string | null;
+  vnc_password_key_id: string | null;
+  desktop_pid: number | null;
+  created_at: number;
+  started_at: number | null;
+  last_activity_at: number;
+  ended_at: number | null;
+  end_reason: string | null;
+}
+
+export interface Database {
+  users: UsersTable;
+  refresh_tokens: RefreshTokensTable;
+  instances: InstancesTable;
+  sessions: SessionsTable;
+}

@@ -1,0 +1,69 @@
+// Users and their refresh tokens.
+import type { Kysely } from 'kysely';
+import type { Database, RefreshTokensTable, UsersTable } from './schema.js';
+
+export type UserRow = UsersTable;
+export type RefreshTokenRow = RefreshTokensTable;
+
+export class UserRepository {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async create(user: UserRow): Promise<boolean> {
+    const result = await this.db
+      .insertInto('users')
+      .values(user)
+      .onConflict((oc) => oc.column('email').doNothing())
+      .executeTakeFirst();
+    return Number(result.numInsertedOrUpdatedRows ?? 0) === 1;
+  }
+
+  findByEmail(email: string): Promise<UserRow | undefined> {
+    return this.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
+  }
+
+  findById(id: string): Promise<UserRow | undefined> {
+    return this.db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  async addRefreshToken(row: RefreshTokenRow): Promise<void> {
+    await this.db.insertInto('refresh_tokens').values(row).execute();
+  }
+
+  findRefreshToken(id: string): Promise<RefreshTokenRow | undefined> {
+    return this.db.selectFrom('refresh_tokens').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  /** Marks a token used; false when it was already used or revoked (a concurrent refresh won). */
+  async markRefreshTokenUsed(id: string, now: number): Promise<boolean> {
+    const result = await this.db
+      .updateTable('refresh_tokens')
+      .set({ used_at: now })
+      .where('id', '=', id)
+      .where('used_at', 'is', null)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async revokeFamily(familyId: string, now: number): Promise<void> {
+    await this.db
+      .updateTable('refresh_tokens')
+      .set({ revoked_at: now })
+      .where('family_id', '=', familyId)
+      .where('revoked_at', 'is', null)
+      .execute();
+  }
+
+  async revokeAllForUser(userId: string, now: number): Promise<void> {
+    await this.db
+      .updateTable('refresh_tokens')
+      .set({ revoked_at: now })
+      .where('user_id', '=', userId)
+      .where('revoked_at', 'is', null)
+      .execute();
+  }
+
+  async deleteExpiredRefreshTokens(now: number): Promise<void> {
+    await this.db.deleteFrom('refresh_tokens').where('expires_at', '<', now).execute();
+  }
+}

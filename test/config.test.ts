@@ -1,0 +1,97 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, parseDuration } from '../src/config/config.js';
+import { TEST_SECRETS } from './helpers/test-secrets.js';
+
+test('defaults follow the plan: 5 sessions per user, 30 min idle, 5 min sweep, 15m/7d tokens, displays :1-:10', () => {
+  const config = loadConfig({ ...TEST_SECRETS, DATA_DIR: '/tmp/unused-clouddesk' });
+  assert.equal(config.sessions.maxPerUser, 5);
+  assert.equal(config.sessions.idleTimeoutMs, 30 * 60_000);
+  assert.equal(config.sessions.cleanupIntervalMs, 300_000);
+  assert.equal(config.auth.accessTtlSeconds, 15 * 60);
+  assert.equal(config.auth.refreshTtlSeconds, 7 * 86_400);
+  assert.equal(config.http.port, 3000);
+  assert.equal(config.desktop.displayMin, 1);
+  assert.equal(config.desktop.displayMax, 10);
+  assert.equal(config.rateLimit.maxRequests, 1000);
+  assert.equal(config.rateLimit.windowMs, 900_000);
+  assert.ok(Object.isFrozen(config) && Object.isFrozen(config.sessions));
+});
+
+test('every bad value is reported together', () => {
+  assert.throws(
+    () =>
+      loadConfig({
+        ...TEST_SECRETS,
+        PORT: 'eighty',
+        MAX_SESSIONS_PER_USER: '0',
+        JWT_ACCESS_EXPIRY: 'soon',
+        VNC_DISPLAY_MIN: '9',
+        VNC_DISPLAY_MAX: '3',
+        DESKTOP_TRANSPORT: 'carrier-pigeon',
+        INSTANCE_ALLOWED_CIDRS: '10.0.0.0',
+        ENCRYPTION_KEY: 'short',
+      }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      const text = e.problems.join('\n');
+      for (const name of [
+        'PORT',
+        'MAX_SESSIONS_PER_USER',
+        'JWT_ACCESS_EXPIRY',
+        'VNC_DISPLAY_MAX',
+        'DESKTOP_TRANSPORT',
+        '10.0.0.0',
+        'ENCRYPTION_KEY',
+      ]) {
+        assert.match(text, new RegExp(name.replace(/\./g, '\\.')));
+      }
+      return true;
+    },
+  );
+});
+
+test('with no secrets set, a single node generates them once into the data folder (0600) and reuses them', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'clouddesk-config-'));
+  try {
+    const first = loadConfig({ DATA_DIR: dir });
+    assert.equal(first.secrets.generated, true);
+    const file = join(dir, 'secrets.json');
+    assert.ok(existsSync(file));
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const second = loadConfig({ DATA_DIR: dir });
+    assert.equal(second.secrets.jwtAccessSecret, first.secrets.jwtAccessSecret);
+    assert.deepEqual(
+      second.secrets.encryption.keys.get('k1'),
+      first.secrets.encryption.keys.get('k1'),
+    );
+    assert.ok(!readFileSync(file, 'utf8').includes(TEST_SECRETS.ENCRYPTION_KEY));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a shared database requires explicit secrets (processes must agree on them)', () => {
+  assert.throws(
+    () => loadConfig({ DATABASE_URL: 'postgres://db/clouddesk', DATA_DIR: '/tmp/unused-clouddesk' }),
+    /JWT_ACCESS_SECRET, JWT_REFRESH_SECRET, ENCRYPTION_KEY must be set when DATABASE_URL is set/,
+  );
+});
+
+test('previous encryption keys are kept for reading under their ids', () => {
+  const old = 'ff'.repeat(32);
+  const config = loadConfig({ ...TEST_SECRETS, ENCRYPTION_KEY_ID: 'k2', ENCRYPTION_PREVIOUS_KEYS: `k1:${old}` });
+  assert.equal(config.secrets.encryption.currentKeyId, 'k2');
+  assert.deepEqual([...config.secrets.encryption.keys.keys()].sort(), ['k1', 'k2']);
+});
+
+test('durations parse with units', () => {
+  assert.equal(parseDuration('15m'), 900_000);
+  assert.equal(parseDuration('7d'), 604_800_000);
+  assert.equal(parseDuration('500ms'), 500);
+  assert.equal(parseDuration('30'), 30_000);
+  assert.equal(parseDuration('1 week'), null);
+});

@@ -1,0 +1,112 @@
+// Builders for test data and test gateways: a config from an env map, a gateway built in-process,
+// users and instances made through the public API.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { loadConfig, type Config } from '../../src/config/config.js';
+import { createLogger, type Logger } from '../../src/observability/logger.js';
+import { buildApp, type AppDeps, type Gateway } from '../../src/app.js';
+
+import { TEST_SECRETS } from './test-secrets.js';
+
+export { TEST_SECRETS };
+
+export function testConfig(env: Record<string, string> = {}): { config: Config; dataDir: string; cleanup(): void } {
+  const dataDir = mkdtempSync(join(tmpdir(), 'clouddesk-test-'));
+  const config = loadConfig({
+    DATA_DIR: dataDir,
+    INSTANCE_ALLOWED_CIDRS: '127.0.0.0/8',
+    LOG_LEVEL: 'silent',
+    ...TEST_SECRETS,
+    ...env,
+  });
+  return { config, dataDir, cleanup: () => rmSync(dataDir, { recursive: true, force: true }) };
+}
+
+/** A logger that keeps every line, so tests can assert what was (not) logged. */
+export function captureLogger(level = 'debug'): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString('utf8'));
+      cb();
+    },
+  });
+  return { logger: createLogger({ level }, sink), lines };
+}
+
+export interface TestGateway extends Gateway {
+  cleanup(): Promise<void>;
+  logLines: string[];
+}
+
+export async function buildTestGateway(
+  env: Record<string, string> = {},
+  deps: Partial<AppDeps> = {},
+): Promise<TestGateway> {
+  const { config, cleanup } = testConfig(env);
+  const { logger, lines } = captureLogger();
+  const gw = await buildApp(config, { logger, ...deps });
+  return Object.assign(gw, {
+    logLines: lines,
+    async cleanup() {
+      await gw.shutdown('test done');
+      cleanup();
+    },
+  });
+}
+
+let userCounter = 0;
+
+export async function newUser(
+  gw: Gateway,
+  overrides: { email?: string; password?: string } = {},
+): Promise<{ id: string; email: string; password: string; accessToken: string; refreshToken: string; auth: { authorization: string } }> {
+  const email = overrides.email ?? `user${++userCounter}-${Date.now()}@example.com`;
+  const password = overrides.password ?? 'correct horse battery staple';
+  const res = await gw.app.inject({ method: 'POST', url: '/api/auth/register', payload: { email, password } });
+  if (res.statusCode !== 201) throw new Error(`register failed: ${res.statusCode} ${res.body}`);
+  const body = res.json<{ data: { user: { id: string }; accessToken: string; refreshToken: string } }>().data;
+  return {
+    id: body.user.id,
+    email,
+    password,
+    accessToken: body.accessToken,
+    refreshToken: body.refreshToken,
+    auth: { authorization: `Bearer ${body.accessToken}` },
+  };
+}
+
+export interface InstanceFixtureUser {
+  username: string;
+  password: string;
+  privateKey: string;
+}
+
+export async function newInstance(
+  gw: Gateway,
+  owner: { auth: { authorization: string } },
+  target: { host: string; port: number; user: InstanceFixtureUser },
+  overrides: { auth?: 'key' | 'password'; name?: string; hostKeyFingerprint?: string } = {},
+): Promise<{ id: string; hostKeyFingerprint: string | null }> {
+  const auth =
+    overrides.auth === 'password'
+      ? { type: 'password', password: target.user.password }
+      : { type: 'privateKey', privateKey: target.user.privateKey };
+  const res = await gw.app.inject({
+    method: 'POST',
+    url: '/api/instances',
+    headers: owner.auth,
+    payload: {
+      name: overrides.name ?? 'test instance',
+      host: target.host,
+      port: target.port,
+      username: target.user.username,
+      auth,
+      ...(overrides.hostKeyFingerprint ? { hostKeyFingerprint: overrides.hostKeyFingerprint } : {}),
+    },
+  });
+  if (res.statusCode !== 201) throw new Error(`instance create failed: ${res.statusCode} ${res.body}`);
+  return res.json<{ data: { id: string; hostKeyFingerprint: string | null } }>().data;
+}
