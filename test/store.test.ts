@@ -1,0 +1,187 @@
+// One store suite, run against both dialects: embedded SQLite and PostgreSQL.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { openStore, type Store } from '../src/store/database.js';
+import { UserRepository } from '../src/store/user.repository.js';
+import { InstanceRepository, type InstanceRow } from '../src/store/instance.repository.js';
+import { SessionRepository, type SessionRow } from '../src/store/session.repository.js';
+import { createTestDatabase } from './helpers/postgres-database.js';
+
+const dialects: { name: string; open(): Promise<{ store: Store; cleanup(): Promise<void> }> }[] = [
+  {
+    name: 'sqlite',
+    async open() {
+      const dir = mkdtempSync(join(tmpdir(), 'clouddesk-store-'));
+      const store = await openStore({ databaseUrl: null, dataDir: dir });
+      return { store, cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: 'postgres',
+    async open() {
+      const db = await createTestDatabase();
+      const store = await openStore({ databaseUrl: db.url, dataDir: '/nonexistent' });
+      return { store, cleanup: () => db.drop() };
+    },
+  },
+];
+
+function instanceRow(userId: string, o: Partial<InstanceRow> = {}): InstanceRow {
+  return {
+    id: randomUUID(),
+    user_id: userId,
+    name: 'box',
+    host: '203.0.113.1',
+    port: 22,
+    username: 'ubuntu',
+    auth_type: 'password',
+    secret_ciphertext: 'sealed',
+    secret_key_id: 'k1',
+    host_key_fingerprint: null,
+    created_at: 1,
+    updated_at: 1,
+    ...o,
+  };
+}
+
+function sessionRow(userId: string, instanceId: string, o: Partial<SessionRow> = {}): SessionRow {
+  return {
+    id: randomUUID(),
+    user_id: userId,
+    instance_id: instanceId,
+    desktop_environment: 'openbox',
+    status: 'active',
+    display: 1,
+    transport: 'unix',
+    socket_path: '/home/u/.clouddesk/1.sock',
+    vnc_port: null,
+    vnc_password_ciphertext: null,
+    vnc_password_key_id: null,
+    desktop_pid: 42,
+    created_at: 1000,
+    started_at: 1000,
+    last_activity_at: 1000,
+    ended_at: null,
+    end_reason: null,
+    ...o,
+  };
+}
+
+for (const dialect of dialects) {
+  describe(`store (${dialect.name})`, () => {
+    let store: Store;
+    let cleanup: () => Promise<void>;
+    let users: UserRepository;
+    let instances: InstanceRepository;
+    let sessions: SessionRepository;
+
+    before(async () => {
+      ({ store, cleanup } = await dialect.open());
+      users = new UserRepository(store.db);
+      instances = new InstanceRepository(store.db);
+      sessions = new SessionRepository(store.db);
+    });
+    after(async () => {
+      await store.close();
+      await cleanup();
+    });
+
+    async function newUserRow() {
+      const id = randomUUID();
+      assert.equal(await users.create({ id, email: `${id}@example.com`, password_hash: 'h', created_at: 1 }), true);
+      return id;
+    }
+
+    test('answers ping and reports its dialect', async () => {
+      await store.ping();
+      assert.equal(store.dialect, dialect.name);
+    });
+
+    test('a second account with the same email is refused without touching the first', async () => {
+      const id = await newUserRow();
+      const again = await users.create({ id: randomUUID(), email: `${id}@example.com`, password_hash: 'x', created_at: 2 });
+      assert.equal(again, false);
+      assert.equal((await users.findByEmail(`${id}@example.com`))?.password_hash, 'h');
+    });
+
+    test('a refresh token can be marked used exactly once; revoking a family stops the rest', async () => {
+      const userId = await newUserRow();
+      const family = randomUUID();
+      const a = { id: randomUUID(), user_id: userId, family_id: family, expires_at: 10_000, used_at: null, revoked_at: null, created_at: 1 };
+      const b = { ...a, id: randomUUID() };
+      await users.addRefreshToken(a);
+      await users.addRefreshToken(b);
+      const results = await Promise.all([users.markRefreshTokenUsed(a.id, 5), users.markRefreshTokenUsed(a.id, 6)]);
+      assert.deepEqual(results.sort(), [false, true]);
+      await users.revokeFamily(family, 7);
+      assert.equal(await users.markRefreshTokenUsed(b.id, 8), false);
+    });
+
+    test('instances are scoped to their owner', async () => {
+      const alice = await newUserRow();
+      const bob = await newUserRow();
+      const row = instanceRow(alice);
+      await instances.create(row);
+      assert.equal((await instances.findOwned(alice, row.id))?.name, 'box');
+      assert.equal(await instances.findOwned(bob, row.id), undefined);
+      assert.equal(await instances.update(bob, row.id, { name: 'stolen' }), false);
+      assert.equal(await instances.delete(bob, row.id), false);
+      assert.deepEqual((await instances.listByUser(bob)).length, 0);
+      assert.equal((await instances.listByUser(alice)).length, 1);
+    });
+
+    test('a host key is pinned only once', async () => {
+      const alice = await newUserRow();
+      const row = instanceRow(alice);
+      await instances.create(row);
+      await instances.pinHostKey(row.id, 'SHA256:first', 2);
+      await instances.pinHostKey(row.id, 'SHA256:second', 3);
+      assert.equal((await instances.findOwned(alice, row.id))?.host_key_fingerprint, 'SHA256:first');
+    });
+
+    test('at most one live session per user and instance, enforced by the database', async () => {
+      const alice = await newUserRow();
+      const inst = instanceRow(alice);
+      await instances.create(inst);
+      const first = sessionRow(alice, inst.id);
+      await sessions.create(first);
+      await assert.rejects(sessions.create(sessionRow(alice, inst.id, { status: 'starting' })));
+      assert.equal(await sessions.countLive(alice), 1);
+      assert.equal(await sessions.markEnded(first.id, 'test', 2000), true);
+      assert.equal(await sessions.markEnded(first.id, 'again', 3000), false, 'ending twice is a no-op');
+      await sessions.create(sessionRow(alice, inst.id));
+      assert.equal(await sessions.countLive(alice), 1);
+      const live = await sessions.listLiveByUser(alice);
+      assert.equal(live[0]?.instance_name, 'box');
+    });
+
+    test('activity timestamps are written in one batch and never move backwards', async () => {
+      const alice = await newUserRow();
+      const inst = instanceRow(alice);
+      await instances.create(inst);
+      const s = sessionRow(alice, inst.id, { last_activity_at: 5000 });
+      await sessions.create(s);
+      await sessions.touchMany(new Map([[s.id, 4000]]));
+      assert.equal((await sessions.findById(s.id))?.last_activity_at, 5000);
+      await sessions.touchMany(new Map([[s.id, 9000]]));
+      assert.equal((await sessions.findById(s.id))?.last_activity_at, 9000);
+      const idle = await sessions.listIdleCandidates(10_000, 100);
+      assert.ok(idle.some((r) => r.id === s.id));
+      assert.ok(!(await sessions.listIdleCandidates(8000, 100)).some((r) => r.id === s.id));
+    });
+
+    test('deleting a user removes their instances and sessions', async () => {
+      const alice = await newUserRow();
+      const inst = instanceRow(alice);
+      await instances.create(inst);
+      await sessions.create(sessionRow(alice, inst.id));
+      await store.db.deleteFrom('users').where('id', '=', alice).execute();
+      assert.equal((await instances.listByUser(alice)).length, 0);
+      assert.equal(await sessions.countLive(alice), 0);
+    });
+  });
+}
