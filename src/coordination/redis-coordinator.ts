@@ -169,6 +169,11 @@ export class RedisCoordinator implements Coordinator {
     }
   }
 
+  /** The namespace of this coordinator's keys, for rate limiters that share the connection. */
+  get keyPrefix(): string {
+    return this.prefix;
+  }
+
   /** The command connection, for rate limiters that share it (rate-limits.ts). */
   get client(): Redis {
     return this.redis;
