@@ -1,0 +1,140 @@
+// Serves the built web client (web/dist) from the gateway's own origin: hashed assets cached for a
+// year, index.html revalidated on every load, a strict Content-Security-Policy on the HTML, and the
+// single-page-app fallback (any GET that is not /api or /vnc and does not name a file gets index.html,
+// so /instances or /desktop/<id> survive a reload). If the client was not built, the gateway logs one
+// line and serves the API only.
+import { existsSync } from 'node:fs';
+import { join, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fastifyStatic from '@fastify/static';
+
+interface LoggerLike {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface WebClientOptions {
+  /** `PUBLIC_DIR`; null → `<repo>/web/dist`. */
+  publicDir: string | null;
+  logger: LoggerLike;
+}
+
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+const REVALIDATE = 'no-cache';
+
+/**
+ * `<repo>/web/dist`, found from this module's own location so it works both from the sources
+ * (src/http/) and from the compiled gateway (dist/src/http/).
+ */
+export function defaultPublicDir(): string {
+  const here = fileURLToPath(new URL('.', import.meta.url));
+  const candidates = [resolve(here, '../../web/dist'), resolve(here, '../../../web/dist')];
+  return candidates.find((dir) => existsSync(join(dir, 'index.html'))) ?? candidates[0]!;
+}
+
+/** Host header values we are willing to echo into the CSP (anything else: no explicit ws source). */
+const safeHost = /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/;
+
+/**
+ * The policy for the HTML page. No inline scripts or styles (noVNC and the client set styles through
+ * the CSSOM, which CSP allows). `'self'` in connect-src covers same-origin ws:/wss: in current
+ * browsers; the explicit ws/wss sources are for older ones.
+ */
+export function contentSecurityPolicy(host: string | undefined): string {
+  const sockets = host !== undefined && safeHost.test(host) ? ` ws://${host} wss://${host}` : '';
+  return [
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data: blob:",
+    "font-src 'self'",
+    `connect-src 'self'${sockets}`,
+    "worker-src 'self' blob:",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+}
+
+function htmlHeaders(request: FastifyRequest, reply: FastifyReply): void {
+  void reply
+    .header('Cache-Control', REVALIDATE)
+    .header('Content-Security-Policy', contentSecurityPolicy(request.headers.host))
+    .header('X-Content-Type-Options', 'nosniff')
+    .header('Referrer-Policy', 'no-referrer')
+    .header('X-Frame-Options', 'DENY')
+    .header('Cross-Origin-Opener-Policy', 'same-origin');
+}
+
+/** Paths the SPA fallback must never answer with HTML. */
+function isServerPath(url: string): boolean {
+  return (
+    url === '/api' ||
+    url.startsWith('/api/') ||
+    url === '/vnc' ||
+    url.startsWith('/vnc?') ||
+    url.startsWith('/vnc/')
+  );
+}
+
+/** `/assets/app-3f2a.js`, `/favicon.svg`: names a file, so a miss is a 404, not the app. */
+function looksLikeFile(pathname: string): boolean {
+  const last = pathname.slice(pathname.lastIndexOf('/') + 1);
+  return last.includes('.');
+}
+
+/**
+ * Registers the client's routes. Resolves to whether a built client was found. Call it after the API
+ * routes; it adds a GET `/*` catch-all that defers to the app's not-found handler for /api, /vnc and
+ * missing files.
+ */
+export async function registerWebClient(app: FastifyInstance, opts: WebClientOptions): Promise<boolean> {
+  const root = resolve(opts.publicDir ?? defaultPublicDir());
+  if (!existsSync(join(root, 'index.html'))) {
+    opts.logger.warn(
+      { publicDir: root },
+      'web client not built; serving the API only (build it with: npm --prefix web ci && npm --prefix web run build)',
+    );
+    return false;
+  }
+  const assetsDir = join(root, 'assets') + sep;
+
+  await app.register(fastifyStatic, {
+    root,
+    prefix: '/',
+    // Routes for the files present at start (the build is fixed while the gateway runs); the SPA
+    // fallback below handles everything else.
+    wildcard: false,
+    globIgnore: ['index.html'],
+    index: false,
+    cacheControl: false,
+    dotfiles: 'deny',
+    setHeaders(res, path) {
+      if (path.startsWith(assetsDir)) {
+        res.setHeader('Cache-Control', IMMUTABLE);
+      } else {
+        res.setHeader('Cache-Control', REVALIDATE);
+      }
+      res.setHeader('X-Content-Type-Options', 'nosniff');
+    },
+  });
+
+  const sendIndex = (request: FastifyRequest, reply: FastifyReply) => {
+    htmlHeaders(request, reply);
+    return reply.sendFile('index.html', root, { cacheControl: false });
+  };
+
+  // The page is served only through these routes, so it always carries the CSP.
+  app.get('/', sendIndex);
+  app.get('/index.html', sendIndex);
+  app.get('/*', (request, reply) => {
+    const pathname = request.url.split('?')[0] ?? '/';
+    if (isServerPath(request.url) || looksLikeFile(pathname)) return reply.callNotFound();
+    return sendIndex(request, reply);
+  });
+
+  opts.logger.info({ publicDir: root }, 'serving the web client');
+  return true;
+}
