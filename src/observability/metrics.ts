@@ -1,0 +1,327 @@
+// Prometheus metrics (plan section 6.3, as metric names rather than CloudWatch calls): one `Metrics`
+// per app with its own Registry (not prom-client's global one, so tests can build several apps),
+// default process metrics (heap, RSS, CPU, fds, GC), and the gateway's own gauges, counters and
+// histograms, all labelled with `worker` and `node`. Alert rules over these names: deploy/alerts.yml.
+//
+// Hot path: the relay never calls into prom-client per chunk. It counts bytes in plain numbers and
+// the gauges/counters below read those numbers through `MetricsSources` when Prometheus scrapes.
+//
+// Serving: `/metrics` on the app behind `Authorization: Bearer $METRICS_TOKEN`, or a separate listener
+// on METRICS_PORT (startMetricsServer). Neither configured → not served at all, rather than open to
+// whoever reaches the public port. Under `--workers N` (node:cluster) each worker's registry answers
+// the primary's requests (AggregatorRegistry) and the primary serves them all on METRICS_PORT.
+import cluster from 'node:cluster';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import type { FastifyInstance } from 'fastify';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Live numbers the metrics read on each scrape. Byte totals only ever grow (closed relays included). */
+export interface MetricsSources {
+  activeSessions?(): number | Promise<number>;
+  liveViewers?(): number;
+  sshConnections?(): number;
+  sshChannels?(): number;
+  relayBytes?(): { toViewer: number; fromViewer: number };
+}
+
+export interface MetricsOptions {
+  /** Worker label: the node:cluster worker id, '0' for a single process. */
+  worker: string;
+  /** Node label: the gateway's node id (config.cluster.nodeId). */
+  node: string;
+  sources?: MetricsSources;
+  /** Default process metrics (heap, RSS, CPU, event loop); on unless turned off. */
+  processMetrics?: boolean;
+}
+
+export type SetupOutcome = 'ok' | 'error';
+export type ViewerConnectKind = 'first' | 'reconnect';
+
+const SETUP_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60];
+const RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class Metrics {
+  readonly registry = new Registry();
+  private sources: MetricsSources;
+  private readonly loopDelay: IntervalHistogram;
+  private readonly setupDuration: Histogram<'outcome'>;
+  private readonly viewerRtt: Histogram;
+  private readonly rateLimitRejections: Counter<'limit'>;
+  private readonly errors: Counter<'code'>;
+  private readonly wsCloses: Counter<'code'>;
+  private readonly viewerConnects: Counter<'kind'>;
+  private readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
+
+  constructor(options: MetricsOptions) {
+    this.sources = options.sources ?? {};
+    const register = [this.registry];
+    this.registry.setDefaultLabels({ worker: options.worker, node: options.node });
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+
+    // Byte totals: counters advanced on scrape by what the relays counted since the last one.
+    const seenBytes = { toViewer: 0, fromViewer: 0 };
+    const readSources = () => this.sources;
+    new Counter({
+      name: 'clouddesk_relay_bytes_total',
+      help: 'Bytes relayed between viewers and desktops',
+      labelNames: ['direction'] as const,
+      registers: register,
+      collect() {
+        const totals = readSources().relayBytes?.();
+        if (!totals) return;
+        for (const [key, label] of [
+          ['toViewer', 'to_viewer'],
+          ['fromViewer', 'from_viewer'],
+        ] as const) {
+          const delta = totals[key] - seenBytes[key];
+          if (delta > 0) this.inc({ direction: label }, delta);
+          seenBytes[key] = totals[key];
+        }
+      },
+    });
+
+    const gaugeFromSource = (
+      name: string,
+      help: string,
+      read: (s: MetricsSources) => number | Promise<number> | undefined,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        registers: register,
+        async collect() {
+          const v = await read(readSources());
+          if (v !== undefined) this.set(v);
+        },
+      });
+    gaugeFromSource('clouddesk_sessions_active', 'Sessions not ended', (s) => s.activeSessions?.());
+    gaugeFromSource('clouddesk_viewers_live', 'Viewer WebSockets open on this process', (s) =>
+      s.liveViewers?.(),
+    );
+    gaugeFromSource('clouddesk_ssh_connections', 'Pooled SSH connections open', (s) => s.sshConnections?.());
+    gaugeFromSource('clouddesk_ssh_channels', 'SSH channels open (one per viewer)', (s) => s.sshChannels?.());
+
+    // Event-loop delay over the last scrape interval (reset after each scrape), in seconds.
+    this.loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    this.loopDelay.enable();
+    const loop = this.loopDelay;
+    new Gauge({
+      name: 'clouddesk_event_loop_lag_seconds',
+      help: 'Event-loop delay since the previous scrape',
+      labelNames: ['stat'] as const,
+      registers: register,
+      collect() {
+        if (loop.count > 0) {
+          this.set({ stat: 'p50' }, loop.percentile(50) / 1e9);
+          this.set({ stat: 'p99' }, loop.percentile(99) / 1e9);
+          this.set({ stat: 'max' }, loop.max / 1e9);
+        }
+        loop.reset();
+      },
+    });
+
+    this.setupDuration = new Histogram({
+      name: 'clouddesk_session_setup_duration_seconds',
+      help: 'From connect request to a desktop ready to stream',
+      labelNames: ['outcome'] as const,
+      buckets: SETUP_BUCKETS,
+      registers: register,
+    });
+    this.viewerRtt = new Histogram({
+      name: 'clouddesk_viewer_rtt_seconds',
+      help: 'WebSocket ping → pong round trip to viewers',
+      buckets: RTT_BUCKETS,
+      registers: register,
+    });
+    this.rateLimitRejections = new Counter({
+      name: 'clouddesk_rate_limit_rejections_total',
+      help: 'Requests refused by a rate limit or lockout',
+      labelNames: ['limit'] as const,
+      registers: register,
+    });
+    this.errors = new Counter({
+      name: 'clouddesk_errors_total',
+      help: 'Errors answered, by catalogue code',
+      labelNames: ['code'] as const,
+      registers: register,
+    });
+    this.wsCloses = new Counter({
+      name: 'clouddesk_ws_closes_total',
+      help: 'Viewer WebSockets closed, by close code',
+      labelNames: ['code'] as const,
+      registers: register,
+    });
+    this.viewerConnects = new Counter({
+      name: 'clouddesk_viewer_connects_total',
+      help: 'Viewer WebSockets accepted; reconnect = to a session that had a viewer before',
+      labelNames: ['kind'] as const,
+      registers: register,
+    });
+    this.httpDuration = new Histogram({
+      name: 'clouddesk_http_request_duration_seconds',
+      help: 'HTTP requests by route template and status',
+      labelNames: ['method', 'route', 'status'] as const,
+      buckets: HTTP_BUCKETS,
+      registers: register,
+    });
+
+    // In a node:cluster worker, answer the primary's aggregation requests from this registry.
+    if (cluster.isWorker) {
+      AggregatorRegistry.setRegistries([this.registry]);
+      new AggregatorRegistry();
+    }
+  }
+
+  /** Connects the live numbers (the app calls this once its services exist). */
+  setSources(sources: MetricsSources): void {
+    this.sources = sources;
+  }
+
+  sessionSetup(durationMs: number, outcome: SetupOutcome): void {
+    this.setupDuration.observe({ outcome }, durationMs / 1000);
+  }
+
+  viewerRttMs(ms: number): void {
+    this.viewerRtt.observe(ms / 1000);
+  }
+
+  rateLimited(limit: string): void {
+    this.rateLimitRejections.inc({ limit });
+  }
+
+  error(code: string): void {
+    this.errors.inc({ code });
+  }
+
+  wsClosed(code: number): void {
+    this.wsCloses.inc({ code: String(code) });
+  }
+
+  viewerConnected(kind: ViewerConnectKind): void {
+    this.viewerConnects.inc({ kind });
+  }
+
+  httpRequest(method: string, route: string, status: number, durationMs: number): void {
+    this.httpDuration.observe({ method, route, status: String(status) }, durationMs / 1000);
+  }
+
+  /** Prometheus text of this process. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  close(): void {
+    this.loopDelay.disable();
+    this.registry.clear();
+  }
+}
+
+/** Constant-time token check (hashing first makes the lengths equal). */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? '');
+  if (!m) return false;
+  const a = createHash('sha256').update(m[1]!).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
+}
+
+/**
+ * Times every HTTP request by route template (never the raw URL: ids would explode the label set).
+ * Unmatched routes are one label, `unmatched`.
+ */
+export function registerHttpMetrics(app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    metrics.httpRequest(request.method, route, reply.statusCode, reply.elapsedTime);
+    done();
+  });
+}
+
+export interface MetricsEndpoint {
+  /** Prometheus text to answer with. */
+  render(): Promise<string>;
+  contentType: string;
+  /** Required Bearer token; null = no token (only sensible on a separate, private port). */
+  token: string | null;
+}
+
+/** `GET /metrics` on the app, behind the Bearer token (a token is required on the public port). */
+export function registerMetricsRoute(
+  app: FastifyInstance,
+  endpoint: MetricsEndpoint & { token: string },
+): void {
+  app.get('/metrics', { logLevel: 'warn' }, async (request, reply) => {
+    if (!bearerMatches(request.headers.authorization, endpoint.token)) {
+      return reply
+        .status(401)
+        .header('WWW-Authenticate', 'Bearer')
+        .send({ error: { code: 'UNAUTHENTICATED', message: 'Metrics need the metrics token' } });
+    }
+    const body = await endpoint.render();
+    return reply.header('Content-Type', endpoint.contentType).header('Cache-Control', 'no-store').send(body);
+  });
+}
+
+export interface MetricsServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** A separate listener that only serves `/metrics` (METRICS_PORT), optionally behind the token too. */
+export async function startMetricsServer(
+  endpoint: MetricsEndpoint,
+  listen: { host: string; port: number },
+  onError?: (err: unknown) => void,
+): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (req.method !== 'GET' || path !== '/metrics') {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    if (endpoint.token !== null && !bearerMatches(req.headers.authorization, endpoint.token)) {
+      res
+        .writeHead(401, { 'WWW-Authenticate': 'Bearer', 'Content-Type': 'text/plain' })
+        .end('unauthorized\n');
+      return;
+    }
+    endpoint.render().then(
+      (body) =>
+        res.writeHead(200, { 'Content-Type': endpoint.contentType, 'Cache-Control': 'no-store' }).end(body),
+      (err: unknown) => {
+        onError?.(err);
+        res.writeHead(500, { 'Content-Type': 'text/plain' }).end('metrics unavailable\n');
+      },
+    );
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: listen.host, port: listen.port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  return {
+    port: typeof address === 'object' && address !== null ? address.port : listen.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** For the node:cluster primary: every worker's metrics, aggregated (each series keeps its worker label). */
+export function clusterMetricsEndpoint(token: string | null): MetricsEndpoint {
+  const aggregator = new AggregatorRegistry();
+  return { render: () => aggregator.clusterMetrics(), contentType: aggregator.contentType, token };
+}
