@@ -1,0 +1,189 @@
+// Command-line options of `npm run bench -- [options]`, parsed and checked in one place; every bad
+// value is reported together, like the gateway's own config.
+import { isProfileName, type ProfileName } from '../sim/traffic-profile.js';
+import type { StackName } from '../stacks/stack.js';
+
+export interface BenchOptions {
+  /** Concurrent virtual users; several values = one step per value (the chart's x axis). */
+  users: number[];
+  rampSeconds: number;
+  holdSeconds: number;
+  profile: ProfileName;
+  stacks: StackName[];
+  workers: number;
+  store: 'sqlite' | 'postgres';
+  redis: boolean;
+  loadWorkers: number;
+  echoIntervalMs: number;
+  stall: number;
+  stallSeconds: number;
+  findMax: boolean;
+  maxUsers: number;
+  findMaxSeconds: number;
+  cpuProf: boolean;
+  outDir: string;
+  label: string | null;
+  setupTimeoutSeconds: number;
+  seed: number;
+  gatewayEnv: Record<string, string>;
+  help: boolean;
+}
+
+export const usage = `npm run bench -- [options]
+
+  --users N[,N…]        concurrent virtual users; a list runs one step per value   (default 50)
+  --ramp S              seconds over which the users arrive                          (default 10)
+  --hold S              seconds every session is held open and measured               (default 20)
+  --profile P           idle | office | video  (~10 kbit/s | 1 Mbit/s | 5 Mbit/s each) (default office)
+  --compare             run the floor (direct TCP), websockify + ssh -L, and CloudDesk
+  --stacks a,b          pick stacks: direct, diy, clouddesk                          (default clouddesk)
+  --workers N           gateway cluster workers (WORKERS=N)                          (default 1)
+  --store sqlite|postgres   gateway store (postgres: a fresh database on 127.0.0.1:5432)
+  --redis               private redis-server for the gateway's coordination
+  --load-workers N      load-generator processes                                     (default 1)
+  --echo-interval MS    input-marker period per viewer                               (default 1000)
+  --stall N             N viewers stop reading after the hold (stalled browsers)     (default 0)
+  --stall-secs S        how long they stay stalled before memory is read             (default 10)
+  --find-max            ramp the user count (×1.5 a step) until a target breaks
+  --max-users N         upper bound for --find-max                                   (default 3000)
+  --find-max-secs S     time bound for --find-max                                    (default 1800)
+  --cpu-prof            run the gateway with --cpu-prof (profiles in the results folder)
+  --gateway-env K=V     extra gateway environment (repeatable)
+  --out DIR             results folder                                               (default bench/results)
+  --label NAME          name of the result files                                     (default from the options)
+  --setup-timeout S     give up on one user's setup after S seconds                  (default 60)
+  --seed N              seed of the simulated screen traffic                         (default 1)
+`;
+
+export function parseOptions(argv: string[]): BenchOptions {
+  const o: BenchOptions = {
+    users: [50],
+    rampSeconds: 10,
+    holdSeconds: 20,
+    profile: 'office',
+    stacks: ['clouddesk'],
+    workers: 1,
+    store: 'sqlite',
+    redis: false,
+    loadWorkers: 1,
+    echoIntervalMs: 1000,
+    stall: 0,
+    stallSeconds: 10,
+    findMax: false,
+    maxUsers: 3000,
+    findMaxSeconds: 1800,
+    cpuProf: false,
+    outDir: 'bench/results',
+    label: null,
+    setupTimeoutSeconds: 60,
+    seed: 1,
+    gatewayEnv: {},
+    help: false,
+  };
+  const problems: string[] = [];
+  const num = (flag: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isFinite(n) || n < min || n > max) {
+      problems.push(`${flag} needs a number from ${min} to ${max} (got ${v ?? 'nothing'})`);
+      return min;
+    }
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const value = () => argv[++i];
+    switch (flag) {
+      case '--users': {
+        const v = value();
+        o.users = (v ?? '').split(',').map((s) => Math.round(num('--users', s, 1, 20_000)));
+        break;
+      }
+      case '--ramp':
+        o.rampSeconds = num(flag, value(), 0, 3600);
+        break;
+      case '--hold':
+        o.holdSeconds = num(flag, value(), 1, 3600);
+        break;
+      case '--profile': {
+        const v = value() ?? '';
+        if (isProfileName(v)) o.profile = v;
+        else problems.push(`--profile must be idle, office or video (got ${v})`);
+        break;
+      }
+      case '--compare':
+        o.stacks = ['direct', 'diy', 'clouddesk'];
+        break;
+      case '--stacks': {
+        const names = (value() ?? '').split(',');
+        const ok = names.filter((n): n is StackName => n === 'direct' || n === 'diy' || n === 'clouddesk');
+        if (ok.length !== names.length || ok.length === 0)
+          problems.push('--stacks takes direct, diy, clouddesk');
+        o.stacks = ok;
+        break;
+      }
+      case '--workers':
+        o.workers = Math.round(num(flag, value(), 1, 64));
+        break;
+      case '--store': {
+        const v = value();
+        if (v === 'sqlite' || v === 'postgres') o.store = v;
+        else problems.push('--store must be sqlite or postgres');
+        break;
+      }
+      case '--redis':
+        o.redis = true;
+        break;
+      case '--load-workers':
+        o.loadWorkers = Math.round(num(flag, value(), 1, 16));
+        break;
+      case '--echo-interval':
+        o.echoIntervalMs = num(flag, value(), 50, 60_000);
+        break;
+      case '--stall':
+        o.stall = Math.round(num(flag, value(), 0, 20_000));
+        break;
+      case '--stall-secs':
+        o.stallSeconds = num(flag, value(), 1, 600);
+        break;
+      case '--find-max':
+        o.findMax = true;
+        break;
+      case '--max-users':
+        o.maxUsers = Math.round(num(flag, value(), 1, 20_000));
+        break;
+      case '--find-max-secs':
+        o.findMaxSeconds = num(flag, value(), 10, 86_400);
+        break;
+      case '--cpu-prof':
+        o.cpuProf = true;
+        break;
+      case '--gateway-env': {
+        const v = value() ?? '';
+        const eq = v.indexOf('=');
+        if (eq < 1) problems.push(`--gateway-env needs KEY=VALUE (got ${v})`);
+        else o.gatewayEnv[v.slice(0, eq)] = v.slice(eq + 1);
+        break;
+      }
+      case '--out':
+        o.outDir = value() ?? o.outDir;
+        break;
+      case '--label':
+        o.label = value() ?? null;
+        break;
+      case '--setup-timeout':
+        o.setupTimeoutSeconds = num(flag, value(), 1, 600);
+        break;
+      case '--seed':
+        o.seed = Math.round(num(flag, value(), 0, 2 ** 31));
+        break;
+      case '--help':
+      case '-h':
+        o.help = true;
+        break;
+      default:
+        problems.push(`unknown option ${flag}`);
+    }
+  }
+  if (problems.length > 0) throw new Error(`bad options:\n  - ${problems.join('\n  - ')}\n\n${usage}`);
+  return o;
+}

@@ -1,0 +1,228 @@
+// CloudDesk under test: the gateway started as a child process (`node --import tsx src/main.ts`, or
+// `--workers N` through its own cluster mode), in front of the benchmark's sshd. The sshd's test user
+// gets a PATH that starts with bench/sim/fake-bin, so when the gateway starts a desktop over SSH it
+// finds the fake `Xvnc` there: that asks the simulator for a desktop on the Unix socket the gateway
+// chose and lives until it is killed. Everything else — sign-in, SSH pool, desktop detection and
+// start, streamlocal forwarding, the relay — is the real gateway.
+//
+// Charged as its gateway: the gateway process and all its descendants (cluster workers). The sshd
+// listener and its per-connection processes are reported apart, as for the do-it-yourself peer.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../../test/helpers/free-port.js';
+import { processesWithEnv, terminate } from '../../test/helpers/sshd.js';
+import { onCleanup, stopChild, trackChild } from '../lib/process-registry.js';
+import { startBenchSshd } from './bench-sshd.js';
+import {
+  benchDir,
+  groupOf,
+  repoDir,
+  type GatewayMetrics,
+  type RunningStack,
+  type SimulatorHandle,
+} from './stack.js';
+
+export interface ClouddeskOptions {
+  workers: number;
+  store: 'sqlite' | 'postgres';
+  redis: boolean;
+  cpuProf: string | null;
+  /** Extra gateway environment (operator overrides, e.g. RELAY_STALL_TIMEOUT_MS). */
+  env: Record<string, string>;
+}
+
+const READY_TIMEOUT_MS = 60_000;
+/** Displays far above the :1–:10 the test suite's real Xvnc uses, so the two never collide. */
+const DISPLAY_MIN = 1000;
+const DISPLAY_MAX = 5000;
+
+export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOptions): Promise<RunningStack> {
+  // Our own marker: sshd keeps only the first SetEnv line, so this one replaces the fixture's, and the
+  // harness ends the fake desktops itself by this marker.
+  const marker = `CLOUDDESK_BENCH_RUN=${randomBytes(6).toString('hex')}`;
+  const fakeBin = join(benchDir, 'sim', 'fake-bin');
+  const sshd = await startBenchSshd([
+    `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.controlPort} ${marker}`,
+  ]);
+  const user = sshd.fixture.users[0]!;
+  const endDesktops = onCleanup('fake desktops', async () => {
+    await terminate(await processesWithEnv(marker, [user.uid]));
+  });
+
+  const dataDir = await mkdtemp(join(tmpdir(), 'clouddesk-bench-data-'));
+  const removeData = onCleanup('gateway data dir', () => rm(dataDir, { recursive: true, force: true }));
+
+  const external = await externalStores(opts);
+  const port = await freePort();
+  const metricsToken = randomBytes(24).toString('base64url');
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/root',
+    NODE_ENV: 'production',
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    DATA_DIR: dataDir,
+    LOG_LEVEL: 'warn',
+    INSTANCE_ALLOWED_CIDRS: '127.0.0.0/8',
+    CORS_ORIGIN: `http://127.0.0.1:${port}`,
+    // Every virtual user is its own account with one session: the per-user limit stays at its default.
+    // Limits meant for one abusive client are raised: all the load comes from one address.
+    RATE_LIMIT_MAX_REQUESTS: '10000000',
+    WS_MAX_CONNECTS_PER_MINUTE: '1000000',
+    AUTH_MAX_ATTEMPTS_PER_IP: '10000000',
+    AUTH_MAX_FAILURES_PER_IP: '1000000',
+    VNC_DISPLAY_MIN: String(DISPLAY_MIN),
+    VNC_DISPLAY_MAX: String(DISPLAY_MAX),
+    DESKTOP_TRANSPORT: 'unix',
+    METRICS_TOKEN: metricsToken,
+    WORKERS: String(opts.workers),
+    ...external.env,
+    ...opts.env,
+  };
+  const built = join(repoDir, 'dist', 'src', 'main.js');
+  const useBuilt = process.env.CLOUDDESK_BENCH_BUILT === '1' && existsSync(built);
+  const nodeArgs = [
+    ...(opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : []),
+    ...(useBuilt ? [built] : ['--import', 'tsx', join(repoDir, 'src', 'main.ts')]),
+  ];
+  const gateway = trackChild(
+    spawn(process.execPath, nodeArgs, { cwd: repoDir, env, stdio: ['ignore', 'inherit', 'inherit'] }),
+  );
+  const baseUrl = `http://127.0.0.1:${port}`;
+  try {
+    await waitForReady(baseUrl, () => gateway.exitCode);
+  } catch (e) {
+    await stopChild(gateway);
+    await external.stop();
+    await sshd.stop();
+    throw e;
+  }
+
+  return {
+    name: 'clouddesk',
+    target: {
+      kind: 'clouddesk',
+      baseUrl,
+      desktopEnvironment: 'openbox',
+      instance: {
+        host: '127.0.0.1',
+        port: sshd.fixture.port,
+        username: user.username,
+        privateKey: user.privateKey,
+        hostKeyFingerprint: sshd.fixture.hostKeyFingerprint,
+      },
+    },
+    gateway: groupOf('gateway', () => [gateway.pid]),
+    sshd: sshd.group,
+    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = the sshd listener and its per-connection processes`,
+    probeUrl: `${baseUrl}/api/health`,
+    gatewayMetrics: () => scrapeMetrics(baseUrl, metricsToken),
+    stop: async () => {
+      // SIGTERM = the gateway's ordered shutdown (which ends its viewers); the profile, if asked for,
+      // is written on that exit.
+      await stopChild(gateway, 30_000);
+      await endDesktops();
+      await external.stop();
+      await sshd.stop();
+      await removeData();
+    },
+  };
+}
+
+async function waitForReady(baseUrl: string, exitCode: () => number | null): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (let attempt = 0; Date.now() < deadline && attempt < 1000; attempt++) {
+    if (exitCode() !== null) throw new Error(`the gateway exited (${exitCode()}) before it was ready`);
+    try {
+      const res = await fetch(`${baseUrl}/api/ready`, { signal: AbortSignal.timeout(2000) });
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`the gateway at ${baseUrl} was not ready within ${READY_TIMEOUT_MS} ms`);
+}
+
+/** The gateway's Prometheus text → the few numbers the report uses. */
+export async function scrapeMetrics(baseUrl: string, token: string): Promise<GatewayMetrics | null> {
+  try {
+    const res = await fetch(`${baseUrl}/metrics`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (!res.ok) return null;
+    const raw: Record<string, number> = {};
+    for (const line of (await res.text()).split('\n')) {
+      if (line.startsWith('#') || line.trim() === '') continue;
+      const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+      if (!m) continue;
+      const name = m[1]!;
+      const labels = (m[2] ?? '').replace(/,?(worker|node)="[^"]*"/g, '').replace(/^\{,?/, '{');
+      const key = labels === '{}' || labels === '{' ? name : `${name}${labels}`;
+      // Summed over workers (max for lag, which does not add up).
+      const v = Number(m[3]);
+      if (!Number.isFinite(v)) continue;
+      raw[key] = key.includes('event_loop_lag') ? Math.max(raw[key] ?? 0, v) : (raw[key] ?? 0) + v;
+    }
+    const lag = (stat: string) => {
+      const v = raw[`clouddesk_event_loop_lag_seconds{stat="${stat}"}`];
+      // monitorEventLoopDelay's values include its 10 ms sampling interval (the gateway samples at 10 ms
+      // and reports them as they are); the lag is what lies beyond it.
+      return v === undefined ? null : Math.max(0, v * 1000 - 10);
+    };
+    return { eventLoopLagP99Ms: lag('p99'), eventLoopLagMaxMs: lag('max'), raw };
+  } catch {
+    return null;
+  }
+}
+
+interface ExternalStores {
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/** A fresh PostgreSQL database and/or a private redis-server for `--store postgres` / `--redis`. */
+async function externalStores(opts: ClouddeskOptions): Promise<ExternalStores> {
+  const env: Record<string, string> = {};
+  const stops: (() => Promise<void>)[] = [];
+  if (opts.store === 'postgres') {
+    const pg = (await import('pg')).default;
+    const admin = process.env.CLOUDDESK_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+    const name = `clouddesk_bench_${randomBytes(4).toString('hex')}`;
+    const client = new pg.Client({ connectionString: admin });
+    await client.connect();
+    await client.query(`CREATE DATABASE ${name}`);
+    await client.end();
+    const url = new URL(admin);
+    url.pathname = `/${name}`;
+    env.DATABASE_URL = url.toString();
+    // Several processes share the database: secrets must be given, not generated per data folder.
+    env.JWT_ACCESS_SECRET = randomBytes(32).toString('base64url');
+    env.JWT_REFRESH_SECRET = randomBytes(32).toString('base64url');
+    env.ENCRYPTION_KEY = randomBytes(32).toString('hex');
+    const drop = onCleanup('bench database', async () => {
+      const c = new pg.Client({ connectionString: admin });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    });
+    stops.push(drop);
+  }
+  if (opts.redis) {
+    const { startRedisServer } = await import('../../test/helpers/redis-server.js');
+    const redis = await startRedisServer();
+    env.REDIS_URL = redis.url;
+    stops.push(onCleanup('bench redis', () => redis.dispose()));
+  }
+  return {
+    env,
+    stop: async () => {
+      for (const s of stops.reverse()) await s();
+    },
+  };
+}
