@@ -57,6 +57,7 @@ defaults
 
 frontend clouddesk
     bind 127.0.0.1:${opts.port}
+    http-request set-header X-Forwarded-For %[src]
     default_backend gateways
 
 backend gateways

@@ -1,0 +1,59 @@
+// PM2 in cluster mode (plan section 9.1), one gateway process per core behind PM2's own round-robin.
+// An alternative to `clouddesk start --workers N` (node:cluster without PM2) — use one or the other.
+//
+//   npm run build && pm2 start deploy/ecosystem.config.js --env production
+//   pm2 reload clouddesk      # rolling: each process drains (SIGTERM) before the next restarts
+//
+// CommonJS on purpose (deploy/package.json): PM2 loads this file with require().
+// Not run on the build machine (PM2 is not installed there); checked by loading it with node.
+'use strict';
+
+const path = require('node:path');
+
+// A process drains for up to SHUTDOWN_TIMEOUT_MS after SIGTERM; PM2 must wait longer than that
+// before it SIGKILLs, or viewers are cut instead of moved.
+const drainMs = Number(process.env.SHUTDOWN_TIMEOUT_MS || 10000);
+
+module.exports = {
+  apps: [
+    {
+      name: 'clouddesk',
+      cwd: path.resolve(__dirname, '..'),
+      script: 'dist/src/main.js',
+      exec_mode: 'cluster',
+      instances: 'max',
+      // PM2 (>= 5.3) imports ESM entry points; the gateway is ESM ("type": "module").
+      node_args: ['--enable-source-maps'],
+      env: {
+        NODE_ENV: 'development',
+        PORT: 3000,
+      },
+      env_production: {
+        NODE_ENV: 'production',
+        PORT: 3000,
+        TRUST_PROXY: 'true',
+        // Each PM2 instance gets its own metrics port (9464, 9465, …): under PM2 a shared port would
+        // answer from a random instance. Scrape them all (see deploy/README.md).
+        METRICS_PORT: 9464,
+        // DATABASE_URL, REDIS_URL, JWT_*_SECRET, ENCRYPTION_KEY: set in the environment PM2 starts
+        // from (never in this file). Several processes need PostgreSQL + Redis to share state.
+      },
+      increment_var: 'METRICS_PORT',
+      kill_timeout: drainMs + 5000,
+      // SIGTERM is what the gateway drains on (PM2 sends SIGINT by default).
+      kill_signal: 'SIGTERM',
+      shutdown_with_message: false,
+      max_memory_restart: '2G',
+      autorestart: true,
+      max_restarts: 10,
+      min_uptime: '10s',
+      exp_backoff_restart_delay: 200,
+      listen_timeout: 10000,
+      watch: false,
+      merge_logs: true,
+      // The gateway writes JSON lines (pino) to stdout; keep them as they are.
+      log_type: 'raw',
+      time: false,
+    },
+  ],
+};
