@@ -19,7 +19,9 @@ import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefault
 
 /** Live numbers the metrics read on each scrape. Byte totals only ever grow (closed relays included). */
 export interface MetricsSources {
+  /** Sessions not ended in the whole cluster (e.g. a store count): the capacity alert compares max() with 900. */
   activeSessions?(): number | Promise<number>;
+  /** Viewer WebSockets open on this process. */
   liveViewers?(): number;
   sshConnections?(): number;
   sshChannels?(): number;
@@ -97,7 +99,11 @@ export class Metrics {
           if (v !== undefined) this.set(v);
         },
       });
-    gaugeFromSource('clouddesk_sessions_active', 'Sessions not ended', (s) => s.activeSessions?.());
+    gaugeFromSource(
+      'clouddesk_sessions_active',
+      'Sessions not ended, cluster-wide (every process reports the same number: aggregate with max)',
+      (s) => s.activeSessions?.(),
+    );
     gaugeFromSource('clouddesk_viewers_live', 'Viewer WebSockets open on this process', (s) =>
       s.liveViewers?.(),
     );
