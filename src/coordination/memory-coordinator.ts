@@ -71,7 +71,7 @@ export class MemoryCoordinator implements Coordinator {
   putViewer(lease: ViewerLease, ttlMs: number): Promise<void> {
     this.sweep();
     let leases = this.viewers.get(lease.sessionId);
-    if (!leases) this.viewers.set(lease.sessionId, (leases = new Map()));
+    if (!leases) this.viewers.set(lease.sessionId, (leases = new Map<string, Expiring<ViewerLease>>()));
     leases.set(lease.viewerId, { value: { ...lease }, expiresAt: this.clock.now() + ttlMs });
     return Promise.resolve();
   }
@@ -139,7 +139,9 @@ export async function withLockPolling<T>(
       try {
         return await fn();
       } finally {
-        await coordinator.unlock(handle);
+        // A failed release (Redis gone mid-way) must not replace fn's own result or error: the
+        // lock lapses by itself after ttlMs.
+        await coordinator.unlock(handle).catch(() => undefined);
       }
     }
     if (Date.now() >= deadline) {
