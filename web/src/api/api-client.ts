@@ -1,0 +1,222 @@
+// The only place the client talks HTTP to the gateway. Owns the access token (in memory only, never in
+// storage or a URL), refreshes it silently through the httpOnly refresh cookie when the gateway says it
+// expired, and turns every answer into data or an ApiError.
+import { ApiError } from './api-error.js';
+import type {
+  ActiveSession,
+  AuthResult,
+  ConnectionTestResult,
+  ConnectResult,
+  Instance,
+  InstanceInput,
+  InstancePatch,
+  TokenPair,
+  User,
+} from './types.js';
+
+type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+
+export interface ApiClientDeps {
+  fetch: typeof fetch;
+  /**
+   * Runs a refresh while holding a lock shared by every tab of this origin. Refresh tokens rotate
+   * and presenting a used one revokes the whole sign-in, so two tabs must never refresh with the
+   * same cookie at once. Defaults to no cross-tab lock (tests, old browsers).
+   */
+  withRefreshLock?: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** Called once when the sign-in is gone (refresh refused): the app shows the sign-in page. */
+  onSignedOut?: (reason: ApiError) => void;
+}
+
+/** Codes after which a fresh access token may fix the request. */
+const REFRESHABLE = new Set(['TOKEN_EXPIRED', 'INVALID_TOKEN', 'UNAUTHENTICATED']);
+
+export class ApiClient {
+  private accessToken: string | null = null;
+  private refreshing: Promise<void> | null = null;
+
+  constructor(private readonly deps: ApiClientDeps) {}
+
+  get signedIn(): boolean {
+    return this.accessToken !== null;
+  }
+
+  // ---- auth ----
+
+  async register(email: string, password: string): Promise<User> {
+    const result = await this.send<AuthResult>('POST', '/api/auth/register', { email, password }, false);
+    this.accessToken = result.accessToken;
+    return result.user;
+  }
+
+  async login(email: string, password: string): Promise<User> {
+    const result = await this.send<AuthResult>('POST', '/api/auth/login', { email, password }, false);
+    this.accessToken = result.accessToken;
+    return result.user;
+  }
+
+  /**
+   * After a page load: trade the refresh cookie (if any) for an access token and return the user,
+   * or null when there is no sign-in to restore. Transient failures (gateway down) are thrown.
+   */
+  async restore(): Promise<User | null> {
+    try {
+      await this.refresh();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return null;
+      throw e;
+    }
+    return this.me();
+  }
+
+  async logout(): Promise<void> {
+    this.accessToken = null;
+    // The cookie carries the refresh token; the gateway revokes its family and clears the cookie.
+    await this.send<void>('POST', '/api/auth/logout', {}, false);
+  }
+
+  /** Forgets the access token without telling the gateway (another tab signed out). */
+  forget(): void {
+    this.accessToken = null;
+  }
+
+  me(): Promise<User> {
+    return this.request<User>('GET', '/api/auth/me');
+  }
+
+  // ---- instances ----
+
+  listInstances(): Promise<Instance[]> {
+    return this.request<Instance[]>('GET', '/api/instances');
+  }
+
+  createInstance(input: InstanceInput): Promise<Instance> {
+    return this.request<Instance>('POST', '/api/instances', input);
+  }
+
+  updateInstance(id: string, patch: InstancePatch): Promise<Instance> {
+    return this.request<Instance>('PATCH', `/api/instances/${encodeURIComponent(id)}`, patch);
+  }
+
+  deleteInstance(id: string): Promise<void> {
+    return this.request<void>('DELETE', `/api/instances/${encodeURIComponent(id)}`);
+  }
+
+  testInstance(id: string): Promise<ConnectionTestResult> {
+    return this.request<ConnectionTestResult>('POST', `/api/instances/${encodeURIComponent(id)}/test`, {});
+  }
+
+  // ---- sessions ----
+
+  connect(instanceId: string, desktopEnvironment: string): Promise<ConnectResult> {
+    return this.request<ConnectResult>('POST', '/api/sessions/connect', { instanceId, desktopEnvironment });
+  }
+
+  ticket(sessionId: string): Promise<{ websocketUrl: string }> {
+    return this.request<{ websocketUrl: string }>('POST', `/api/sessions/${encodeURIComponent(sessionId)}/ticket`, {});
+  }
+
+  activeSessions(): Promise<ActiveSession[]> {
+    return this.request<ActiveSession[]>('GET', '/api/sessions/active');
+  }
+
+  endSession(sessionId: string): Promise<void> {
+    return this.request<void>('POST', `/api/sessions/disconnect/${encodeURIComponent(sessionId)}`, {});
+  }
+
+  // ---- plumbing ----
+
+  /** An authenticated request; on an expired token, refreshes once and retries. */
+  async request<T>(method: Method, path: string, body?: unknown): Promise<T> {
+    if (this.accessToken === null) await this.refreshOrSignOut();
+    try {
+      return await this.send<T>(method, path, body, true);
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 401 || !REFRESHABLE.has(e.code)) throw e;
+    }
+    await this.refreshOrSignOut();
+    return this.send<T>(method, path, body, true);
+  }
+
+  private async refreshOrSignOut(): Promise<void> {
+    try {
+      await this.refresh();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        this.accessToken = null;
+        const reason =
+          e.code === 'REFRESH_TOKEN_REUSED'
+            ? e
+            : new ApiError(401, 'SESSION_EXPIRED', 'Your session has expired. Sign in again.');
+        this.deps.onSignedOut?.(reason);
+        throw reason;
+      }
+      throw e;
+    }
+  }
+
+  /** One refresh at a time in this tab (callers share it), and one at a time across tabs. */
+  refresh(): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        const lock = this.deps.withRefreshLock ?? ((fn) => fn());
+        const pair = await lock(() => this.send<TokenPair>('POST', '/api/auth/refresh', {}, false));
+        this.accessToken = pair.accessToken;
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  private async send<T>(method: Method, path: string, body: unknown, withToken: boolean): Promise<T> {
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (withToken && this.accessToken !== null) headers.Authorization = `Bearer ${this.accessToken}`;
+    let response: Response;
+    try {
+      response = await this.deps.fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+    } catch {
+      throw new ApiError(0, 'NETWORK', 'Cannot reach CloudDesk');
+    }
+    if (response.status === 204) return undefined as T;
+    let payload: unknown;
+    try {
+      payload = await response.json();
+    } catch {
+      throw new ApiError(response.status, 'BAD_RESPONSE', `Unexpected answer (HTTP ${response.status})`);
+    }
+    if (response.ok && isObject(payload) && 'data' in payload) return payload.data as T;
+    const error = isObject(payload) && isObject(payload.error) ? payload.error : null;
+    if (error && typeof error.code === 'string') {
+      const retryAfter = Number(response.headers.get('Retry-After'));
+      return Promise.reject(
+        new ApiError(
+          response.status,
+          error.code,
+          typeof error.message === 'string' ? error.message : error.code,
+          isObject(error.details) ? error.details : undefined,
+          Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null,
+        ),
+      );
+    }
+    throw new ApiError(response.status, 'BAD_RESPONSE', `Unexpected answer (HTTP ${response.status})`);
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Cross-tab refresh lock on the Web Locks API where the browser has it. */
+export function webLocksRefreshLock(): (<T>(fn: () => Promise<T>) => Promise<T>) | undefined {
+  const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
+  if (!locks) return undefined;
+  return <T>(fn: () => Promise<T>) => locks.request('clouddesk-token-refresh', fn) as Promise<T>;
+}

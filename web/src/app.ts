@@ -1,0 +1,284 @@
+// The application shell: who is signed in, which page is showing, the header and navigation, and the
+// hand-offs between pages (a flash message for the next page, a freshly started session for the
+// viewer). Pages live in views/; this module only decides which one to mount.
+import { ApiClient, webLocksRefreshLock } from './api/api-client.js';
+import { ApiError, describeError } from './api/api-error.js';
+import type { User } from './api/types.js';
+import { h, icon } from './lib/dom.js';
+import { loadPrefs, savePrefs, type Prefs } from './lib/prefs.js';
+import { Router, type Route } from './lib/router.js';
+import { toast } from './ui/toast.js';
+import { authView } from './views/auth.view.js';
+import { instancesView } from './views/instances.view.js';
+import { sessionsView } from './views/sessions.view.js';
+import { desktopView } from './views/desktop.view.js';
+
+export interface View {
+  element: HTMLElement;
+  title: string;
+  /** Pages without the app header (the desktop viewer fills the window). */
+  immersive?: boolean;
+  destroy?(): void;
+}
+
+export interface Flash {
+  message: string;
+  tone: 'info' | 'error';
+}
+
+/** A session the connect dialog just started: the viewer uses its ticket instead of asking again. */
+export interface PendingConnect {
+  websocketUrl: string;
+  instanceName: string;
+  desktopEnvironment: string;
+  display: number;
+}
+
+export interface AppContext {
+  api: ApiClient;
+  user: User | null;
+  prefs: Prefs;
+  go(path: string, options?: { replace?: boolean }): void;
+  savePrefs(): void;
+  /** A message for the next page to show once (e.g. "Your session has expired"). */
+  setFlash(flash: Flash): void;
+  takeFlash(): Flash | null;
+  pendingConnects: Map<string, PendingConnect>;
+  signedIn(user: User): void;
+  signOut(): Promise<void>;
+}
+
+const ROUTES = {
+  signIn: '/sign-in',
+  signUp: '/sign-up',
+  home: '/',
+  instances: '/instances',
+  sessions: '/sessions',
+  desktop: '/desktop/:sessionId',
+};
+
+const PUBLIC_ROUTES = new Set(['signIn', 'signUp']);
+
+export function startApp(root: HTMLElement): void {
+  const prefs = loadPrefs();
+  const channel = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('clouddesk-auth');
+  let flash: Flash | null = null;
+  let current: View | null = null;
+
+  const api = new ApiClient({
+    fetch: (input, init) => fetch(input, init),
+    withRefreshLock: webLocksRefreshLock(),
+    onSignedOut: (reason) => {
+      // The sign-in is gone (expired, revoked, or a reused token ended it): back to the sign-in page,
+      // returning here afterwards.
+      ctx.user = null;
+      ctx.setFlash({ message: describeError(reason), tone: 'error' });
+      const next = location.pathname + location.search;
+      ctx.go(`/sign-in${next !== '/' && !next.startsWith('/sign-') ? `?next=${encodeURIComponent(next)}` : ''}`, {
+        replace: true,
+      });
+    },
+  });
+
+  const ctx: AppContext = {
+    api,
+    user: null,
+    prefs,
+    go: (path, options) => router.go(path, options),
+    savePrefs: () => savePrefs(prefs),
+    setFlash: (f) => {
+      flash = f;
+    },
+    takeFlash: () => {
+      const f = flash;
+      flash = null;
+      return f;
+    },
+    pendingConnects: new Map(),
+    signedIn(user) {
+      ctx.user = user;
+      prefs.wasSignedIn = true;
+      savePrefs(prefs);
+      channel?.postMessage({ type: 'signed-in' });
+    },
+    async signOut() {
+      prefs.wasSignedIn = false;
+      savePrefs(prefs);
+      try {
+        await api.logout();
+      } catch (e) {
+        // Signed out here either way; the refresh token expires on its own.
+        if (!(e instanceof ApiError)) throw e;
+      }
+      ctx.user = null;
+      channel?.postMessage({ type: 'signed-out' });
+      ctx.setFlash({ message: 'You are signed out.', tone: 'info' });
+      ctx.go('/sign-in', { replace: true });
+    },
+  };
+
+  channel?.addEventListener('message', (event: MessageEvent<{ type?: string }>) => {
+    if (event.data?.type === 'signed-out' && ctx.user !== null) {
+      api.forget();
+      ctx.user = null;
+      ctx.setFlash({ message: 'You signed out in another tab.', tone: 'info' });
+      ctx.go('/sign-in', { replace: true });
+    }
+  });
+
+  const header = buildHeader(ctx);
+  const main = h('main', { id: 'main', class: 'main', tabindex: '-1' });
+
+  const mount = (route: Route | null, path: string) => {
+    if (route?.name === 'home') return router.go(ctx.user ? '/instances' : '/sign-in', { replace: true });
+    if (route && !PUBLIC_ROUTES.has(route.name) && ctx.user === null) {
+      const next = encodeURIComponent(path + location.search);
+      return router.go(`/sign-in?next=${next}`, { replace: true });
+    }
+    if (route && PUBLIC_ROUTES.has(route.name) && ctx.user !== null) {
+      return router.go('/instances', { replace: true });
+    }
+    current?.destroy?.();
+    current = createView(ctx, route);
+    document.title = `${current.title} · CloudDesk`;
+    root.classList.toggle('immersive', current.immersive === true);
+    header.update(route?.name ?? '');
+    main.replaceChildren(current.element);
+    // Move focus to the new page's heading so screen readers announce the navigation.
+    const heading = current.element.querySelector<HTMLElement>('h1');
+    if (heading && !current.immersive) {
+      heading.setAttribute('tabindex', '-1');
+      heading.focus({ preventScroll: true });
+    }
+    window.scrollTo(0, 0);
+  };
+
+  const router = new Router(ROUTES, mount);
+
+  root.replaceChildren(splash());
+  api.restore().then(
+    (user) => {
+      if (user) ctx.user = user;
+      else if (prefs.wasSignedIn) {
+        prefs.wasSignedIn = false;
+        savePrefs(prefs);
+        ctx.setFlash({ message: 'Your session has expired. Sign in again.', tone: 'error' });
+      }
+      root.replaceChildren(header.element, main);
+      router.resolve();
+    },
+    (e: unknown) => {
+      root.replaceChildren(unavailable(describeError(e)));
+    },
+  );
+}
+
+function createView(ctx: AppContext, route: Route | null): View {
+  switch (route?.name) {
+    case 'signIn':
+      return authView(ctx, 'sign-in');
+    case 'signUp':
+      return authView(ctx, 'sign-up');
+    case 'instances':
+      return instancesView(ctx);
+    case 'sessions':
+      return sessionsView(ctx);
+    case 'desktop':
+      return desktopView(ctx, route.params.sessionId ?? '');
+    default:
+      return notFound();
+  }
+}
+
+function buildHeader(ctx: AppContext): { element: HTMLElement; update(routeName: string): void } {
+  const links = {
+    instances: h('a', { href: '/instances', 'data-link': true, class: 'nav-link' }, 'Instances'),
+    sessions: h('a', { href: '/sessions', 'data-link': true, class: 'nav-link' }, 'Sessions'),
+  };
+  const email = h('span', { class: 'header-user-email' });
+  const signOut = h(
+    'button',
+    { type: 'button', class: 'btn btn-ghost btn-sm', 'data-testid': 'sign-out' },
+    icon('logout', 16),
+    'Sign out',
+  );
+  signOut.addEventListener('click', () => {
+    signOut.disabled = true;
+    ctx.signOut().then(
+      () => {
+        signOut.disabled = false;
+      },
+      (e: unknown) => {
+        signOut.disabled = false;
+        toast(describeError(e), 'error');
+      },
+    );
+  });
+  const nav = h('nav', { class: 'header-nav', 'aria-label': 'Main' }, links.instances, links.sessions);
+  const user = h('div', { class: 'header-user' }, email, signOut);
+  const element = h(
+    'header',
+    { class: 'app-header' },
+    h('a', { href: '#main', class: 'skip-link' }, 'Skip to content'),
+    h('a', { href: '/instances', 'data-link': true, class: 'brand', 'aria-label': 'CloudDesk home' }, brandMark(), 'CloudDesk'),
+    nav,
+    user,
+  );
+  return {
+    element,
+    update(routeName) {
+      const signedIn = ctx.user !== null;
+      nav.hidden = !signedIn;
+      user.hidden = !signedIn;
+      email.textContent = ctx.user?.email ?? '';
+      for (const [name, link] of Object.entries(links)) {
+        if (name === routeName) link.setAttribute('aria-current', 'page');
+        else link.removeAttribute('aria-current');
+      }
+    },
+  };
+}
+
+export function brandMark(): HTMLElement {
+  const mark = h('span', { class: 'brand-mark', 'aria-hidden': 'true' });
+  mark.append(icon('monitor', 18));
+  return mark;
+}
+
+function splash(): HTMLElement {
+  return h(
+    'div',
+    { class: 'splash', role: 'status', 'aria-live': 'polite' },
+    h('span', { class: 'spinner', 'aria-hidden': 'true' }),
+    h('span', { class: 'visually-hidden' }, 'Loading CloudDesk…'),
+  );
+}
+
+function unavailable(message: string): HTMLElement {
+  const retry = h('button', { type: 'button', class: 'btn btn-primary' }, icon('refresh', 16), 'Try again');
+  retry.addEventListener('click', () => location.reload());
+  return h(
+    'div',
+    { class: 'splash' },
+    h(
+      'div',
+      { class: 'card card-narrow center-text', role: 'alert' },
+      h('h1', { class: 'page-title' }, 'CloudDesk is not answering'),
+      h('p', { class: 'muted' }, message),
+      retry,
+    ),
+  );
+}
+
+function notFound(): View {
+  return {
+    title: 'Not found',
+    element: h(
+      'section',
+      { class: 'page' },
+      h('h1', { class: 'page-title' }, 'Page not found'),
+      h('p', { class: 'muted' }, 'There is nothing at this address.'),
+      h('a', { href: '/instances', 'data-link': true, class: 'btn btn-primary' }, 'Go to your instances'),
+    ),
+  };
+}

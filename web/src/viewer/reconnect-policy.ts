@@ -1,0 +1,138 @@
+// When the viewer's WebSocket closes: what the close code means (src/relay/close-codes.ts on the
+// gateway), and when to try again. Pure, with an injected clock and random source, so the schedule is
+// tested without waiting.
+//
+// Two kinds of retry: asking the gateway for a fresh ticket is cheap and not rate limited separately,
+// so while the gateway is down (a restart) it is retried every second; opening a WebSocket is limited
+// to 10 a minute per user by the gateway, so those attempts back off exponentially and never exceed a
+// budget below that limit, however often the connection flaps.
+
+export type CloseKind = 'ended' | 'signed-out' | 'reconnect' | 'fatal';
+
+/** Close codes the gateway uses (mirrors src/relay/close-codes.ts). */
+export const CloseCode = {
+  SESSION_ENDED: 4000,
+  SIGNED_OUT: 4001,
+  RECONNECT: 4010,
+  STALLED: 4011,
+  DESKTOP_UNREACHABLE: 4012,
+  PEER_TIMEOUT: 4013,
+} as const;
+
+/** Codes that say retrying the same thing cannot help (a protocol or payload the gateway refused). */
+const FATAL = new Set([1002, 1003, 1007, 1009]);
+
+export function classifyClose(code: number): CloseKind {
+  if (code === CloseCode.SESSION_ENDED) return 'ended';
+  if (code === CloseCode.SIGNED_OUT) return 'signed-out';
+  if (FATAL.has(code)) return 'fatal';
+  // 4010-4013, 1001 (going away), 1006 (dropped, or the upgrade was refused — the browser cannot tell
+  // us which), 1011 and anything unknown: a fresh ticket will tell whether the session still exists.
+  return 'reconnect';
+}
+
+export interface ReconnectOptions {
+  /** Stop trying after this long without a working connection. */
+  giveUpAfterMs: number;
+  /** Delays before successive WebSocket attempts within one outage; the last repeats. */
+  backoffMs: readonly number[];
+  /** ± this fraction of random spread on each delay, so many viewers do not retry in lockstep. */
+  jitter: number;
+  /** Delay between ticket requests while the gateway does not answer. */
+  ticketRetryMs: number;
+  /** At most this many WebSocket opens in any `windowMs` (the gateway allows 10 a minute). */
+  maxOpensPerWindow: number;
+  windowMs: number;
+  /** A connection that lasted this long counts as healthy: the next outage starts a fresh backoff. */
+  stableAfterMs: number;
+}
+
+export const defaultReconnectOptions: ReconnectOptions = {
+  giveUpAfterMs: 90_000,
+  backoffMs: [300, 1_000, 2_000, 4_000, 8_000, 15_000],
+  jitter: 0.2,
+  ticketRetryMs: 1_000,
+  maxOpensPerWindow: 8,
+  windowMs: 60_000,
+  stableAfterMs: 30_000,
+};
+
+export class ReconnectSchedule {
+  private readonly opens: number[] = [];
+  private attempt = 0;
+  private outageStartedAt: number | null = null;
+  private connectedAt: number | null = null;
+
+  constructor(
+    private readonly now: () => number,
+    private readonly random: () => number = Math.random,
+    private readonly options: ReconnectOptions = defaultReconnectOptions,
+  ) {}
+
+  /** A WebSocket is being opened now. */
+  opened(): void {
+    const t = this.now();
+    this.opens.push(t);
+    this.attempt += 1;
+    while (this.opens.length > 0 && this.opens[0]! <= t - this.options.windowMs) this.opens.shift();
+  }
+
+  /** The desktop answered (RFB handshake done): the outage is over. */
+  connected(): void {
+    this.connectedAt = this.now();
+    this.outageStartedAt = null;
+  }
+
+  /** The connection was lost (or an attempt failed). */
+  dropped(): void {
+    const t = this.now();
+    if (this.connectedAt !== null && t - this.connectedAt >= this.options.stableAfterMs) this.attempt = 0;
+    this.connectedAt = null;
+    this.outageStartedAt ??= t;
+  }
+
+  /** Start over (the person pressed "Try again" after we gave up). */
+  reset(): void {
+    this.attempt = 0;
+    this.outageStartedAt = null;
+    this.connectedAt = null;
+  }
+
+  /** How many WebSocket attempts this outage has made so far. */
+  get attempts(): number {
+    return this.attempt;
+  }
+
+  /** Whether the current outage has lasted past the give-up time. */
+  expired(): boolean {
+    return this.outageStartedAt !== null && this.now() - this.outageStartedAt >= this.options.giveUpAfterMs;
+  }
+
+  /** Milliseconds left before giving up (for "trying for another 40 s"). */
+  remainingMs(): number {
+    if (this.outageStartedAt === null) return this.options.giveUpAfterMs;
+    return Math.max(0, this.options.giveUpAfterMs - (this.now() - this.outageStartedAt));
+  }
+
+  /** Delay before the next WebSocket attempt: the backoff step, or longer if the budget is spent. */
+  nextOpenDelay(): number {
+    const { backoffMs, jitter } = this.options;
+    const base = backoffMs[Math.min(this.attempt, backoffMs.length - 1)] ?? 1_000;
+    const spread = base * jitter * (this.random() * 2 - 1);
+    const backoff = Math.max(0, Math.round(base + spread));
+    return Math.max(backoff, this.budgetWaitMs());
+  }
+
+  ticketRetryDelay(): number {
+    return this.options.ticketRetryMs;
+  }
+
+  /** Time until another open fits in the sliding window. */
+  private budgetWaitMs(): number {
+    const t = this.now();
+    const recent = this.opens.filter((o) => o > t - this.options.windowMs);
+    if (recent.length < this.options.maxOpensPerWindow) return 0;
+    const oldestThatMustExpire = recent[recent.length - this.options.maxOpensPerWindow]!;
+    return oldestThatMustExpire + this.options.windowMs - t + 1;
+  }
+}

@@ -1,0 +1,160 @@
+// Sign in and create an account. Errors say what happened and what to do (wrong password, too many
+// attempts and when to retry, server down); the error line has its space reserved so the form does
+// not jump when one appears.
+import { describeError, isApiError } from '../api/api-error.js';
+import type { AppContext, View } from '../app.js';
+import { brandMark } from '../app.js';
+import { h, uid } from '../lib/dom.js';
+
+type Mode = 'sign-in' | 'sign-up';
+
+export function authView(ctx: AppContext, mode: Mode): View {
+  const next = safeNext(new URLSearchParams(location.search).get('next'));
+  const flash = ctx.takeFlash();
+  const isSignUp = mode === 'sign-up';
+
+  const emailId = uid('email');
+  const passwordId = uid('password');
+  const hintId = uid('password-hint');
+  const errorId = uid('auth-error');
+
+  const email = h('input', {
+    id: emailId,
+    name: 'email',
+    type: 'email',
+    autocomplete: 'username',
+    required: true,
+    maxlength: 254,
+    spellcheck: 'false',
+    'aria-describedby': errorId,
+  });
+  const password = h('input', {
+    id: passwordId,
+    name: 'password',
+    type: 'password',
+    autocomplete: isSignUp ? 'new-password' : 'current-password',
+    required: true,
+    minlength: isSignUp ? 8 : 1,
+    maxlength: 256,
+    'aria-describedby': isSignUp ? `${hintId} ${errorId}` : errorId,
+  });
+  const reveal = h(
+    'button',
+    { type: 'button', class: 'input-addon', 'aria-pressed': 'false', 'aria-controls': passwordId },
+    'Show',
+  );
+  reveal.addEventListener('click', () => {
+    const shown = password.type === 'text';
+    password.type = shown ? 'password' : 'text';
+    reveal.textContent = shown ? 'Show' : 'Hide';
+    reveal.setAttribute('aria-pressed', String(!shown));
+  });
+
+  const error = h('p', { id: errorId, class: 'form-error', role: 'alert', 'data-testid': 'auth-error' });
+  const submit = h(
+    'button',
+    { type: 'submit', class: 'btn btn-primary btn-block' },
+    isSignUp ? 'Create account' : 'Sign in',
+  );
+
+  const form = h(
+    'form',
+    { class: 'form', novalidate: true },
+    h('div', { class: 'field' }, h('label', { for: emailId }, 'Email'), email),
+    h(
+      'div',
+      { class: 'field' },
+      h('label', { for: passwordId }, 'Password'),
+      h('div', { class: 'input-group' }, password, reveal),
+      isSignUp ? h('p', { id: hintId, class: 'field-hint' }, 'At least 8 characters.') : null,
+    ),
+    error,
+    submit,
+  );
+
+  const setBusy = (busy: boolean) => {
+    submit.disabled = busy;
+    submit.classList.toggle('is-busy', busy);
+    submit.setAttribute('aria-busy', String(busy));
+  };
+
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    error.textContent = '';
+    const problem = validate(email.value.trim(), password.value, isSignUp);
+    if (problem) {
+      error.textContent = problem.message;
+      (problem.field === 'email' ? email : password).focus();
+      return;
+    }
+    setBusy(true);
+    const call = isSignUp
+      ? ctx.api.register(email.value.trim(), password.value)
+      : ctx.api.login(email.value.trim(), password.value);
+    call.then(
+      (user) => {
+        ctx.signedIn(user);
+        ctx.go(next ?? '/instances', { replace: true });
+      },
+      (e: unknown) => {
+        setBusy(false);
+        error.textContent = describeError(e);
+        if (isApiError(e) && e.code === 'INVALID_CREDENTIALS') {
+          password.select();
+          password.focus();
+        }
+      },
+    );
+  });
+
+  const switchLink = isSignUp
+    ? h('p', { class: 'auth-switch' }, 'Already have an account? ', link('/sign-in', next, 'Sign in'))
+    : h('p', { class: 'auth-switch' }, 'New to CloudDesk? ', link('/sign-up', next, 'Create an account'));
+
+  const element = h(
+    'section',
+    { class: 'auth-page' },
+    h(
+      'div',
+      { class: 'auth-card card' },
+      h('div', { class: 'auth-brand' }, brandMark(), h('span', null, 'CloudDesk')),
+      h('h1', { class: 'auth-title' }, isSignUp ? 'Create your account' : 'Sign in'),
+      h(
+        'p',
+        { class: 'muted auth-lead' },
+        isSignUp ? 'Reach your machines’ desktops from any browser.' : 'Welcome back. Your desktops are waiting.',
+      ),
+      flash
+        ? h(
+            'div',
+            { class: `notice notice-${flash.tone}`, role: flash.tone === 'error' ? 'alert' : 'status', 'data-testid': 'flash' },
+            flash.message,
+          )
+        : null,
+      form,
+      switchLink,
+    ),
+  );
+  queueMicrotask(() => email.focus());
+  return { element, title: isSignUp ? 'Create account' : 'Sign in' };
+}
+
+function validate(email: string, password: string, isSignUp: boolean): { field: 'email' | 'password'; message: string } | null {
+  if (email === '') return { field: 'email', message: 'Enter your email address.' };
+  if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) return { field: 'email', message: 'Enter a valid email address.' };
+  if (password === '') return { field: 'password', message: 'Enter your password.' };
+  if (isSignUp && password.length < 8) return { field: 'password', message: 'Use at least 8 characters.' };
+  return null;
+}
+
+/** Only same-site paths: `?next=https://evil.example` must not become an open redirect. */
+function safeNext(next: string | null): string | null {
+  if (next === null || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return null;
+  if (next.startsWith('/sign-')) return null;
+  return next;
+}
+
+function link(path: string, next: string | null, text: string): HTMLAnchorElement {
+  const href = next ? `${path}?next=${encodeURIComponent(next)}` : path;
+  return h('a', { href, 'data-link': true }, text);
+}
