@@ -74,9 +74,12 @@ export function startApp(root: HTMLElement): void {
       ctx.user = null;
       ctx.setFlash({ message: describeError(reason), tone: 'error' });
       const next = location.pathname + location.search;
-      ctx.go(`/sign-in${next !== '/' && !next.startsWith('/sign-') ? `?next=${encodeURIComponent(next)}` : ''}`, {
-        replace: true,
-      });
+      ctx.go(
+        `/sign-in${next !== '/' && !next.startsWith('/sign-') ? `?next=${encodeURIComponent(next)}` : ''}`,
+        {
+          replace: true,
+        },
+      );
     },
   });
 
@@ -220,7 +223,12 @@ function buildHeader(ctx: AppContext): { element: HTMLElement; update(routeName:
     'header',
     { class: 'app-header' },
     h('a', { href: '#main', class: 'skip-link' }, 'Skip to content'),
-    h('a', { href: '/instances', 'data-link': true, class: 'brand', 'aria-label': 'CloudDesk home' }, brandMark(), 'CloudDesk'),
+    h(
+      'a',
+      { href: '/instances', 'data-link': true, class: 'brand', 'aria-label': 'CloudDesk home' },
+      brandMark(),
+      'CloudDesk',
+    ),
     nav,
     user,
   );

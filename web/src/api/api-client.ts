@@ -113,7 +113,11 @@ export class ApiClient {
   }
 
   ticket(sessionId: string): Promise<{ websocketUrl: string }> {
-    return this.request<{ websocketUrl: string }>('POST', `/api/sessions/${encodeURIComponent(sessionId)}/ticket`, {});
+    return this.request<{ websocketUrl: string }>(
+      'POST',
+      `/api/sessions/${encodeURIComponent(sessionId)}/ticket`,
+      {},
+    );
   }
 
   activeSessions(): Promise<ActiveSession[]> {

@@ -31,8 +31,7 @@ export interface Instance {
 }
 
 export type InstanceAuthInput =
-  | { type: 'password'; password: string }
-  | { type: 'privateKey'; privateKey: string; passphrase?: string };
+  { type: 'password'; password: string } | { type: 'privateKey'; privateKey: string; passphrase?: string };
 
 export interface InstanceInput {
   name: string;

@@ -25,7 +25,9 @@ export function loadPrefs(storage: Pick<Storage, 'getItem'> | null = safeStorage
       scaling: parsed.scaling === 'remote' || parsed.scaling === 'native' ? parsed.scaling : 'fit',
       quality: parsed.quality === 'low' || parsed.quality === 'high' ? parsed.quality : 'medium',
       lastDesktop:
-        typeof parsed.lastDesktop === 'object' && parsed.lastDesktop !== null ? { ...parsed.lastDesktop } : {},
+        typeof parsed.lastDesktop === 'object' && parsed.lastDesktop !== null
+          ? { ...parsed.lastDesktop }
+          : {},
       wasSignedIn: parsed.wasSignedIn === true,
     };
   } catch {

@@ -53,7 +53,8 @@ export class Router {
     document.addEventListener('click', (event) => {
       const link = (event.target as Element | null)?.closest?.('a[data-link]');
       if (!(link instanceof HTMLAnchorElement)) return;
-      if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+      if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey)
+        return;
       event.preventDefault();
       this.go(link.pathname + link.search);
     });

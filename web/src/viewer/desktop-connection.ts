@@ -177,7 +177,8 @@ export class DesktopConnection {
       this.deps.onState({ kind: 'connected' });
       // Keyboard to the desktop, unless the person is busy in the toolbar.
       const active = document.activeElement;
-      if (active === null || active === document.body || this.deps.target.contains(active)) rfb.focus({ preventScroll: true });
+      if (active === null || active === document.body || this.deps.target.contains(active))
+        rfb.focus({ preventScroll: true });
     });
     rfb.addEventListener('clipboard', (event) => {
       if (current()) this.deps.onClipboard(event.detail.text);
@@ -187,11 +188,14 @@ export class DesktopConnection {
     });
     rfb.addEventListener('securityfailure', (event) => {
       if (!current()) return;
-      this.fail(`The desktop refused the connection${event.detail.reason ? `: ${event.detail.reason}` : ''}.`);
+      this.fail(
+        `The desktop refused the connection${event.detail.reason ? `: ${event.detail.reason}` : ''}.`,
+      );
     });
     rfb.addEventListener('credentialsrequired', () => {
       // The gateway answers the VNC authentication itself; the browser never holds a VNC password.
-      if (current()) this.fail('The desktop asked this browser for a password, which CloudDesk does not hand out.');
+      if (current())
+        this.fail('The desktop asked this browser for a password, which CloudDesk does not hand out.');
     });
 
     socket.addEventListener('message', (event: MessageEvent<ArrayBuffer | string>) => {
@@ -329,7 +333,11 @@ export class DesktopConnection {
     const send = socket.send.bind(socket);
     socket.send = (data: string | ArrayBufferLike | Blob | ArrayBufferView) => {
       const size =
-        typeof data === 'string' ? data.length : data instanceof Blob ? data.size : (data as ArrayBufferLike).byteLength;
+        typeof data === 'string'
+          ? data.length
+          : data instanceof Blob
+            ? data.size
+            : (data as ArrayBufferLike).byteLength;
       this.up.add(size, this.now());
       send(data);
     };

@@ -8,7 +8,12 @@ export interface QualitySettings {
 }
 
 export const qualityPresets: Record<Quality, QualitySettings & { label: string; hint: string }> = {
-  low: { qualityLevel: 2, compressionLevel: 9, label: 'Low bandwidth', hint: 'Blurrier images, fewest bytes' },
+  low: {
+    qualityLevel: 2,
+    compressionLevel: 9,
+    label: 'Low bandwidth',
+    hint: 'Blurrier images, fewest bytes',
+  },
   medium: { qualityLevel: 6, compressionLevel: 5, label: 'Balanced', hint: 'Good for most connections' },
   high: { qualityLevel: 9, compressionLevel: 1, label: 'High quality', hint: 'Sharp images, more bandwidth' },
 };

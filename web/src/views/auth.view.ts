@@ -122,12 +122,18 @@ export function authView(ctx: AppContext, mode: Mode): View {
       h(
         'p',
         { class: 'muted auth-lead' },
-        isSignUp ? 'Reach your machines’ desktops from any browser.' : 'Welcome back. Your desktops are waiting.',
+        isSignUp
+          ? 'Reach your machines’ desktops from any browser.'
+          : 'Welcome back. Your desktops are waiting.',
       ),
       flash
         ? h(
             'div',
-            { class: `notice notice-${flash.tone}`, role: flash.tone === 'error' ? 'alert' : 'status', 'data-testid': 'flash' },
+            {
+              class: `notice notice-${flash.tone}`,
+              role: flash.tone === 'error' ? 'alert' : 'status',
+              'data-testid': 'flash',
+            },
             flash.message,
           )
         : null,
@@ -139,9 +145,14 @@ export function authView(ctx: AppContext, mode: Mode): View {
   return { element, title: isSignUp ? 'Create account' : 'Sign in' };
 }
 
-function validate(email: string, password: string, isSignUp: boolean): { field: 'email' | 'password'; message: string } | null {
+function validate(
+  email: string,
+  password: string,
+  isSignUp: boolean,
+): { field: 'email' | 'password'; message: string } | null {
   if (email === '') return { field: 'email', message: 'Enter your email address.' };
-  if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) return { field: 'email', message: 'Enter a valid email address.' };
+  if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email))
+    return { field: 'email', message: 'Enter a valid email address.' };
   if (password === '') return { field: 'password', message: 'Enter your password.' };
   if (isSignUp && password.length < 8) return { field: 'password', message: 'Use at least 8 characters.' };
   return null;

@@ -10,7 +10,11 @@ import { openDialog } from '../ui/dialog.js';
 import { connectionCheck } from './connection-check.js';
 import { progressSteps } from './progress-steps.js';
 
-export function openConnectDialog(ctx: AppContext, instance: Instance, onInstanceChanged: (i: Instance) => void): void {
+export function openConnectDialog(
+  ctx: AppContext,
+  instance: Instance,
+  onInstanceChanged: (i: Instance) => void,
+): void {
   const abort = new AbortController();
   const steps = progressSteps(['Connecting over SSH', 'Starting the desktop', 'Waiting for the display']);
   const check = connectionCheck(ctx, instance, { onInstanceChanged, signal: abort.signal });
@@ -25,8 +29,18 @@ export function openConnectDialog(ctx: AppContext, instance: Instance, onInstanc
   void dialog.closed.then(() => abort.abort());
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Cancel');
   cancel.addEventListener('click', () => dialog.close());
-  const retry = h('button', { type: 'button', class: 'btn btn-secondary', hidden: true }, icon('refresh', 16), 'Try again');
-  const connect = h('button', { type: 'submit', class: 'btn btn-primary', disabled: true, 'data-testid': 'start-desktop' }, icon('play', 16), 'Connect');
+  const retry = h(
+    'button',
+    { type: 'button', class: 'btn btn-secondary', hidden: true },
+    icon('refresh', 16),
+    'Try again',
+  );
+  const connect = h(
+    'button',
+    { type: 'submit', class: 'btn btn-primary', disabled: true, 'data-testid': 'start-desktop' },
+    icon('play', 16),
+    'Connect',
+  );
   dialog.footer.append(cancel, retry, connect);
 
   let picked: string | null = null;
@@ -49,7 +63,17 @@ export function openConnectDialog(ctx: AppContext, instance: Instance, onInstanc
       input.addEventListener('change', () => {
         picked = de;
       });
-      return h('div', { class: 'choice' }, input, h('label', { for: id }, h('span', { class: 'choice-title' }, desktopLabel(de)), h('span', { class: 'choice-sub' }, deBlurb(de))));
+      return h(
+        'div',
+        { class: 'choice' },
+        input,
+        h(
+          'label',
+          { for: id },
+          h('span', { class: 'choice-title' }, desktopLabel(de)),
+          h('span', { class: 'choice-sub' }, deBlurb(de)),
+        ),
+      );
     });
     const form = h(
       'form',

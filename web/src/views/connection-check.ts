@@ -24,7 +24,13 @@ function row(title: string): Row {
     'li',
     { class: 'check check-idle' },
     status,
-    h('div', { class: 'check-body' }, h('span', { class: 'check-title' }, title, stateLabel), text, extraSlot),
+    h(
+      'div',
+      { class: 'check-body' },
+      h('span', { class: 'check-title' }, title, stateLabel),
+      text,
+      extraSlot,
+    ),
   );
   const set = (state: RowState, message: string, extra: Node | null = null) => {
     element.className = `check check-${state}`;
@@ -39,7 +45,13 @@ function row(title: string): Row {
               ? h('span', { class: 'spinner spinner-sm' })
               : '',
     );
-    stateLabel.textContent = { idle: '', running: ' (checking)', ok: ' (ok)', warn: ' (needs attention)', error: ' (failed)' }[state];
+    stateLabel.textContent = {
+      idle: '',
+      running: ' (checking)',
+      ok: ' (ok)',
+      warn: ' (needs attention)',
+      error: ' (failed)',
+    }[state];
     text.textContent = message;
     extraSlot.replaceChildren(...(extra ? [extra] : []));
   };
@@ -92,7 +104,9 @@ export function connectionCheck(ctx: AppContext, initial: Instance, options: Che
         ssh.set('ok', `Reached ${instance.host}:${instance.port}`);
         const actual = typeof e.details?.actual === 'string' ? e.details.actual : null;
         const expected =
-          typeof e.details?.expected === 'string' ? e.details.expected : (instance.hostKeyFingerprint ?? 'unknown');
+          typeof e.details?.expected === 'string'
+            ? e.details.expected
+            : (instance.hostKeyFingerprint ?? 'unknown');
         vnc.set('idle', 'Not checked: the host key must be sorted out first');
         desktops.set('idle', 'Not checked');
         live.textContent = 'Warning: the host key of this instance changed.';
@@ -116,7 +130,9 @@ export function connectionCheck(ctx: AppContext, initial: Instance, options: Che
       return confirmNew(result, usable);
     }
     hostKey.set('ok', 'Matches the pinned key', fingerprintLine(result.hostKeyFingerprint));
-    live.textContent = usable ? 'Connection test passed.' : 'The instance is reachable but cannot show a desktop yet.';
+    live.textContent = usable
+      ? 'Connection test passed.'
+      : 'The instance is reachable but cannot show a desktop yet.';
     return usable ? result : null;
   };
 
@@ -130,28 +146,47 @@ export function connectionCheck(ctx: AppContext, initial: Instance, options: Che
         : 'localhost TCP with a one-time password';
       vnc.set('ok', `${name}${version}, ${transport}`);
     } else {
-      vnc.set('error', 'No VNC server found. Install it on the instance: sudo apt install tigervnc-standalone-server');
+      vnc.set(
+        'error',
+        'No VNC server found. Install it on the instance: sudo apt install tigervnc-standalone-server',
+      );
     }
     if (result.desktopEnvironments.length > 0) {
       desktops.set(
         'ok',
         result.desktopEnvironments.map(desktopLabel).join(', '),
-        h('div', { class: 'chips' }, ...result.desktopEnvironments.map((d) => h('span', { class: 'chip' }, desktopLabel(d)))),
+        h(
+          'div',
+          { class: 'chips' },
+          ...result.desktopEnvironments.map((d) => h('span', { class: 'chip' }, desktopLabel(d))),
+        ),
       );
     } else {
-      desktops.set('error', 'None found. Install one on the instance, e.g. sudo apt install xfce4 dbus-x11 (or openbox xterm)');
+      desktops.set(
+        'error',
+        'None found. Install one on the instance, e.g. sudo apt install xfce4 dbus-x11 (or openbox xterm)',
+      );
     }
     return server !== null && result.desktopEnvironments.length > 0;
   };
 
   const confirmNew = (result: ConnectionTestResult, usable: boolean): Promise<ConnectionTestResult | null> =>
     new Promise((resolve) => {
-      const trust = h('button', { type: 'button', class: 'btn btn-primary btn-sm', 'data-testid': 'trust-host-key' }, icon('shield', 16), 'Trust this host key');
+      const trust = h(
+        'button',
+        { type: 'button', class: 'btn btn-primary btn-sm', 'data-testid': 'trust-host-key' },
+        icon('shield', 16),
+        'Trust this host key',
+      );
       const error = h('p', { class: 'form-error', role: 'alert' });
       const panel = h(
         'div',
         { class: 'trust-panel' },
-        h('p', null, 'First connection to this instance. Check that this is its SSH host key before trusting it:'),
+        h(
+          'p',
+          null,
+          'First connection to this instance. Check that this is its SSH host key before trusting it:',
+        ),
         fingerprintLine(result.hostKeyFingerprint),
         h(
           'p',
@@ -189,7 +224,11 @@ export function connectionCheck(ctx: AppContext, initial: Instance, options: Che
   const mismatch = (expected: string, actual: string | null): Promise<ConnectionTestResult | null> =>
     new Promise((resolve) => {
       const confirmId = uid('mismatch-confirm');
-      const understood = h('input', { type: 'checkbox', id: confirmId, 'data-testid': 'mismatch-understood' });
+      const understood = h('input', {
+        type: 'checkbox',
+        id: confirmId,
+        'data-testid': 'mismatch-understood',
+      });
       const retrust = h(
         'button',
         { type: 'button', class: 'btn btn-danger btn-sm', disabled: true, 'data-testid': 'retrust-host-key' },

@@ -34,15 +34,31 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
   );
   const back = h(
     'a',
-    { href: '/instances', 'data-link': true, class: 'btn btn-ghost btn-icon viewer-back', 'aria-label': 'Back to instances (the desktop keeps running)', title: 'Back to instances — the desktop keeps running' },
+    {
+      href: '/instances',
+      'data-link': true,
+      class: 'btn btn-ghost btn-icon viewer-back',
+      'aria-label': 'Back to instances (the desktop keeps running)',
+      title: 'Back to instances — the desktop keeps running',
+    },
     icon('back'),
   );
 
   const scalingName = uid('scaling');
-  const scaling = h('fieldset', { class: 'segmented segmented-dark' }, h('legend', { class: 'visually-hidden' }, 'Scaling'));
+  const scaling = h(
+    'fieldset',
+    { class: 'segmented segmented-dark' },
+    h('legend', { class: 'visually-hidden' }, 'Scaling'),
+  );
   for (const option of SCALING) {
     const id = uid('scaling');
-    const input = h('input', { type: 'radio', name: scalingName, value: option.value, id, 'data-testid': `scaling-${option.value}` });
+    const input = h('input', {
+      type: 'radio',
+      name: scalingName,
+      value: option.value,
+      id,
+      'data-testid': `scaling-${option.value}`,
+    });
     input.checked = ctx.prefs.scaling === option.value;
     input.addEventListener('change', () => {
       ctx.prefs.scaling = option.value;
@@ -68,7 +84,13 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
 
   const viewOnlyButton = h(
     'button',
-    { type: 'button', class: 'btn btn-toolbar', 'aria-pressed': 'false', 'data-testid': 'view-only', title: 'Watch without sending keyboard or mouse input' },
+    {
+      type: 'button',
+      class: 'btn btn-toolbar',
+      'aria-pressed': 'false',
+      'data-testid': 'view-only',
+      title: 'Watch without sending keyboard or mouse input',
+    },
     icon('eye', 16),
     h('span', { class: 'toolbar-label' }, 'View only'),
   );
@@ -84,33 +106,64 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
   const keysMenu = h('details', { class: 'menu' });
   const keysList = h('div', { class: 'menu-panel', role: 'group', 'aria-label': 'Send keys' });
   for (const combo of keyCombos) {
-    const item = h('button', { type: 'button', class: 'menu-item', 'data-testid': `keys-${combo.id}` }, combo.label);
+    const item = h(
+      'button',
+      { type: 'button', class: 'menu-item', 'data-testid': `keys-${combo.id}` },
+      combo.label,
+    );
     item.addEventListener('click', () => {
       keysMenu.open = false;
       connection.sendKeys(combo);
     });
     keysList.append(item);
   }
-  keysMenu.append(h('summary', { class: 'btn btn-toolbar', title: 'Send key combinations' }, icon('keyboard', 16), h('span', { class: 'toolbar-label' }, 'Keys')), keysList);
+  keysMenu.append(
+    h(
+      'summary',
+      { class: 'btn btn-toolbar', title: 'Send key combinations' },
+      icon('keyboard', 16),
+      h('span', { class: 'toolbar-label' }, 'Keys'),
+    ),
+    keysList,
+  );
 
   // Clipboard: what the desktop copied, and text to send to it.
-  const clipboardText = h('textarea', { id: uid('clipboard'), rows: 5, class: 'clipboard-text', 'data-testid': 'clipboard-text', placeholder: 'Text copied on the desktop shows up here. Type or paste here to send it.' });
-  const sendClipboard = h('button', { type: 'button', class: 'btn btn-primary btn-sm', 'data-testid': 'clipboard-send' }, 'Send to desktop');
+  const clipboardText = h('textarea', {
+    id: uid('clipboard'),
+    rows: 5,
+    class: 'clipboard-text',
+    'data-testid': 'clipboard-text',
+    placeholder: 'Text copied on the desktop shows up here. Type or paste here to send it.',
+  });
+  const sendClipboard = h(
+    'button',
+    { type: 'button', class: 'btn btn-primary btn-sm', 'data-testid': 'clipboard-send' },
+    'Send to desktop',
+  );
   const copyLocal = h('button', { type: 'button', class: 'btn btn-secondary btn-sm' }, 'Copy');
   const clipboardStatus = h('p', { class: 'field-hint', 'aria-live': 'polite' });
   sendClipboard.addEventListener('click', () => {
     const ok = connection.pasteToDesktop(clipboardText.value);
-    clipboardStatus.textContent = ok ? 'Sent. Paste it on the desktop (e.g. Ctrl+Shift+V in a terminal).' : 'Not connected (or view only).';
+    clipboardStatus.textContent = ok
+      ? 'Sent. Paste it on the desktop (e.g. Ctrl+Shift+V in a terminal).'
+      : 'Not connected (or view only).';
   });
   copyLocal.addEventListener('click', () => {
     navigator.clipboard?.writeText(clipboardText.value).then(
       () => (clipboardStatus.textContent = 'Copied to this computer’s clipboard.'),
-      () => (clipboardStatus.textContent = 'The browser did not allow copying; select the text and press Ctrl+C.'),
+      () =>
+        (clipboardStatus.textContent =
+          'The browser did not allow copying; select the text and press Ctrl+C.'),
     );
   });
   const clipboardMenu = h('details', { class: 'menu menu-wide' });
   clipboardMenu.append(
-    h('summary', { class: 'btn btn-toolbar', title: 'Clipboard' }, icon('clipboard', 16), h('span', { class: 'toolbar-label' }, 'Clipboard')),
+    h(
+      'summary',
+      { class: 'btn btn-toolbar', title: 'Clipboard' },
+      icon('clipboard', 16),
+      h('span', { class: 'toolbar-label' }, 'Clipboard'),
+    ),
     h(
       'div',
       { class: 'menu-panel clipboard-panel' },
@@ -121,22 +174,41 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     ),
   );
 
-  const fullscreen = h('button', { type: 'button', class: 'btn btn-toolbar', title: 'Full screen', 'aria-pressed': 'false' }, icon('maximize', 16), h('span', { class: 'toolbar-label' }, 'Full screen'));
+  const fullscreen = h(
+    'button',
+    { type: 'button', class: 'btn btn-toolbar', title: 'Full screen', 'aria-pressed': 'false' },
+    icon('maximize', 16),
+    h('span', { class: 'toolbar-label' }, 'Full screen'),
+  );
   fullscreen.addEventListener('click', () => toggleFullscreen(root));
   const onFullscreenChange = () => {
     const on = document.fullscreenElement === root;
     fullscreen.setAttribute('aria-pressed', String(on));
-    fullscreen.replaceChildren(icon(on ? 'minimize' : 'maximize', 16), h('span', { class: 'toolbar-label' }, on ? 'Exit full screen' : 'Full screen'));
+    fullscreen.replaceChildren(
+      icon(on ? 'minimize' : 'maximize', 16),
+      h('span', { class: 'toolbar-label' }, on ? 'Exit full screen' : 'Full screen'),
+    );
     if (on) void lockKeyboard();
     connection.focus();
   };
   document.addEventListener('fullscreenchange', onFullscreenChange);
 
-  const endButton = h('button', { type: 'button', class: 'btn btn-toolbar btn-toolbar-danger', 'data-testid': 'end-session', title: 'Stop the desktop on the instance' }, icon('power', 16), h('span', { class: 'toolbar-label' }, 'End session'));
+  const endButton = h(
+    'button',
+    {
+      type: 'button',
+      class: 'btn btn-toolbar btn-toolbar-danger',
+      'data-testid': 'end-session',
+      title: 'Stop the desktop on the instance',
+    },
+    icon('power', 16),
+    h('span', { class: 'toolbar-label' }, 'End session'),
+  );
   endButton.addEventListener('click', () => {
     void confirmDialog({
       title: 'End this session?',
-      message: 'The desktop and every program running in it will be closed on the instance. Unsaved work is lost.',
+      message:
+        'The desktop and every program running in it will be closed on the instance. Unsaved work is lost.',
       confirmLabel: 'End session',
       danger: true,
     }).then((yes) => {
@@ -161,7 +233,18 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     { class: 'viewer-toolbar' },
     back,
     h('div', { class: 'viewer-title' }, title, subtitle),
-    h('div', { class: 'toolbar-group', role: 'toolbar', 'aria-label': 'Viewer controls' }, scaling, h('label', { for: qualityId, class: 'visually-hidden' }, 'Quality'), quality, viewOnlyButton, keysMenu, clipboardMenu, fullscreen, endButton),
+    h(
+      'div',
+      { class: 'toolbar-group', role: 'toolbar', 'aria-label': 'Viewer controls' },
+      scaling,
+      h('label', { for: qualityId, class: 'visually-hidden' }, 'Quality'),
+      quality,
+      viewOnlyButton,
+      keysMenu,
+      clipboardMenu,
+      fullscreen,
+      endButton,
+    ),
   );
 
   // Close the open menu when clicking elsewhere (details elements do not do it themselves).
@@ -194,8 +277,19 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     h('span', { title: 'Current throughput: from the desktop ↓, to the desktop ↑' }, rateText),
   );
 
-  const root = h('div', { class: 'viewer', 'data-state': 'connecting', 'data-testid': 'viewer' }, toolbar, stage, status);
-  const element = h('section', { class: 'viewer-page' }, h('h1', { class: 'visually-hidden' }, 'Desktop'), root);
+  const root = h(
+    'div',
+    { class: 'viewer', 'data-state': 'connecting', 'data-testid': 'viewer' },
+    toolbar,
+    stage,
+    status,
+  );
+  const element = h(
+    'section',
+    { class: 'viewer-page' },
+    h('h1', { class: 'visually-hidden' }, 'Desktop'),
+    root,
+  );
 
   // ---- overlays ----
   const steps = progressSteps(['Connecting over SSH', 'Starting the desktop', 'Waiting for the display']);
@@ -208,17 +302,29 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     overlay.replaceChildren(...(content ? [content] : []));
   };
 
-  const overlayCard = (opts: { tone: 'info' | 'error'; heading: string; text: string; actions?: HTMLElement[]; extra?: HTMLElement; testid: string }) =>
+  const overlayCard = (opts: {
+    tone: 'info' | 'error';
+    heading: string;
+    text: string;
+    actions?: HTMLElement[];
+    extra?: HTMLElement;
+    testid: string;
+  }) =>
     h(
       'div',
-      { class: `overlay-card overlay-${opts.tone}`, role: opts.tone === 'error' ? 'alert' : 'status', 'data-testid': opts.testid },
+      {
+        class: `overlay-card overlay-${opts.tone}`,
+        role: opts.tone === 'error' ? 'alert' : 'status',
+        'data-testid': opts.testid,
+      },
       h('h2', { class: 'overlay-title' }, opts.heading),
       h('p', { class: 'overlay-text' }, opts.text),
       opts.extra ?? null,
       opts.actions ? h('div', { class: 'overlay-actions' }, ...opts.actions) : null,
     );
 
-  const backLink = () => h('a', { href: '/instances', 'data-link': true, class: 'btn btn-secondary' }, 'Back to instances');
+  const backLink = () =>
+    h('a', { href: '/instances', 'data-link': true, class: 'btn btn-secondary' }, 'Back to instances');
 
   const render = (state: ViewerState) => {
     root.dataset.state = state.kind;
@@ -226,7 +332,14 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     switch (state.kind) {
       case 'connecting':
         stateText.textContent = 'Waiting for the display…';
-        showOverlay(h('div', { class: 'overlay-card', role: 'status', 'data-testid': 'overlay-connecting' }, h('h2', { class: 'overlay-title' }, 'Opening the desktop'), steps.element));
+        showOverlay(
+          h(
+            'div',
+            { class: 'overlay-card', role: 'status', 'data-testid': 'overlay-connecting' },
+            h('h2', { class: 'overlay-title' }, 'Opening the desktop'),
+            steps.element,
+          ),
+        );
         break;
       case 'connected':
         stateText.textContent = 'Connected';
@@ -248,7 +361,11 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
         break;
       case 'ended': {
         stateText.textContent = 'Session ended';
-        const instances = h('a', { href: '/instances', 'data-link': true, class: 'btn btn-primary' }, 'Back to instances');
+        const instances = h(
+          'a',
+          { href: '/instances', 'data-link': true, class: 'btn btn-primary' },
+          'Back to instances',
+        );
         showOverlay(
           overlayCard({
             tone: 'info',
@@ -268,9 +385,22 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
         break;
       case 'failed': {
         stateText.textContent = 'Disconnected';
-        const retry = h('button', { type: 'button', class: 'btn btn-primary' }, icon('refresh', 16), 'Try again');
+        const retry = h(
+          'button',
+          { type: 'button', class: 'btn btn-primary' },
+          icon('refresh', 16),
+          'Try again',
+        );
         retry.addEventListener('click', () => connection.retry());
-        showOverlay(overlayCard({ tone: 'error', heading: 'Disconnected', text: state.message, testid: 'overlay-failed', actions: [retry, backLink()] }));
+        showOverlay(
+          overlayCard({
+            tone: 'error',
+            heading: 'Disconnected',
+            text: state.message,
+            testid: 'overlay-failed',
+            actions: [retry, backLink()],
+          }),
+        );
         retry.focus();
         break;
       }
@@ -350,7 +480,10 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
 
 function toggleFullscreen(el: HTMLElement): void {
   if (document.fullscreenElement) void document.exitFullscreen().catch(() => undefined);
-  else void el.requestFullscreen({ navigationUI: 'hide' }).catch(() => toast('The browser refused full screen.', 'error'));
+  else
+    void el
+      .requestFullscreen({ navigationUI: 'hide' })
+      .catch(() => toast('The browser refused full screen.', 'error'));
 }
 
 /** In full screen, let Escape, Alt+Tab and friends reach the desktop where the browser supports it. */

@@ -18,7 +18,11 @@ interface Field<E extends HTMLElement = HTMLInputElement> {
   setError(message: string | null): void;
 }
 
-function field<E extends HTMLInputElement | HTMLTextAreaElement>(label: string, input: E, hint = ''): Field<E> {
+function field<E extends HTMLInputElement | HTMLTextAreaElement>(
+  label: string,
+  input: E,
+  hint = '',
+): Field<E> {
   const id = input.id || uid('field');
   input.id = id;
   const messageId = `${id}-message`;
@@ -43,7 +47,13 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
   const editing = existing !== null;
   const name = field(
     'Name',
-    h('input', { name: 'name', required: true, maxlength: 100, autocomplete: 'off', placeholder: 'e.g. dev-box' }),
+    h('input', {
+      name: 'name',
+      required: true,
+      maxlength: 100,
+      autocomplete: 'off',
+      placeholder: 'e.g. dev-box',
+    }),
   );
   const host = field(
     'Host',
@@ -56,16 +66,31 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
       placeholder: '203.0.113.10 or dev.example.com',
     }),
   );
-  const port = field('SSH port', h('input', { name: 'port', type: 'number', min: 1, max: 65535, inputmode: 'numeric' }));
+  const port = field(
+    'SSH port',
+    h('input', { name: 'port', type: 'number', min: 1, max: 65535, inputmode: 'numeric' }),
+  );
   const username = field(
     'SSH user',
-    h('input', { name: 'username', required: true, maxlength: 64, autocomplete: 'off', spellcheck: 'false', placeholder: 'ubuntu' }),
+    h('input', {
+      name: 'username',
+      required: true,
+      maxlength: 64,
+      autocomplete: 'off',
+      spellcheck: 'false',
+      placeholder: 'ubuntu',
+    }),
   );
   port.input.value = '22';
 
   // Authentication: a segmented choice between password and private key.
   const authName = uid('auth');
-  const authPassword = h('input', { type: 'radio', name: authName, value: 'password', id: `${authName}-password` });
+  const authPassword = h('input', {
+    type: 'radio',
+    name: authName,
+    value: 'password',
+    id: `${authName}-password`,
+  });
   const authKey = h('input', { type: 'radio', name: authName, value: 'privateKey', id: `${authName}-key` });
   const authChoice = h(
     'fieldset',
@@ -92,7 +117,11 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     id: uid('key-file'),
     'data-testid': 'key-file',
   });
-  const keyStatus = h('span', { class: 'dropzone-status' }, editing ? 'A key is stored. Choose a file to replace it.' : 'No file chosen');
+  const keyStatus = h(
+    'span',
+    { class: 'dropzone-status' },
+    editing ? 'A key is stored. Choose a file to replace it.' : 'No file chosen',
+  );
   const dropzone = h(
     'label',
     { class: 'dropzone', for: keyFile.id },
@@ -109,10 +138,18 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     class: 'mono',
     placeholder: '-----BEGIN OPENSSH PRIVATE KEY-----',
   });
-  const keyMessage = h('p', { class: 'field-hint', id: uid('key-message') }, 'The key is encrypted at rest and never shown again.');
+  const keyMessage = h(
+    'p',
+    { class: 'field-hint', id: uid('key-message') },
+    'The key is encrypted at rest and never shown again.',
+  );
   keyPaste.setAttribute('aria-describedby', keyMessage.id);
   keyFile.setAttribute('aria-describedby', keyMessage.id);
-  const pasteToggle = h('button', { type: 'button', class: 'btn btn-link btn-sm', 'aria-expanded': 'false' }, 'Paste the key instead');
+  const pasteToggle = h(
+    'button',
+    { type: 'button', class: 'btn btn-link btn-sm', 'aria-expanded': 'false' },
+    'Paste the key instead',
+  );
   const pasteWrap = h(
     'div',
     { class: 'paste-wrap', hidden: true },
@@ -139,7 +176,8 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
 
   const setKeyMessage = (text: string, tone: 'hint' | 'ok' | 'error') => {
     keyMessage.textContent = text;
-    keyMessage.className = tone === 'error' ? 'field-hint field-error' : tone === 'ok' ? 'field-hint field-ok' : 'field-hint';
+    keyMessage.className =
+      tone === 'error' ? 'field-hint field-error' : tone === 'ok' ? 'field-hint field-ok' : 'field-hint';
   };
   const acceptKey = (text: string, source: string) => {
     keyText = text;
@@ -212,7 +250,13 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
   // Advanced: a fingerprint known in advance (pinned before the first connection).
   const fingerprint = field(
     'Expected host key fingerprint',
-    h('input', { name: 'fingerprint', maxlength: 50, spellcheck: 'false', class: 'mono', placeholder: 'SHA256:…' }),
+    h('input', {
+      name: 'fingerprint',
+      maxlength: 50,
+      spellcheck: 'false',
+      class: 'mono',
+      placeholder: 'SHA256:…',
+    }),
     'Optional. Otherwise you confirm it on the first connection test.',
   );
   const advanced = h('details', { class: 'advanced' }, h('summary', null, 'Advanced'), fingerprint.wrapper);
@@ -230,7 +274,11 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
   showAuth();
 
   const formError = h('p', { class: 'form-error', role: 'alert' });
-  const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, editing ? 'Save changes' : 'Add instance');
+  const submit = h(
+    'button',
+    { type: 'submit', class: 'btn btn-primary' },
+    editing ? 'Save changes' : 'Add instance',
+  );
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Cancel');
 
   const form = h(
@@ -250,7 +298,9 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
 
   const dialog = openDialog({
     title: editing ? `Edit ${existing.name}` : 'Add an instance',
-    description: editing ? undefined : 'A machine you can reach over SSH, with a VNC server (TigerVNC) installed.',
+    description: editing
+      ? undefined
+      : 'A machine you can reach over SSH, with a VNC server (TigerVNC) installed.',
     body: form,
   });
   dialog.footer.append(cancel, submit);
@@ -275,8 +325,10 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     const fingerprintValue = fingerprint.input.value.trim();
     if (nameValue === '') bad(name, 'Give the instance a name.');
     if (hostValue === '') bad(host, 'Enter a host name or IP address.');
-    else if (!HOST.test(hostValue)) bad(host, 'Use a host name or an IP address (letters, digits, dots, colons).');
-    if (!Number.isInteger(portValue) || portValue < 1 || portValue > 65535) bad(port, 'A port from 1 to 65535.');
+    else if (!HOST.test(hostValue))
+      bad(host, 'Use a host name or an IP address (letters, digits, dots, colons).');
+    if (!Number.isInteger(portValue) || portValue < 1 || portValue > 65535)
+      bad(port, 'A port from 1 to 65535.');
     if (userValue === '') bad(username, 'Enter the SSH user name.');
     else if (!USERNAME.test(userValue)) bad(username, 'Letters, digits, dots, dashes and underscores only.');
     if (fingerprintValue !== '' && !FINGERPRINT.test(fingerprintValue)) {
@@ -285,7 +337,8 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     }
 
     let auth: InstanceAuthInput | undefined;
-    const typeChanged = existing !== null && existing.auth.type !== (authKey.checked ? 'privateKey' : 'password');
+    const typeChanged =
+      existing !== null && existing.auth.type !== (authKey.checked ? 'privateKey' : 'password');
     if (authKey.checked) {
       const text = keyText.trim();
       if (text === '') {
@@ -335,7 +388,8 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     if (userValue !== existing.username) patch.username = userValue;
     if (auth) patch.auth = auth;
     const currentFingerprint = existing.hostKeyFingerprint ?? '';
-    if (fingerprintValue !== currentFingerprint) patch.hostKeyFingerprint = fingerprintValue === '' ? null : fingerprintValue;
+    if (fingerprintValue !== currentFingerprint)
+      patch.hostKeyFingerprint = fingerprintValue === '' ? null : fingerprintValue;
     return patch;
   };
 

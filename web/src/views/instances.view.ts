@@ -20,7 +20,12 @@ export function instancesView(ctx: AppContext): View {
   const notes = new Map<string, TestNote>();
   let destroyed = false;
 
-  const addButton = h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'add-instance' }, icon('plus', 16), 'Add instance');
+  const addButton = h(
+    'button',
+    { type: 'button', class: 'btn btn-primary', 'data-testid': 'add-instance' },
+    icon('plus', 16),
+    'Add instance',
+  );
   const list = h('div', { class: 'instance-list', 'aria-busy': 'true', 'aria-live': 'polite' });
   const element = h(
     'section',
@@ -28,7 +33,12 @@ export function instancesView(ctx: AppContext): View {
     h(
       'div',
       { class: 'page-header' },
-      h('div', null, h('h1', { class: 'page-title' }, 'Instances'), h('p', { class: 'muted' }, 'Machines you reach over SSH. Connect to open their desktop here.')),
+      h(
+        'div',
+        null,
+        h('h1', { class: 'page-title' }, 'Instances'),
+        h('p', { class: 'muted' }, 'Machines you reach over SSH. Connect to open their desktop here.'),
+      ),
       addButton,
     ),
     list,
@@ -49,12 +59,19 @@ export function instancesView(ctx: AppContext): View {
     } catch (e) {
       if (destroyed) return;
       list.setAttribute('aria-busy', 'false');
-      const retry = h('button', { type: 'button', class: 'btn btn-secondary' }, icon('refresh', 16), 'Try again');
+      const retry = h(
+        'button',
+        { type: 'button', class: 'btn btn-secondary' },
+        icon('refresh', 16),
+        'Try again',
+      );
       retry.addEventListener('click', () => {
         list.replaceChildren(...skeleton());
         void refresh();
       });
-      list.replaceChildren(h('div', { class: 'empty card', role: 'alert' }, h('p', null, describeError(e)), retry));
+      list.replaceChildren(
+        h('div', { class: 'empty card', role: 'alert' }, h('p', null, describeError(e)), retry),
+      );
     }
   };
 
@@ -66,7 +83,12 @@ export function instancesView(ctx: AppContext): View {
   const render = () => {
     list.setAttribute('aria-busy', 'false');
     if (instances.length === 0) {
-      const add = h('button', { type: 'button', class: 'btn btn-primary' }, icon('plus', 16), 'Add your first instance');
+      const add = h(
+        'button',
+        { type: 'button', class: 'btn btn-primary' },
+        icon('plus', 16),
+        'Add your first instance',
+      );
       add.addEventListener('click', () => addInstance());
       list.replaceChildren(
         h(
@@ -74,7 +96,11 @@ export function instancesView(ctx: AppContext): View {
           { class: 'empty card' },
           h('div', { class: 'empty-art', 'aria-hidden': 'true' }, icon('monitor', 40)),
           h('h2', null, 'No instances yet'),
-          h('p', { class: 'muted' }, 'Add a machine you can reach over SSH with TigerVNC installed, and open its desktop in this browser.'),
+          h(
+            'p',
+            { class: 'muted' },
+            'Add a machine you can reach over SSH with TigerVNC installed, and open its desktop in this browser.',
+          ),
           add,
         ),
       );
@@ -99,25 +125,66 @@ export function instancesView(ctx: AppContext): View {
     }
     badges.append(
       instance.hostKeyFingerprint
-        ? h('span', { class: 'badge', title: instance.hostKeyFingerprint }, icon('shield', 14), 'Host key pinned')
+        ? h(
+            'span',
+            { class: 'badge', title: instance.hostKeyFingerprint },
+            icon('shield', 14),
+            'Host key pinned',
+          )
         : h('span', { class: 'badge badge-warn' }, icon('alert', 14), 'Host key not confirmed'),
     );
     if (note) {
       badges.append(
         note.ok
-          ? h('span', { class: 'badge badge-ok', title: `Tested ${formatAgo(new Date(note.at).toISOString(), Date.now())}` }, icon('check', 14), 'Reachable')
+          ? h(
+              'span',
+              {
+                class: 'badge badge-ok',
+                title: `Tested ${formatAgo(new Date(note.at).toISOString(), Date.now())}`,
+              },
+              icon('check', 14),
+              'Reachable',
+            )
           : h('span', { class: 'badge badge-error' }, icon('close', 14), 'Last test failed'),
       );
     }
 
     const primary = session
-      ? h('a', { href: `/desktop/${encodeURIComponent(session.id)}`, 'data-link': true, class: 'btn btn-primary', 'data-testid': 'resume' }, icon('play', 16), 'Resume')
-      : h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'connect' }, icon('play', 16), 'Connect');
+      ? h(
+          'a',
+          {
+            href: `/desktop/${encodeURIComponent(session.id)}`,
+            'data-link': true,
+            class: 'btn btn-primary',
+            'data-testid': 'resume',
+          },
+          icon('play', 16),
+          'Resume',
+        )
+      : h(
+          'button',
+          { type: 'button', class: 'btn btn-primary', 'data-testid': 'connect' },
+          icon('play', 16),
+          'Connect',
+        );
     if (!session) primary.addEventListener('click', () => openConnectDialog(ctx, instance, replace));
 
-    const test = h('button', { type: 'button', class: 'btn btn-secondary', 'data-testid': 'test' }, 'Test connection');
+    const test = h(
+      'button',
+      { type: 'button', class: 'btn btn-secondary', 'data-testid': 'test' },
+      'Test connection',
+    );
     test.addEventListener('click', () => testInstance(instance));
-    const edit = h('button', { type: 'button', class: 'btn btn-ghost btn-icon', 'aria-label': `Edit ${instance.name}`, title: 'Edit' }, icon('edit'));
+    const edit = h(
+      'button',
+      {
+        type: 'button',
+        class: 'btn btn-ghost btn-icon',
+        'aria-label': `Edit ${instance.name}`,
+        title: 'Edit',
+      },
+      icon('edit'),
+    );
     edit.addEventListener('click', () => {
       void openInstanceForm(ctx, instance).then((saved) => {
         if (saved) {
@@ -126,7 +193,16 @@ export function instancesView(ctx: AppContext): View {
         }
       });
     });
-    const remove = h('button', { type: 'button', class: 'btn btn-ghost btn-icon btn-danger-ghost', 'aria-label': `Delete ${instance.name}`, title: 'Delete' }, icon('trash'));
+    const remove = h(
+      'button',
+      {
+        type: 'button',
+        class: 'btn btn-ghost btn-icon btn-danger-ghost',
+        'aria-label': `Delete ${instance.name}`,
+        title: 'Delete',
+      },
+      icon('trash'),
+    );
     remove.addEventListener('click', () => deleteInstance(instance));
 
     return h(
@@ -144,7 +220,11 @@ export function instancesView(ctx: AppContext): View {
             'p',
             { class: 'instance-address mono' },
             `${instance.username}@${instance.host}${instance.port === 22 ? '' : `:${instance.port}`}`,
-            h('span', { class: 'muted' }, ` · ${instance.auth.type === 'privateKey' ? 'private key' : 'password'}`),
+            h(
+              'span',
+              { class: 'muted' },
+              ` · ${instance.auth.type === 'privateKey' ? 'private key' : 'password'}`,
+            ),
           ),
           badges,
         ),
@@ -172,7 +252,12 @@ export function instancesView(ctx: AppContext): View {
       body: check.element,
       wide: true,
     });
-    const again = h('button', { type: 'button', class: 'btn btn-secondary' }, icon('refresh', 16), 'Test again');
+    const again = h(
+      'button',
+      { type: 'button', class: 'btn btn-secondary' },
+      icon('refresh', 16),
+      'Test again',
+    );
     const done = h('button', { type: 'button', class: 'btn btn-primary' }, 'Done');
     done.addEventListener('click', () => dialog.close());
     dialog.footer.append(again, done);
@@ -227,5 +312,12 @@ export function instancesView(ctx: AppContext): View {
 }
 
 function skeleton(): HTMLElement[] {
-  return [0, 1].map(() => h('div', { class: 'instance card skeleton', 'aria-hidden': 'true' }, h('div', { class: 'skeleton-line w-40' }), h('div', { class: 'skeleton-line w-60' })));
+  return [0, 1].map(() =>
+    h(
+      'div',
+      { class: 'instance card skeleton', 'aria-hidden': 'true' },
+      h('div', { class: 'skeleton-line w-40' }),
+      h('div', { class: 'skeleton-line w-60' }),
+    ),
+  );
 }

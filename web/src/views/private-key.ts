@@ -17,7 +17,12 @@ export function inspectPrivateKey(text: string): KeyInfo {
   const trimmed = text.trim();
   if (trimmed.length === 0) return { ok: false, format: '', encrypted: false, problem: 'The key is empty.' };
   if (trimmed.length > MAX_KEY_BYTES) {
-    return { ok: false, format: '', encrypted: false, problem: 'This file is too large to be an SSH private key.' };
+    return {
+      ok: false,
+      format: '',
+      encrypted: false,
+      problem: 'This file is too large to be an SSH private key.',
+    };
   }
   if (/^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-\S+|sk-\S+)\s+AAAA/.test(trimmed)) {
     return {
@@ -32,12 +37,18 @@ export function inspectPrivateKey(text: string): KeyInfo {
       ok: false,
       format: 'PuTTY',
       encrypted: false,
-      problem: 'This is a PuTTY key. Export it in OpenSSH format (PuTTYgen → Conversions → Export OpenSSH key).',
+      problem:
+        'This is a PuTTY key. Export it in OpenSSH format (PuTTYgen → Conversions → Export OpenSSH key).',
     };
   }
   const m = /^-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+-----END \1-----$/.exec(trimmed);
   if (!m) {
-    return { ok: false, format: '', encrypted: false, problem: 'This does not look like an SSH private key.' };
+    return {
+      ok: false,
+      format: '',
+      encrypted: false,
+      problem: 'This does not look like an SSH private key.',
+    };
   }
   const label = m[1]!;
   switch (label) {
@@ -56,7 +67,12 @@ export function inspectPrivateKey(text: string): KeyInfo {
     case 'ENCRYPTED PRIVATE KEY':
       return { ok: true, format: 'PKCS#8', encrypted: true };
     default:
-      return { ok: false, format: label, encrypted: false, problem: `A "${label}" is not an SSH private key.` };
+      return {
+        ok: false,
+        format: label,
+        encrypted: false,
+        problem: `A "${label}" is not an SSH private key.`,
+      };
   }
 }
 
@@ -66,9 +82,7 @@ export function inspectPrivateKey(text: string): KeyInfo {
  */
 function openSshKeyIsEncrypted(pem: string): boolean {
   try {
-    const body = pem
-      .replace(/-----(BEGIN|END) OPENSSH PRIVATE KEY-----/g, '')
-      .replace(/\s+/g, '');
+    const body = pem.replace(/-----(BEGIN|END) OPENSSH PRIVATE KEY-----/g, '').replace(/\s+/g, '');
     const bytes = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
     const magic = 'openssh-key-v1\0';
     const at = magic.length;

@@ -14,7 +14,12 @@ export function progressSteps(labels: string[]): ProgressSteps {
     const marker = h('span', { class: 'step-marker', 'aria-hidden': 'true' }, String(i + 1));
     const status = h('span', { class: 'visually-hidden' });
     const detail = h('span', { class: 'step-detail' });
-    const li = h('li', { class: 'step step-pending' }, marker, h('span', { class: 'step-text' }, h('span', { class: 'step-label' }, label, status), detail));
+    const li = h(
+      'li',
+      { class: 'step step-pending' },
+      marker,
+      h('span', { class: 'step-text' }, h('span', { class: 'step-label' }, label, status), detail),
+    );
     return { li, marker, status, detail, index: i };
   });
   const element = h('ol', { class: 'steps', 'aria-label': 'Progress' }, ...items.map((i) => i.li));
@@ -35,7 +40,12 @@ export function progressSteps(labels: string[]): ProgressSteps {
               ? h('span', { class: 'spinner spinner-sm' })
               : String(index + 1),
       );
-      item.status.textContent = { pending: '', active: ' (in progress)', done: ' (done)', failed: ' (failed)' }[state];
+      item.status.textContent = {
+        pending: '',
+        active: ' (in progress)',
+        done: ' (done)',
+        failed: ' (failed)',
+      }[state];
       item.detail.textContent = text ?? '';
     },
   };

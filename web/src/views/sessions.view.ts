@@ -26,7 +26,11 @@ export function sessionsView(ctx: AppContext): View {
         'div',
         null,
         h('h1', { class: 'page-title' }, 'Sessions'),
-        h('p', { class: 'muted' }, 'Desktops running on your instances. A desktop nobody views is ended after a while.'),
+        h(
+          'p',
+          { class: 'muted' },
+          'Desktops running on your instances. A desktop nobody views is ended after a while.',
+        ),
       ),
     ),
     body,
@@ -62,21 +66,56 @@ export function sessionsView(ctx: AppContext): View {
     }
     const now = Date.now();
     const rows = sessions.map((s) => {
-      const end = h('button', { type: 'button', class: 'btn btn-ghost btn-sm btn-danger-ghost', 'data-testid': 'end-session' }, icon('power', 16), 'End');
+      const end = h(
+        'button',
+        { type: 'button', class: 'btn btn-ghost btn-sm btn-danger-ghost', 'data-testid': 'end-session' },
+        icon('power', 16),
+        'End',
+      );
       end.addEventListener('click', () => endSession(s, end));
       const idleMs = now - Date.parse(s.lastActivityAt);
       return h(
         'tr',
         { 'data-testid': 'session', 'data-session-id': s.id },
-        h('th', { scope: 'row' }, h('span', { class: 'session-name' }, s.instanceName ?? 'Instance'), h('span', { class: 'muted mono' }, s.display !== null ? ` :${s.display}` : '')),
+        h(
+          'th',
+          { scope: 'row' },
+          h('span', { class: 'session-name' }, s.instanceName ?? 'Instance'),
+          h('span', { class: 'muted mono' }, s.display !== null ? ` :${s.display}` : ''),
+        ),
         h('td', null, desktopLabel(s.desktopEnvironment)),
-        h('td', { title: formatDateTime(s.startedAt ?? s.createdAt ?? null) }, formatAgo(s.startedAt ?? s.createdAt ?? null, now)),
-        h('td', null, s.viewers > 0 ? h('span', { class: 'badge badge-live' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), 'in use') : formatDuration(idleMs)),
+        h(
+          'td',
+          { title: formatDateTime(s.startedAt ?? s.createdAt ?? null) },
+          formatAgo(s.startedAt ?? s.createdAt ?? null, now),
+        ),
+        h(
+          'td',
+          null,
+          s.viewers > 0
+            ? h(
+                'span',
+                { class: 'badge badge-live' },
+                h('span', { class: 'dot', 'aria-hidden': 'true' }),
+                'in use',
+              )
+            : formatDuration(idleMs),
+        ),
         h('td', null, String(s.viewers)),
         h(
           'td',
           { class: 'row-actions' },
-          h('a', { href: `/desktop/${encodeURIComponent(s.id)}`, 'data-link': true, class: 'btn btn-primary btn-sm', 'data-testid': 'resume' }, icon('play', 16), 'Resume'),
+          h(
+            'a',
+            {
+              href: `/desktop/${encodeURIComponent(s.id)}`,
+              'data-link': true,
+              class: 'btn btn-primary btn-sm',
+              'data-testid': 'resume',
+            },
+            icon('play', 16),
+            'Resume',
+          ),
           end,
         ),
       );
@@ -92,7 +131,16 @@ export function sessionsView(ctx: AppContext): View {
           h(
             'thead',
             null,
-            h('tr', null, h('th', { scope: 'col' }, 'Instance'), h('th', { scope: 'col' }, 'Desktop'), h('th', { scope: 'col' }, 'Started'), h('th', { scope: 'col' }, 'Idle'), h('th', { scope: 'col' }, 'Viewers'), h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions'))),
+            h(
+              'tr',
+              null,
+              h('th', { scope: 'col' }, 'Instance'),
+              h('th', { scope: 'col' }, 'Desktop'),
+              h('th', { scope: 'col' }, 'Started'),
+              h('th', { scope: 'col' }, 'Idle'),
+              h('th', { scope: 'col' }, 'Viewers'),
+              h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')),
+            ),
           ),
           h('tbody', null, ...rows),
         ),
@@ -103,7 +151,8 @@ export function sessionsView(ctx: AppContext): View {
   const endSession = (s: ActiveSession, button: HTMLButtonElement) => {
     void confirmDialog({
       title: `End the desktop on ${s.instanceName ?? 'this instance'}?`,
-      message: 'The desktop and every program running in it will be closed on the instance. Unsaved work is lost.',
+      message:
+        'The desktop and every program running in it will be closed on the instance. Unsaved work is lost.',
       confirmLabel: 'End session',
       danger: true,
     }).then((yes) => {
@@ -126,7 +175,14 @@ export function sessionsView(ctx: AppContext): View {
   const tick = () => {
     if (document.visibilityState === 'visible') void load();
   };
-  body.replaceChildren(h('div', { class: 'card skeleton', 'aria-hidden': 'true' }, h('div', { class: 'skeleton-line w-60' }), h('div', { class: 'skeleton-line w-40' })));
+  body.replaceChildren(
+    h(
+      'div',
+      { class: 'card skeleton', 'aria-hidden': 'true' },
+      h('div', { class: 'skeleton-line w-60' }),
+      h('div', { class: 'skeleton-line w-40' }),
+    ),
+  );
   void load();
   timer = window.setInterval(tick, REFRESH_MS);
   document.addEventListener('visibilitychange', tick);
