@@ -74,6 +74,9 @@ export class BenchViewer {
   private readonly outstanding = new Map<number, number>();
   lostMarkers = 0;
   private sentAtBarrier = 0;
+  private barrierSent = false;
+  /** Bytes of the current chunk not yet parsed: bytesIn minus this is the exact read position. */
+  private unparsed = 0;
   private transport: ViewerTransport | null = null;
 
   constructor(private readonly events: ViewerEvents) {}
@@ -88,7 +91,7 @@ export class BenchViewer {
 
   /** Sends an input marker; its echo is timed. */
   sendMarker(): void {
-    if (!this.firstUpdateSeen) return;
+    if (!this.firstUpdateSeen || this.barrierSent) return;
     if (this.outstanding.size >= MAX_OUTSTANDING_MARKERS) {
       // Echoes are not coming back (a stalled path): forget the oldest instead of growing.
       const oldest = this.outstanding.keys().next().value as number;
@@ -105,6 +108,7 @@ export class BenchViewer {
     this.seq = (this.seq + 1) & SEQ_MASK;
     this.send(keyEvent(BARRIER_TAG | this.seq));
     this.sentAtBarrier = this.bytesOut;
+    this.barrierSent = true;
   }
 
   /** Markers sent whose echo has not come back (lost when the viewer closes). */
@@ -139,6 +143,7 @@ export class BenchViewer {
       off += n;
       if (this.filled === this.want) {
         this.filled = 0;
+        this.unparsed = chunk.length - off;
         this.handle(this.head.subarray(0, this.want));
       }
     }
@@ -215,7 +220,7 @@ export class BenchViewer {
     this.events.onBarrier({
       serverSent: b.readUInt32LE(4) + b.readUInt32LE(8) * 0x1_0000_0000,
       serverReceived: b.readUInt32LE(12) + b.readUInt32LE(16) * 0x1_0000_0000,
-      clientReceived: this.bytesIn,
+      clientReceived: this.bytesIn - this.unparsed,
       clientSent: this.sentAtBarrier,
     });
   }
