@@ -5,6 +5,7 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import Fastify from 'fastify';
 import {
+  exposeMetrics,
   Metrics,
   registerHttpMetrics,
   registerMetricsRoute,
@@ -176,5 +177,38 @@ void describe('serving /metrics', () => {
     });
     assert.equal(authed.status, 200);
     await authed.text();
+  });
+
+  void it('exposeMetrics follows config: token route, own port, or nothing in a cluster worker', async () => {
+    const m = new Metrics({ worker: '0', node: 'n', processMetrics: false });
+    const app = Fastify();
+    const worker = Fastify();
+    const none = Fastify();
+    const server = await exposeMetrics(app, m, {
+      token: 'tok',
+      port: 0,
+      host: '127.0.0.1',
+      clusterWorker: false,
+    });
+    assert.equal(
+      await exposeMetrics(worker, m, { token: 'tok', port: 0, host: '127.0.0.1', clusterWorker: true }),
+      null,
+    );
+    assert.equal(
+      await exposeMetrics(none, m, { token: null, port: null, host: '127.0.0.1', clusterWorker: false }),
+      null,
+    );
+    after(async () => {
+      await Promise.all([server?.close(), app.close(), worker.close(), none.close()]);
+      m.close();
+    });
+    assert.ok(server);
+    const headers = { authorization: 'Bearer tok' };
+    assert.equal((await app.inject({ method: 'GET', url: '/metrics', headers })).statusCode, 200);
+    assert.equal((await worker.inject({ method: 'GET', url: '/metrics', headers })).statusCode, 404);
+    assert.equal((await none.inject({ method: 'GET', url: '/metrics' })).statusCode, 404);
+    const res = await fetch(`http://127.0.0.1:${server.port}/metrics`, { headers });
+    assert.equal(res.status, 200);
+    await res.text();
   });
 });

@@ -331,3 +331,26 @@ export function clusterMetricsEndpoint(token: string | null): MetricsEndpoint {
   const aggregator = new AggregatorRegistry();
   return { render: () => aggregator.clusterMetrics(), contentType: aggregator.contentType, token };
 }
+
+/**
+ * Where this process serves its metrics, from config.metrics: the token route on the app when
+ * METRICS_TOKEN is set, and a separate listener when METRICS_PORT is set. In a node:cluster worker
+ * neither: a scrape would reach a random worker, so the primary serves all of them on METRICS_PORT
+ * (runCluster's `metrics` option).
+ */
+export async function exposeMetrics(
+  app: FastifyInstance,
+  metrics: Metrics,
+  options: { token: string | null; port: number | null; host: string; clusterWorker?: boolean },
+  onError?: (err: unknown) => void,
+): Promise<MetricsServer | null> {
+  if (options.clusterWorker ?? cluster.isWorker) return null;
+  const endpoint = { render: () => metrics.render(), contentType: metrics.contentType };
+  if (options.token !== null) registerMetricsRoute(app, { ...endpoint, token: options.token });
+  if (options.port === null) return null;
+  return startMetricsServer(
+    { ...endpoint, token: options.token },
+    { host: options.host, port: options.port },
+    onError,
+  );
+}
