@@ -12,10 +12,13 @@ import { InstanceRepository } from './store/instance.repository.js';
 import { SessionRepository } from './store/session.repository.js';
 import { SecretBox } from './crypto/secret-box.js';
 import type { Coordinator } from './coordination/coordinator.js';
-import { MemoryCoordinator } from './coordination/memory-coordinator.js';
+import { createCoordinator } from './coordination/create-coordinator.js';
+import { RedisCoordinator } from './coordination/redis-coordinator.js';
+import { createRateLimits, enforceApiRateLimit, type RateLimits } from './coordination/rate-limits.js';
+import { Metrics, exposeMetrics, registerHttpMetrics, type MetricsServer } from './observability/metrics.js';
 import { AuthService } from './auth/auth.service.js';
 import { registerAuthRoutes } from './auth/auth.routes.js';
-import { noSignInGuard, type SignInGuard } from './auth/sign-in-guard.js';
+import type { SignInGuard } from './auth/sign-in-guard.js';
 import { AddressGuard, type Resolver } from './instances/address-guard.js';
 import { InstanceService } from './instances/instance.service.js';
 import { registerInstanceRoutes } from './instances/instance.routes.js';
@@ -37,12 +40,12 @@ export interface AppDeps {
   newId?: IdGenerator;
   store?: Store;
   coordinator?: Coordinator;
-  coordinationKind?: 'memory' | 'redis';
+  /** Replaces the rate-limit sign-in guard (unit tests of the auth flow). */
   signInGuard?: SignInGuard;
   resolver?: Resolver;
-  /** Extra per-request work after authentication (the per-user API rate limit). */
-  afterAuth?: (userId: string) => Promise<void>;
   gatewayHooks?: VncGatewayHooks;
+  /** node:cluster worker label for metrics ('0' for a single process). */
+  worker?: string;
 }
 
 export interface Gateway {
@@ -50,6 +53,8 @@ export interface Gateway {
   config: Config;
   store: Store;
   coordinator: Coordinator;
+  rateLimits: RateLimits;
+  metrics: Metrics;
   auth: AuthService;
   instances: InstanceService;
   sessions: SessionService;
@@ -73,8 +78,12 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const clock = deps.clock ?? systemClock;
   const newId = deps.newId ?? randomId;
   const store = deps.store ?? (await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }));
-  const coordinator = deps.coordinator ?? new MemoryCoordinator(clock);
-  const coordinationKind = deps.coordinationKind ?? (deps.coordinator ? 'redis' : 'memory');
+  const coordinator = deps.coordinator ?? createCoordinator(config, { clock, logger });
+  const coordinationKind = coordinator instanceof RedisCoordinator ? 'redis' : 'memory';
+  const metrics = new Metrics({ worker: deps.worker ?? '0', node: config.cluster.nodeId });
+  const rateLimits = createRateLimits(config, coordinator, {
+    onRejected: (limit) => metrics.rateLimited(limit),
+  });
 
   const secrets = new SecretBox(config.secrets.encryption.currentKeyId, config.secrets.encryption.keys);
   const users = new UserRepository(store.db);
@@ -124,7 +133,12 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       clock,
       logger: logger.child({ component: 'relay' }),
       isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
-      hooks: deps.gatewayHooks,
+      hooks: {
+        consumeWsConnect: (userId) => rateLimits.consumeWsConnect(userId),
+        onViewerRtt: (ms) => metrics.viewerRttMs(ms),
+        onViewerClosed: (code) => metrics.wsClosed(code),
+        ...deps.gatewayHooks,
+      },
     },
     { ...config.relay, nodeId: config.cluster.nodeId },
   );
@@ -141,17 +155,24 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     routerOptions: { maxParamLength: 200 },
   });
   await app.register(fastifyCookie);
-  registerErrorHandling(app);
-  const authenticate = makeAuthenticate(auth, deps.afterAuth);
+  registerErrorHandling(app, { onError: (code) => metrics.error(code) });
+  registerHttpMetrics(app, metrics);
+  const authenticate = makeAuthenticate(auth, (userId, reply) =>
+    enforceApiRateLimit(rateLimits, userId, reply),
+  );
   let draining = false;
   registerAuthRoutes(app, {
     auth,
-    guard: deps.signInGuard ?? noSignInGuard,
+    guard: deps.signInGuard ?? rateLimits,
     authenticate,
     refreshTtlSeconds: config.auth.refreshTtlSeconds,
   });
   registerInstanceRoutes(app, { instances, sessions, authenticate });
-  registerSessionRoutes(app, { sessions, authenticate });
+  registerSessionRoutes(app, {
+    sessions,
+    authenticate,
+    onSetupDuration: (ms) => metrics.sessionSetup(ms, 'ok'),
+  });
   registerHealthRoutes(app, {
     store,
     coordinator,
@@ -170,6 +191,21 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     },
   });
   app.server.on('upgrade', (req, socket, head) => vnc.handleUpgrade(req, socket, head));
+  metrics.setSources({
+    activeSessions: () => sessionRepo.countAllLive(),
+    liveViewers: () => vnc.viewerCount,
+    sshConnections: () => sshPool.stats().connections,
+    sshChannels: () => sshPool.stats().channels,
+    relayBytes: () => {
+      const s = vnc.stats();
+      return { toViewer: s.bytesToViewer, fromViewer: s.bytesFromViewer };
+    },
+  });
+  const metricsServer: MetricsServer | null = await exposeMetrics(app, metrics, {
+    token: config.metrics.token,
+    port: config.metrics.port,
+    host: config.http.host,
+  });
 
   let timersStarted = false;
   return {
@@ -177,6 +213,8 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     config,
     store,
     coordinator,
+    rateLimits,
+    metrics,
     auth,
     instances,
     sessions,
@@ -202,6 +240,8 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       await vnc.close();
       await activity.stop();
       await sshPool.close();
+      await metricsServer?.close();
+      metrics.close();
       await coordinator.close();
       await store.close();
       logger.info('shutdown complete');

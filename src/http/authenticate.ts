@@ -9,13 +9,16 @@ declare module 'fastify' {
   }
 }
 
-export function makeAuthenticate(auth: Pick<AuthService, 'verifyAccess'>, afterAuth?: (userId: string) => Promise<void>) {
-  return async function authenticate(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
+export function makeAuthenticate(
+  auth: Pick<AuthService, 'verifyAccess'>,
+  afterAuth?: (userId: string, reply: FastifyReply) => Promise<void>,
+) {
+  return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const header = request.headers.authorization;
     if (!header) throw new AppError('UNAUTHENTICATED');
     const m = /^Bearer ([A-Za-z0-9_\-.]{1,4096})$/.exec(header);
     if (!m) throw new AppError('INVALID_TOKEN');
     request.userId = await auth.verifyAccess(m[1]!);
-    if (afterAuth) await afterAuth(request.userId);
+    if (afterAuth) await afterAuth(request.userId, reply);
   };
 }

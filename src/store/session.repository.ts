@@ -44,6 +44,16 @@ export class SessionRepository {
     return Number(row.n);
   }
 
+  /** Sessions not ended, cluster-wide (the capacity gauge). */
+  async countAllLive(): Promise<number> {
+    const row = await this.db
+      .selectFrom('sessions')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('status', '<>', 'ended')
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
   listLiveByUser(userId: string): Promise<(SessionRow & { instance_name: string })[]> {
     return this.db
       .selectFrom('sessions')
