@@ -2,6 +2,8 @@
 // Tests build it with real or test dependencies and drive it with inject() or a real socket.
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
+import fastifyCors from '@fastify/cors';
+import fastifyHelmet from '@fastify/helmet';
 import type { Config } from './config/config.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import { randomId, type IdGenerator } from './lib/ids.js';
@@ -32,7 +34,7 @@ import { VncGateway, type VncGatewayHooks } from './relay/vnc-gateway.js';
 import { registerErrorHandling } from './http/error-handler.js';
 import { makeAuthenticate } from './http/authenticate.js';
 import { registerHealthRoutes } from './http/health.routes.js';
-import { isOriginAllowed } from './http/origin.js';
+import { isOriginAllowed, originMatches } from './http/origin.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -155,6 +157,25 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     routerOptions: { maxParamLength: 200 },
   });
   await app.register(fastifyCookie);
+  // Security headers (Helmet's defaults). API answers get a deny-all CSP; the web client's HTML
+  // replaces it with its own (http/web-client.ts).
+  await app.register(fastifyHelmet, {
+    contentSecurityPolicy: {
+      directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] },
+      useDefaults: false,
+    },
+    crossOriginEmbedderPolicy: false,
+    hsts: config.env === 'production',
+  });
+  // Cross-origin API calls only from CORS_ORIGIN (exact origins or https://*.domain patterns).
+  await app.register(fastifyCors, {
+    origin: (origin, cb) => cb(null, origin !== undefined && originMatches(origin, config.cors.origins)),
+    credentials: true,
+    methods: ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'],
+    allowedHeaders: ['Content-Type', 'Authorization'],
+    exposedHeaders: ['RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'Retry-After'],
+    maxAge: 600,
+  });
   registerErrorHandling(app, { onError: (code) => metrics.error(code) });
   registerHttpMetrics(app, metrics);
   const authenticate = makeAuthenticate(auth, (userId, reply) =>

@@ -3,16 +3,22 @@
 import { pathToFileURL } from 'node:url';
 import { loadConfig, ConfigError, type Config } from './config/config.js';
 import { createLogger, type Logger } from './observability/logger.js';
-import { buildApp, type Gateway } from './app.js';
+import { buildApp, type AppDeps, type Gateway } from './app.js';
+import { registerWebClient } from './http/web-client.js';
 
-export async function startGateway(config: Config, logger: Logger): Promise<Gateway> {
+export async function startGateway(
+  config: Config,
+  logger: Logger,
+  deps: Omit<AppDeps, 'logger'> = {},
+): Promise<Gateway> {
   if (config.secrets.generated) {
     logger.warn(
       { file: `${config.dataDir}/secrets.json` },
       'JWT_ACCESS_SECRET, JWT_REFRESH_SECRET or ENCRYPTION_KEY not set: using secrets generated in the data folder. Set them in production.',
     );
   }
-  const gateway = await buildApp(config, { logger });
+  const gateway = await buildApp(config, { logger, ...deps });
+  await registerWebClient(gateway.app, { publicDir: config.http.publicDir, logger });
   gateway.start();
   await gateway.app.listen({ host: config.http.host, port: config.http.port });
   logger.info(
@@ -67,7 +73,9 @@ async function main(): Promise<void> {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   main().catch((e: unknown) => {
-    process.stderr.write(`CloudDesk failed to start: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.stderr.write(
+      `CloudDesk failed to start: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+    );
     process.exit(1);
   });
 }
