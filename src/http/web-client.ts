@@ -79,6 +79,20 @@ function isServerPath(url: string): boolean {
   );
 }
 
+/** `/assets/app-3f2a.js` → `assets/app-3f2a.js`; null for anything that could leave the folder. */
+function safeRelativePath(pathname: string): string | null {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(pathname);
+  } catch {
+    return null;
+  }
+  if (decoded.includes('\\') || decoded.includes('\0')) return null;
+  const parts = decoded.split('/').filter((p) => p !== '');
+  if (parts.some((p) => p === '..' || p === '.')) return null;
+  return parts.join('/');
+}
+
 /** `/assets/app-3f2a.js`, `/favicon.svg`: names a file, so a miss is a 404, not the app. */
 function looksLikeFile(pathname: string): boolean {
   const last = pathname.slice(pathname.lastIndexOf('/') + 1);
@@ -103,36 +117,34 @@ export async function registerWebClient(app: FastifyInstance, opts: WebClientOpt
 
   await app.register(fastifyStatic, {
     root,
-    prefix: '/',
-    // Routes for the files present at start (the build is fixed while the gateway runs); the SPA
-    // fallback below handles everything else.
-    wildcard: false,
-    globIgnore: ['index.html'],
+    // No file routes of its own: the catch-all below serves files, so a client rebuilt while the
+    // gateway runs (new hashed names) is served without a restart.
+    serve: false,
     index: false,
     cacheControl: false,
-    dotfiles: 'deny',
+    // Dotfiles answer 404 like any missing file.
+    dotfiles: 'ignore',
     setHeaders(res, path) {
-      if (path.startsWith(assetsDir)) {
-        res.setHeader('Cache-Control', IMMUTABLE);
-      } else {
-        res.setHeader('Cache-Control', REVALIDATE);
-      }
+      res.setHeader('Cache-Control', path.startsWith(assetsDir) ? IMMUTABLE : REVALIDATE);
       res.setHeader('X-Content-Type-Options', 'nosniff');
     },
   });
 
   const sendIndex = (request: FastifyRequest, reply: FastifyReply) => {
     htmlHeaders(request, reply);
-    return reply.sendFile('index.html', root, { cacheControl: false });
+    return reply.sendFile('index.html', root);
   };
 
-  // The page is served only through these routes, so it always carries the CSP.
+  // The page is served only through sendIndex, so it always carries the CSP.
   app.get('/', sendIndex);
   app.get('/index.html', sendIndex);
   app.get('/*', (request, reply) => {
+    if (isServerPath(request.url)) return reply.callNotFound();
     const pathname = request.url.split('?')[0] ?? '/';
-    if (isServerPath(request.url) || looksLikeFile(pathname)) return reply.callNotFound();
-    return sendIndex(request, reply);
+    if (!looksLikeFile(pathname)) return sendIndex(request, reply);
+    const file = safeRelativePath(pathname);
+    if (file === null) return reply.callNotFound();
+    return reply.sendFile(file, root);
   });
 
   opts.logger.info({ publicDir: root }, 'serving the web client');

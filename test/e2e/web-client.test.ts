@@ -103,6 +103,22 @@ void test('unknown API routes, /vnc and missing files stay JSON 404s, never the 
   assert.deepEqual(api.json(), { data: [] });
 });
 
+void test('files added after start (a rebuild while running) are served; paths cannot leave the folder', async () => {
+  await writeFile(join(dist, 'assets', 'index-new999.js'), 'console.log(2)');
+  const fresh = await app.inject({ method: 'GET', url: '/assets/index-new999.js' });
+  assert.equal(fresh.statusCode, 200);
+  assert.equal(fresh.headers['cache-control'], 'public, max-age=31536000, immutable');
+  await writeFile(join(dist, '.env'), 'SECRET=1');
+  for (const url of ['/.env', '/assets/..%2f.env', '/%2e%2e/%2e%2e/etc/hosts.txt', '/assets/..\\.env']) {
+    const res = await app.inject({ method: 'GET', url });
+    assert.equal(res.statusCode, 404, url);
+    assert.doesNotMatch(res.body, /SECRET|localhost/, url);
+  }
+  // Without a file extension it is a client route: the page, never a file from elsewhere.
+  const page = await app.inject({ method: 'GET', url: '/%2e%2e/%2e%2e/etc/passwd' });
+  assert.match(page.body, /<title>CloudDesk<\/title>/);
+});
+
 void test('a Host header that is not a plain host name is not echoed into the policy', () => {
   assert.equal(contentSecurityPolicy('evil.example; script-src *').includes('evil'), false);
   assert.match(contentSecurityPolicy('[::1]:3000'), /ws:\/\/\[::1\]:3000/);

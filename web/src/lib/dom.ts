@@ -61,7 +61,7 @@ const ICONS = {
   play: 'M7 4l13 8-13 8z',
   trash: 'M4 7h16 M9 7V4h6v3 M6 7l1 13h10l1-13',
   edit: 'M4 20h4L19 9l-4-4L4 16z M13 7l4 4',
-  key: 'M14 10a4 4 0 1 0-3.5 4L12 16h2v2h2v2h4v-4l-6.5-6.5',
+  key: 'M21 2l-2 2 M11.4 11.6a5.5 5.5 0 1 1-7.8 7.8 5.5 5.5 0 0 1 7.8-7.8z M11.4 11.6L15.5 7.5 M15.5 7.5l3 3L22 7l-3-3 M15.5 7.5L19 4',
   refresh: 'M20 11a8 8 0 1 0-2.3 5.7 M20 4v7h-7',
   maximize: 'M4 9V4h5 M20 9V4h-5 M4 15v5h5 M20 15v5h-5',
   minimize: 'M9 4v5H4 M15 4v5h5 M9 20v-5H4 M15 20v-5h5',
