@@ -1,0 +1,442 @@
+// VNC desktops on instances: finding TigerVNC and the desktop environments, choosing a free display,
+// starting Xvnc + the desktop detached from the SSH channel, telling whether one still runs, stopping it
+// with everything it spawned, and opening a byte stream to it. Everything happens over the SSH pool by
+// running the constant script in remote-script.ts; the gateway only ever sends it values it produced.
+//
+// Transport: a per-desktop Unix socket (Xvnc -rfbunixpath, mode 0600, SecurityTypes None) reached with
+// OpenSSH streamlocal forwarding — only the instance user can reach it and no password exists. Where the
+// VNC server cannot do that (or `transport: 'tcp'` is configured), Xvnc listens on localhost:5900+N with a
+// random per-desktop VNC password that the gateway answers itself (rfb-client-handshake.ts).
+import { randomInt } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { DesktopTransport } from '../config/config.js';
+import { AppError } from '../errors/errors.js';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../observability/logger.js';
+import type { SshPool, SshTarget } from '../ssh/ssh-pool.js';
+import {
+  desktopEnvironmentIds,
+  isDesktopEnvironmentId,
+  type DesktopEnvironmentId,
+} from './desktop-environments.js';
+import { parseRemoteOutput, remoteCommand, remoteStdin } from './remote-script.js';
+import { readRfbBanner, vncAuthenticate } from './rfb-client-handshake.js';
+
+export type { DesktopEnvironmentId } from './desktop-environments.js';
+
+export interface DesktopProbe {
+  vncServer: { kind: 'tigervnc'; version: string | null; unixSocket: boolean } | null;
+  desktopEnvironments: DesktopEnvironmentId[];
+  /** The instance's host key as seen by this login ('SHA256:…'), for trust on first use. */
+  hostKeyFingerprint: string;
+}
+
+export type DesktopHandle =
+  | { display: number; transport: 'unix'; socketPath: string; pid: number }
+  | { display: number; transport: 'tcp'; port: number; vncPassword: string; pid: number };
+
+export interface StartedDesktop {
+  handle: DesktopHandle;
+  hostKeyFingerprint: string;
+}
+
+export interface DesktopStream {
+  stream: Duplex;
+  /** True when the gateway already did the RFB security handshake (tcp + VncAuth). */
+  preauthenticated: boolean;
+  /** The server's 12-byte version line, when preauthenticated. */
+  serverVersion?: string;
+}
+
+export interface DesktopServiceOptions {
+  displayMin: number;
+  displayMax: number;
+  transport: DesktopTransport;
+  startTimeoutMs: number;
+  geometry: string;
+  /**
+   * Colon-separated absolute folders to look for Xvnc and vncpasswd in, instead of the login's PATH
+   * (plus /opt/TigerVNC/bin). For instances with TigerVNC in an unusual place — and for tests.
+   */
+  vncSearchPath?: string | null;
+}
+
+export interface DesktopServiceDeps {
+  pool: Pick<SshPool, 'exec' | 'openUnixStream' | 'openTcpStream'>;
+  logger: Logger;
+  clock?: Clock;
+  options: DesktopServiceOptions;
+  /** Secret generator for the per-desktop VNC password (tcp transport): 8 of [A-Za-z0-9]. */
+  newVncPassword?: () => string;
+}
+
+/** Attempts on further displays after Xvnc died at start for a reason other than a taken display. */
+const MAX_XVNC_FAILURES = 3;
+/** Bound on each liveness/readiness banner read. */
+const BANNER_TIMEOUT_MS = 5_000;
+/** Bound on the gateway's own VncAuth exchange. */
+const AUTH_TIMEOUT_MS = 10_000;
+/** Extra time the SSH exec gets over the script's own wait, for the login and the script's own work. */
+const EXEC_MARGIN_MS = 15_000;
+const STOP_TIMEOUT_MS = 30_000;
+
+const geometryPattern = /^\d{2,5}x\d{2,5}$/;
+const searchPathPattern = /^\/[A-Za-z0-9._/-]*(:\/[A-Za-z0-9._/-]*)*$/;
+const socketPathPattern = /^\/[A-Za-z0-9._/-]+\.sock$/;
+const passwordAlphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+function generateVncPassword(): string {
+  let out = '';
+  for (let i = 0; i < 8; i++) out += passwordAlphabet[randomInt(passwordAlphabet.length)];
+  return out;
+}
+
+/** The environment entry every process of a desktop carries; `stop` finds stragglers by it. */
+export function desktopMarker(handle: Pick<DesktopHandle, 'display' | 'pid'>): string {
+  return `CLOUDDESK_DESKTOP=${handle.display}-${handle.pid}`;
+}
+
+interface Inspection {
+  probe: DesktopProbe;
+  vncpasswd: boolean;
+  setsid: boolean;
+  free: number[];
+}
+
+export class DesktopService {
+  private readonly pool: DesktopServiceDeps['pool'];
+  private readonly logger: Logger;
+  private readonly options: DesktopServiceOptions;
+  private readonly newVncPassword: () => string;
+  private readonly vncPath: string;
+  /** Displays a start in this process is trying right now, per instance: never hand one out twice. */
+  private readonly starting = new Map<string, Set<number>>();
+
+  constructor(deps: DesktopServiceDeps) {
+    this.pool = deps.pool;
+    this.logger = deps.logger;
+    this.options = deps.options;
+    this.newVncPassword = deps.newVncPassword ?? generateVncPassword;
+    const { displayMin, displayMax, geometry, vncSearchPath } = deps.options;
+    if (
+      !Number.isInteger(displayMin) ||
+      !Number.isInteger(displayMax) ||
+      displayMin < 0 ||
+      displayMax < displayMin
+    ) {
+      throw new Error('desktop displayMin/displayMax must be whole numbers with min <= max');
+    }
+    if (displayMax > 65535 - 5900) throw new Error('desktop displayMax is too large for a VNC port');
+    if (!geometryPattern.test(geometry)) throw new Error('desktop geometry must look like 1280x800');
+    if (vncSearchPath !== undefined && vncSearchPath !== null && !searchPathPattern.test(vncSearchPath)) {
+      throw new Error('vncSearchPath must be colon-separated absolute folders');
+    }
+    this.vncPath = vncSearchPath ?? '-';
+  }
+
+  /** Logs in and reports the VNC server and the desktop environments installed. */
+  async probe(target: SshTarget): Promise<DesktopProbe> {
+    return (await this.inspect(target, 1, 0)).probe;
+  }
+
+  /**
+   * Picks a free display in [displayMin, displayMax] on the instance, starts Xvnc + the desktop there,
+   * waits until the RFB banner answers and returns the handle (and the host key this login saw).
+   * The caller holds the per-instance cluster lock; this process never hands out a display twice.
+   */
+  async start(target: SshTarget, desktopEnvironment: DesktopEnvironmentId): Promise<StartedDesktop> {
+    if (!isDesktopEnvironmentId(desktopEnvironment)) throw new AppError('DESKTOP_ENVIRONMENT_UNKNOWN');
+    const deadline = performance.now() + this.options.startTimeoutMs;
+    const info = await this.inspect(target, this.options.displayMin, this.options.displayMax);
+    const vnc = info.probe.vncServer;
+    if (!vnc) throw new AppError('VNC_SERVER_MISSING');
+    if (!info.probe.desktopEnvironments.includes(desktopEnvironment)) {
+      throw new AppError('DESKTOP_ENVIRONMENT_MISSING');
+    }
+    const transport =
+      this.options.transport === 'auto' ? (vnc.unixSocket ? 'unix' : 'tcp') : this.options.transport;
+    if (transport === 'unix' && !vnc.unixSocket) {
+      throw new AppError('DESKTOP_START_FAILED', {
+        message: 'The VNC server on the instance cannot listen on a Unix socket (TigerVNC 1.10 or newer can)',
+      });
+    }
+    if (transport === 'tcp' && !info.vncpasswd) {
+      throw new AppError('DESKTOP_START_FAILED', {
+        message: 'vncpasswd is missing on the instance: install tigervnc-tools',
+      });
+    }
+    if (!info.setsid) {
+      throw new AppError('DESKTOP_START_FAILED', {
+        message: 'setsid is missing on the instance (util-linux)',
+      });
+    }
+
+    const key = `${target.host}\0${target.port}`;
+    let reserved = this.starting.get(key);
+    if (!reserved) this.starting.set(key, (reserved = new Set()));
+    let xvncFailures = 0;
+    let lastTail: string[] = [];
+    try {
+      for (const display of info.free) {
+        if (reserved.has(display)) continue;
+        if (xvncFailures >= MAX_XVNC_FAILURES) break;
+        const remaining = deadline - performance.now();
+        if (remaining <= 0) break;
+        reserved.add(display);
+        try {
+          const outcome = await this.startOn(target, display, desktopEnvironment, transport, remaining);
+          if (outcome.kind === 'started') return outcome.started;
+          if (outcome.kind === 'xvnc-died') {
+            xvncFailures++;
+            lastTail = outcome.logTail;
+          }
+          // 'busy': someone took it since we looked; try the next one.
+        } finally {
+          reserved.delete(display);
+        }
+      }
+    } finally {
+      if (reserved.size === 0) this.starting.delete(key);
+    }
+    if (performance.now() >= deadline)
+      throw this.startFailed('The desktop did not come up in time', lastTail, null);
+    if (xvncFailures === 0) throw new AppError('NO_FREE_DISPLAY');
+    throw this.startFailed('Xvnc did not start on the instance', lastTail, null);
+  }
+
+  /** True when that desktop still runs and its VNC server answers. SSH problems are thrown, not false. */
+  async isAlive(target: SshTarget, handle: DesktopHandle): Promise<boolean> {
+    checkHandle(handle);
+    // A handle without a PID (a start that never finished) has nothing to ask about.
+    if (handle.pid <= 1) return false;
+    const res = await this.pool.exec(target, remoteCommand('alive', [handle.display, handle.pid]), {
+      stdin: remoteStdin(null),
+    });
+    if (parseRemoteOutput(res.stdout).get('alive')?.[0] !== '1') return false;
+    try {
+      await this.readBanner(target, handle);
+      return true;
+    } catch (e) {
+      if (e instanceof AppError && (e.code === 'SSH_CHANNEL_FAILED' || e.code === 'VNC_PROTOCOL_ERROR'))
+        return false;
+      throw e;
+    }
+  }
+
+  /** Stops the desktop and every process it spawned, including daemons that left its process group. */
+  async stop(target: SshTarget, handle: DesktopHandle): Promise<void> {
+    checkHandle(handle);
+    const res = await this.pool.exec(target, remoteCommand('stop', [handle.display, handle.pid]), {
+      stdin: remoteStdin(null),
+      timeoutMs: STOP_TIMEOUT_MS,
+    });
+    if (res.code !== 0) {
+      const error = parseRemoteOutput(res.stdout).get('error')?.[0] ?? `exit ${String(res.code)}`;
+      this.logger.warn({ display: handle.display, error }, 'desktop did not stop cleanly');
+      throw new AppError('INTERNAL', { message: 'The desktop did not stop cleanly' });
+    }
+    this.logger.info({ host: target.host, display: handle.display }, 'desktop stopped');
+  }
+
+  /**
+   * A byte stream to the VNC server. For 'tcp' the gateway has answered the VNC password and the stream
+   * sits right after SecurityResult (the viewer's ClientInit goes next); for 'unix' it is the raw stream.
+   */
+  async openStream(target: SshTarget, handle: DesktopHandle): Promise<DesktopStream> {
+    checkHandle(handle);
+    switch (handle.transport) {
+      case 'unix': {
+        const { channel } = await this.pool.openUnixStream(target, handle.socketPath);
+        return { stream: channel, preauthenticated: false };
+      }
+      case 'tcp': {
+        const { channel } = await this.pool.openTcpStream(target, '127.0.0.1', handle.port);
+        try {
+          const serverVersion = await vncAuthenticate(channel, handle.vncPassword, AUTH_TIMEOUT_MS);
+          return { stream: channel, preauthenticated: true, serverVersion };
+        } catch (e) {
+          channel.close();
+          throw e;
+        }
+      }
+    }
+  }
+
+  // ---- internals ----
+
+  private async inspect(target: SshTarget, min: number, max: number): Promise<Inspection> {
+    const res = await this.pool.exec(target, remoteCommand('probe', [min, max, this.vncPath]), {
+      stdin: remoteStdin(null),
+    });
+    if (res.code !== 0) {
+      this.logger.warn({ host: target.host, code: res.code }, 'desktop probe script failed');
+      throw new AppError('DESKTOP_START_FAILED', { message: 'The instance could not be inspected' });
+    }
+    const out = parseRemoteOutput(res.stdout);
+    const kind = out.get('xvnc')?.[0];
+    const version = out.get('version')?.[0] ?? '';
+    const vncServer =
+      kind === 'tigervnc'
+        ? {
+            kind: 'tigervnc' as const,
+            version: /^\d+(\.\d+)*$/.test(version) ? version : null,
+            unixSocket: out.get('unix')?.[0] === '1',
+          }
+        : null;
+    const found = new Set(out.get('de') ?? []);
+    const free = (out.get('free') ?? [])
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n >= min && n <= max)
+      .sort((a, b) => a - b);
+    return {
+      probe: {
+        vncServer,
+        desktopEnvironments: desktopEnvironmentIds.filter((id) => found.has(id)),
+        hostKeyFingerprint: res.hostKeyFingerprint,
+      },
+      vncpasswd: out.get('vncpasswd')?.[0] === '1',
+      setsid: out.get('setsid')?.[0] === '1',
+      free,
+    };
+  }
+
+  private async startOn(
+    target: SshTarget,
+    display: number,
+    desktopEnvironment: DesktopEnvironmentId,
+    transport: 'unix' | 'tcp',
+    remainingMs: number,
+  ): Promise<
+    { kind: 'started'; started: StartedDesktop } | { kind: 'busy' } | { kind: 'xvnc-died'; logTail: string[] }
+  > {
+    const started = performance.now();
+    const vncPassword = transport === 'tcp' ? this.newVncPassword() : null;
+    const waitSeconds = Math.max(1, Math.ceil(remainingMs / 1000));
+    const res = await this.pool.exec(
+      target,
+      remoteCommand('start', [
+        display,
+        desktopEnvironment,
+        this.options.geometry,
+        transport,
+        this.vncPath,
+        waitSeconds,
+      ]),
+      { stdin: remoteStdin(vncPassword), timeoutMs: remainingMs + EXEC_MARGIN_MS },
+    );
+    const out = parseRemoteOutput(res.stdout);
+    const logTail = sanitizeLog(out.get('log') ?? [], vncPassword);
+    switch (res.code ?? -1) {
+      case 0:
+        break;
+      case 10:
+        throw new AppError('VNC_SERVER_MISSING');
+      case 11:
+        throw new AppError('DESKTOP_ENVIRONMENT_MISSING');
+      case 12:
+        this.logger.info({ host: target.host, display }, 'display taken meanwhile; trying the next one');
+        return { kind: 'busy' };
+      case 13:
+        this.logger.warn(
+          { host: target.host, display, logTail },
+          'Xvnc died at start; trying the next display',
+        );
+        return { kind: 'xvnc-died', logTail };
+      case 15:
+        throw this.startFailed('The desktop did not come up in time', logTail, display);
+      default:
+        throw this.startFailed(
+          `The desktop could not be started (${out.get('error')?.[0] ?? `exit ${String(res.code)}`})`,
+          logTail,
+          display,
+        );
+    }
+
+    const pid = Number(out.get('pid')?.[0]);
+    const socketPath = out.get('socket')?.[0] ?? '';
+    const port = Number(out.get('port')?.[0]);
+    if (!Number.isInteger(pid) || pid <= 1)
+      throw this.startFailed('The start script gave no PID', logTail, display);
+    let handle: DesktopHandle;
+    if (transport === 'unix') {
+      if (!socketPathPattern.test(socketPath) || Buffer.byteLength(socketPath) > 100) {
+        throw this.startFailed('The start script gave no usable socket path', logTail, display);
+      }
+      handle = { display, transport: 'unix', socketPath, pid };
+    } else {
+      if (port !== 5900 + display)
+        throw this.startFailed('The start script gave a wrong port', logTail, display);
+      handle = { display, transport: 'tcp', port, vncPassword: vncPassword!, pid };
+    }
+
+    // Xvnc made its sockets; the desktop is ready when the RFB banner answers through SSH.
+    try {
+      await this.waitForBanner(target, handle, started + remainingMs);
+    } catch (e) {
+      await this.stop(target, handle).catch((err: unknown) =>
+        this.logger.warn({ err, display }, 'could not clean up a desktop that did not answer'),
+      );
+      throw e instanceof AppError && e.code.startsWith('SSH_')
+        ? e
+        : this.startFailed('The VNC server did not answer', logTail, display);
+    }
+    this.logger.info({ host: target.host, display, transport, desktopEnvironment, pid }, 'desktop started');
+    return { kind: 'started', started: { handle, hostKeyFingerprint: res.hostKeyFingerprint } };
+  }
+
+  private async waitForBanner(target: SshTarget, handle: DesktopHandle, deadline: number): Promise<void> {
+    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+      try {
+        await this.readBanner(target, handle);
+        return;
+      } catch (e) {
+        const retriable =
+          e instanceof AppError && (e.code === 'SSH_CHANNEL_FAILED' || e.code === 'VNC_PROTOCOL_ERROR');
+        if (!retriable || performance.now() + delay >= deadline) throw e;
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  private async readBanner(target: SshTarget, handle: DesktopHandle): Promise<string> {
+    const { channel } =
+      handle.transport === 'unix'
+        ? await this.pool.openUnixStream(target, handle.socketPath)
+        : await this.pool.openTcpStream(target, '127.0.0.1', handle.port);
+    try {
+      return await readRfbBanner(channel, BANNER_TIMEOUT_MS);
+    } finally {
+      channel.close();
+    }
+  }
+
+  private startFailed(message: string, logTail: string[], display: number | null): AppError {
+    this.logger.warn({ display, logTail }, message);
+    return new AppError('DESKTOP_START_FAILED', { message, details: { display, logTail } });
+  }
+}
+
+/** The desktop's log lines as safe text: no control characters, no password, bounded. */
+function sanitizeLog(lines: string[], secret: string | null): string[] {
+  return lines.slice(-40).map((line) => {
+    let clean = line.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
+    if (secret) clean = clean.split(secret).join('[redacted]');
+    return clean;
+  });
+}
+
+/** A handle may come back from the database: check it before its values go anywhere near a shell. */
+function checkHandle(handle: DesktopHandle): void {
+  const ok =
+    Number.isInteger(handle.display) &&
+    handle.display >= 0 &&
+    handle.display <= 65535 - 5900 &&
+    Number.isInteger(handle.pid) &&
+    handle.pid >= 0 &&
+    (handle.transport === 'unix'
+      ? socketPathPattern.test(handle.socketPath)
+      : Number.isInteger(handle.port) &&
+        handle.port === 5900 + handle.display &&
+        /^[A-Za-z0-9]{8}$/.test(handle.vncPassword));
+  if (!ok) throw new AppError('VALIDATION_FAILED', { message: 'Invalid desktop handle' });
+}

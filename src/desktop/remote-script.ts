@@ -1,0 +1,314 @@
+// The one shell script the gateway runs on an instance to find, start, check and stop VNC desktops.
+//
+// It is a constant: it is sent on stdin to `sh -s -- <subcommand> <args>` and no user text is ever part of
+// it or of its arguments (remoteCommand() only accepts tokens the desktop service produced and validated).
+// The per-session VNC password is the one variable part: a generated [A-Za-z0-9]{8} value put in front of
+// the script on stdin, so it never appears in argv (`ps`) on the instance.
+//
+// Layout on the instance: /tmp/clouddesk-<uid>/ (mode 0700, ours, not a symlink) holds <N>.sock (the RFB
+// Unix socket, 0600), <N>.pid, <N>.xauth, <N>.passwd (tcp only) and <N>.log. /tmp keeps the socket path far
+// below the 108-byte sun_path limit; XDG_RUNTIME_DIR is not used because logind removes it when the user's
+// last login (our SSH exec) ends.
+//
+// Exit codes the desktop service relies on: 0 ok, 10 no TigerVNC, 11 desktop environment missing, 12 display
+// taken, 13 Xvnc died at start, 14 other failure, 15 not ready in time.
+import { desktopEnvironments } from './desktop-environments.js';
+
+const deCases = Object.entries(desktopEnvironments)
+  .map(([id, spec]) => `    ${id}) _cands='${spec.commands.map((c) => c.join(' ')).join(' ')}' ;;`)
+  .join('\n');
+const deIds = Object.keys(desktopEnvironments).join(' ');
+
+// Started with setsid as its own session and process group, detached from the SSH channel (stdio goes to the
+// log; with no controlling terminal nothing sends it SIGHUP, so nohup is not needed). It marks itself with
+// CLOUDDESK_DESKTOP=<display>-<pid> — inherited by everything the desktop spawns, including daemons that
+// re-parent to init (dbus-daemon, ssh-agent, gpg-agent) — then becomes Xvnc, so Xvnc's PID is the session,
+// process group and marker id. The desktop environment waits for the X socket in a child.
+const SESSION_SCRIPT = String.raw`
+n=$1; rdir=$2; transport=$3; geometry=$4; xvnc=$5; shift 5
+CLOUDDESK_DESKTOP="$n-$$"; export CLOUDDESK_DESKTOP
+DISPLAY=":$n"; XAUTHORITY="$rdir/$n.xauth"; export DISPLAY XAUTHORITY
+unset SSH_CLIENT SSH_CONNECTION SSH_ORIGINAL_COMMAND
+cd "$HOME" 2>/dev/null || cd /
+xpid=$$
+(
+  i=0
+  while [ ! -S "/tmp/.X11-unix/X$n" ]; do
+    i=$((i + 1))
+    if [ "$i" -gt 600 ] || ! kill -0 "$xpid" 2>/dev/null; then exit 1; fi
+    sleep 0.1
+  done
+  exec "$@"
+) &
+echo "$$" > "$rdir/$n.pid"
+if [ "$transport" = unix ]; then
+  exec "$xvnc" ":$n" -auth "$rdir/$n.xauth" -rfbunixpath "$rdir/$n.sock" -rfbunixmode 0600 -rfbport -1 \
+    -SecurityTypes None -localhost -nolisten tcp -AlwaysShared \
+    -geometry "$geometry" -depth 24 -desktop "CloudDesk :$n"
+else
+  exec "$xvnc" ":$n" -auth "$rdir/$n.xauth" -rfbport "$((5900 + n))" -localhost \
+    -SecurityTypes VncAuth -PasswordFile "$rdir/$n.passwd" -nolisten tcp -AlwaysShared \
+    -geometry "$geometry" -depth 24 -desktop "CloudDesk :$n"
+fi
+`;
+
+const SCRIPT = String.raw`
+set -u
+umask 077
+PATH="$PATH:/usr/local/bin:/usr/bin:/bin"
+export PATH
+
+say() { printf '%s\n' "$*"; }
+fail() { code=$1; shift; say "error=$*"; exit "$code"; }
+is_int() { case $1 in ''|*[!0-9]*) return 1 ;; esac; [ "$(printf %s "$1" | wc -c)" -le 9 ]; }
+
+# lookup NAME DIRS: the first executable NAME in the colon-separated DIRS.
+lookup() {
+  set -f; _old=$IFS; IFS=:
+  for _d in $2; do
+    if [ -n "$_d" ] && [ -f "$_d/$1" ] && [ -x "$_d/$1" ]; then
+      IFS=$_old; set +f; say "$_d/$1"; return 0
+    fi
+  done
+  IFS=$_old; set +f; return 1
+}
+
+vnc_dirs() {
+  if [ "$1" = - ]; then say "$PATH:/opt/TigerVNC/bin"; else say "$1"; fi
+}
+
+find_xvnc() {
+  XVNC=; XVNC_KIND=; XVNC_VERSION=; XVNC_UNIX=0; VNCPASSWD=
+  _dirs=$(vnc_dirs "$1")
+  VNCPASSWD=$(lookup vncpasswd "$_dirs") || VNCPASSWD=
+  XVNC=$(lookup Xvnc "$_dirs") || { XVNC=; return 1; }
+  _v=$("$XVNC" -version 2>&1 </dev/null | head -n 5)
+  case $_v in *TigerVNC*) XVNC_KIND=tigervnc ;; *) XVNC_KIND=other ;; esac
+  XVNC_VERSION=$(say "$_v" | sed -n 's/.*TigerVNC \([0-9][0-9.]*\).*/\1/p' | head -n 1)
+  if "$XVNC" -help 2>&1 </dev/null | grep -q rfbunixpath; then XVNC_UNIX=1; fi
+  return 0
+}
+
+de_command() {
+  DE_CMD=
+  case $1 in
+@@DE_CASES@@
+    *) return 1 ;;
+  esac
+  for _c in $_cands; do
+    if DE_CMD=$(lookup "$_c" "$PATH"); then return 0; fi
+  done
+  DE_CMD=; return 1
+}
+
+proc_alive() {
+  [ -d "/proc/$1" ] || return 1
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+has_env() {
+  tr '\000' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qx "$2"
+}
+
+# A display is free when no live X server holds its lock and nobody else's socket sits in its place.
+is_free() {
+  if [ -e "/tmp/.X$1-lock" ]; then
+    _p=$(tr -cd 0-9 < "/tmp/.X$1-lock" 2>/dev/null | head -c 10)
+    if [ -n "$_p" ] && proc_alive "$_p"; then return 1; fi
+    [ -O "/tmp/.X$1-lock" ] || return 1
+  fi
+  if [ -e "/tmp/.X11-unix/X$1" ] && [ ! -O "/tmp/.X11-unix/X$1" ]; then return 1; fi
+  return 0
+}
+
+runtime_dir() {
+  RDIR="/tmp/clouddesk-$(id -u)"
+  mkdir -m 700 "$RDIR" 2>/dev/null
+  if [ -L "$RDIR" ] || [ ! -d "$RDIR" ] || [ ! -O "$RDIR" ]; then return 1; fi
+  chmod 700 "$RDIR"
+}
+
+# An X authority file with a random MIT-MAGIC-COOKIE-1 for display N (family Wild): without -auth, any
+# local user could connect to the X server (also through its abstract socket) and read keystrokes.
+write_xauth() {
+  _len=$(printf %s "$1" | wc -c | tr -d ' ')
+  # family 0xffff (Wild), address length 0, display number length (2 bytes) and digits, name, 16-byte cookie
+  { printf '\377\377\000\000\000'; printf "\\00$_len"; printf %s "$1"
+    printf '\000\022MIT-MAGIC-COOKIE-1\000\020'; head -c 16 /dev/urandom; } > "$2"
+}
+
+log_tail() {
+  [ -f "$1" ] && tail -n 40 "$1" 2>/dev/null | cut -c1-300 | sed 's/^/log=/'
+  return 0
+}
+
+cmd_probe() {
+  min=$1; max=$2
+  is_int "$min" && is_int "$max" || fail 14 bad-arguments
+  if find_xvnc "$3"; then
+    say "xvnc=$XVNC_KIND"; say "version=$XVNC_VERSION"; say "unix=$XVNC_UNIX"
+    [ -n "$VNCPASSWD" ] && say vncpasswd=1
+  fi
+  for _id in @@DE_IDS@@; do
+    if de_command "$_id"; then say "de=$_id"; fi
+  done
+  lookup setsid "$PATH" >/dev/null && say setsid=1
+  _n=$min
+  while [ "$_n" -le "$max" ]; do
+    if is_free "$_n"; then say "free=$_n"; fi
+    _n=$((_n + 1))
+  done
+}
+
+cmd_start() {
+  n=$1; de=$2; geometry=$3; transport=$4; wait_s=$6
+  is_int "$n" && is_int "$wait_s" || fail 14 bad-arguments
+  case $geometry in ''|*[!0-9x]*) fail 14 bad-arguments ;; esac
+  case $transport in unix|tcp) ;; *) fail 14 bad-arguments ;; esac
+  find_xvnc "$5" && [ "$XVNC_KIND" = tigervnc ] || fail 10 vnc-missing
+  de_command "$de" || fail 11 desktop-environment-missing
+  SETSID=$(lookup setsid "$PATH") || fail 14 setsid-missing
+  runtime_dir || fail 14 runtime-dir
+  is_free "$n" || fail 12 display-busy
+  log="$RDIR/$n.log"; pidf="$RDIR/$n.pid"; sock="$RDIR/$n.sock"
+  rm -f "$log" "$pidf" "$sock" "$RDIR/$n.xauth" "$RDIR/$n.passwd"
+  write_xauth "$n" "$RDIR/$n.xauth" || fail 14 xauth
+  if [ "$transport" = tcp ]; then
+    [ -n "$VNCPASSWD" ] || fail 14 vncpasswd-missing
+    printf '%s\n' "$VNC_PASSWORD" | "$VNCPASSWD" -f > "$RDIR/$n.passwd" || fail 14 vncpasswd
+  fi
+  if _run=$(lookup dbus-run-session "$PATH"); then set -- "$_run" -- "$DE_CMD"
+  elif _run=$(lookup dbus-launch "$PATH"); then set -- "$_run" --exit-with-session "$DE_CMD"
+  else set -- "$DE_CMD"; fi
+  "$SETSID" sh -c "$SESSION_SCRIPT" clouddesk-desktop "$n" "$RDIR" "$transport" "$geometry" "$XVNC" "$@" \
+    </dev/null >>"$log" 2>&1 &
+  pid=; i=0; max=$((wait_s * 10))
+  while :; do
+    if [ -z "$pid" ] && [ -s "$pidf" ]; then pid=$(tr -cd 0-9 < "$pidf"); fi
+    if [ -n "$pid" ] && ! proc_alive "$pid"; then
+      if grep -q -e 'already active' -e 'Address already in use' -e 'Cannot establish any listening' "$log"; then
+        say error=display-busy; log_tail "$log"; exit 12
+      fi
+      say error=xvnc-died; log_tail "$log"; exit 13
+    fi
+    if [ -n "$pid" ] && [ -S "/tmp/.X11-unix/X$n" ] && { [ "$transport" = tcp ] || [ -S "$sock" ]; }; then
+      break
+    fi
+    i=$((i + 1))
+    if [ "$i" -ge "$max" ]; then
+      [ -n "$pid" ] && kill -s TERM -- "-$pid" 2>/dev/null
+      say error=timeout; log_tail "$log"; exit 15
+    fi
+    sleep 0.1
+  done
+  say ok=1; say "pid=$pid"; say "display=$n"
+  if [ "$transport" = unix ]; then say "socket=$sock"; else say "port=$((5900 + n))"; fi
+}
+
+cmd_alive() {
+  is_int "$1" && is_int "$2" || fail 14 bad-arguments
+  if proc_alive "$2" && has_env "$2" "CLOUDDESK_DESKTOP=$1-$2"; then say alive=1; else say alive=0; fi
+}
+
+marked() {
+  for _p in $(ls /proc); do
+    case $_p in ''|*[!0-9]*) continue ;; esac
+    [ "$_p" = "$$" ] && continue
+    [ -O "/proc/$_p" ] || continue
+    if has_env "$_p" "$1"; then say "$_p"; fi
+  done
+}
+
+# Ends the desktop and everything it spawned: the process group first, then every process of ours that
+# carries the marker (daemons that left the group), TERM then KILL.
+cmd_stop() {
+  n=$1; pid=$2
+  is_int "$n" && is_int "$pid" || fail 14 bad-arguments
+  marker="CLOUDDESK_DESKTOP=$n-$pid"
+  if [ "$pid" -gt 1 ] && proc_alive "$pid" && has_env "$pid" "$marker"; then
+    kill -s TERM -- "-$pid" 2>/dev/null
+    kill -s TERM "$pid" 2>/dev/null
+  fi
+  _left=$(marked "$marker")
+  [ -n "$_left" ] && kill -s TERM $_left 2>/dev/null
+  i=0
+  while [ -n "$_left" ] && [ "$i" -lt 50 ]; do
+    sleep 0.1; i=$((i + 1))
+    _left=$(marked "$marker")
+  done
+  if [ -n "$_left" ]; then
+    kill -s KILL $_left 2>/dev/null
+    i=0
+    while [ -n "$_left" ] && [ "$i" -lt 20 ]; do sleep 0.1; i=$((i + 1)); _left=$(marked "$marker"); done
+  fi
+  # The files of display N are only ours to remove if no other live desktop has taken N since.
+  if runtime_dir; then
+    _owner=$(tr -cd 0-9 < "$RDIR/$n.pid" 2>/dev/null)
+    if [ -z "$_owner" ] || [ "$_owner" = "$pid" ] || ! proc_alive "$_owner"; then
+      rm -f "$RDIR/$n.sock" "$RDIR/$n.pid" "$RDIR/$n.xauth" "$RDIR/$n.passwd"
+    fi
+  fi
+  if [ -O "/tmp/.X$n-lock" ]; then
+    _p=$(tr -cd 0-9 < "/tmp/.X$n-lock" 2>/dev/null | head -c 10)
+    if [ -z "$_p" ] || ! proc_alive "$_p"; then
+      rm -f "/tmp/.X$n-lock"
+      [ -O "/tmp/.X11-unix/X$n" ] && rm -f "/tmp/.X11-unix/X$n"
+    fi
+  fi
+  if [ -n "$_left" ]; then say error=survivors; exit 14; fi
+  say stopped=1
+}
+
+SESSION_SCRIPT='@@SESSION_SCRIPT@@'
+cmd=$1; shift
+case $cmd in
+  probe) cmd_probe "$@" ;;
+  start) cmd_start "$@" ;;
+  alive) cmd_alive "$@" ;;
+  stop) cmd_stop "$@" ;;
+  *) fail 14 unknown-command ;;
+esac
+`;
+
+if (SESSION_SCRIPT.includes("'")) throw new Error('the session script must not contain single quotes');
+
+// Replacer functions, not strings: a replacement string would turn the shell's `$$` into `$`.
+export const REMOTE_SCRIPT = SCRIPT.replace('@@DE_CASES@@', () => deCases)
+  .replace('@@DE_IDS@@', () => deIds)
+  .replace('@@SESSION_SCRIPT@@', () => SESSION_SCRIPT);
+
+export type RemoteCommand = 'probe' | 'start' | 'alive' | 'stop';
+
+const safeToken = /^[A-Za-z0-9._:/-]+$/;
+
+/**
+ * The command line for one subcommand. Every argument must be a plain token (digits, an allow-listed id,
+ * a geometry, a validated path list) — anything else is a programming error, never quoted user text.
+ */
+export function remoteCommand(command: RemoteCommand, args: readonly (string | number)[]): string {
+  const words = [command, ...args.map(String)];
+  for (const w of words)
+    if (!safeToken.test(w)) throw new Error(`unsafe remote argument: ${JSON.stringify(w)}`);
+  return `sh -s -- ${words.join(' ')}`;
+}
+
+/** What goes on stdin: the password line (tcp only; [A-Za-z0-9] so it needs no quoting), then the script. */
+export function remoteStdin(vncPassword: string | null): string {
+  if (vncPassword !== null && !/^[A-Za-z0-9]{8}$/.test(vncPassword))
+    throw new Error('bad generated VNC password');
+  return `VNC_PASSWORD='${vncPassword ?? ''}'\n${REMOTE_SCRIPT}`;
+}
+
+/** Parses the script's `key=value` lines; repeated keys collect into arrays. */
+export function parseRemoteOutput(stdout: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const line of stdout.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq <= 0) continue;
+    const key = line.slice(0, eq);
+    const list = out.get(key) ?? [];
+    list.push(line.slice(eq + 1));
+    out.set(key, list);
+  }
+  return out;
+}
