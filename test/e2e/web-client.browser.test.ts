@@ -230,7 +230,7 @@ void test(
 
     // Connect: the dialog checks again, offers the desktop environments the instance has.
     await page.click('[data-testid="instance"] [data-testid="connect"]');
-    await page.locator('[data-testid="de-openbox"]').check();
+    await page.click('[data-testid="de-openbox"]');
     await page.click('[data-testid="start-desktop"]');
     await page.waitForURL(/\/desktop\//);
     sessionId = decodeURIComponent(new URL(page.url()).pathname.split('/').pop()!);

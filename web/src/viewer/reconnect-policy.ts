@@ -60,6 +60,7 @@ export const defaultReconnectOptions: ReconnectOptions = {
 export class ReconnectSchedule {
   private readonly opens: number[] = [];
   private attempt = 0;
+  private outageOpens = 0;
   private outageStartedAt: number | null = null;
   private connectedAt: number | null = null;
 
@@ -74,6 +75,7 @@ export class ReconnectSchedule {
     const t = this.now();
     this.opens.push(t);
     this.attempt += 1;
+    this.outageOpens += 1;
     while (this.opens.length > 0 && this.opens[0]! <= t - this.options.windowMs) this.opens.shift();
   }
 
@@ -81,6 +83,7 @@ export class ReconnectSchedule {
   connected(): void {
     this.connectedAt = this.now();
     this.outageStartedAt = null;
+    this.outageOpens = 0;
   }
 
   /** The connection was lost (or an attempt failed). */
@@ -94,13 +97,14 @@ export class ReconnectSchedule {
   /** Start over (the person pressed "Try again" after we gave up). */
   reset(): void {
     this.attempt = 0;
+    this.outageOpens = 0;
     this.outageStartedAt = null;
     this.connectedAt = null;
   }
 
-  /** How many WebSocket attempts this outage has made so far. */
+  /** How many WebSocket attempts the current outage has made so far. */
   get attempts(): number {
-    return this.attempt;
+    return this.outageOpens;
   }
 
   /** Whether the current outage has lasted past the give-up time. */

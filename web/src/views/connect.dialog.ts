@@ -58,7 +58,7 @@ export function openConnectDialog(
     const name = uid('desktop');
     const options = available.map((de) => {
       const id = uid('de');
-      const input = h('input', { type: 'radio', name, value: de, id, 'data-testid': `de-${de}` });
+      const input = h('input', { type: 'radio', name, value: de, id });
       input.checked = de === picked;
       input.addEventListener('change', () => {
         picked = de;
@@ -69,7 +69,7 @@ export function openConnectDialog(
         input,
         h(
           'label',
-          { for: id },
+          { for: id, 'data-testid': `de-${de}` },
           h('span', { class: 'choice-title' }, desktopLabel(de)),
           h('span', { class: 'choice-sub' }, deBlurb(de)),
         ),

@@ -57,7 +57,6 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
       name: scalingName,
       value: option.value,
       id,
-      'data-testid': `scaling-${option.value}`,
     });
     input.checked = ctx.prefs.scaling === option.value;
     input.addEventListener('change', () => {
@@ -65,7 +64,10 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
       ctx.savePrefs();
       connection.setScaling(option.value);
     });
-    scaling.append(input, h('label', { for: id, title: option.title }, option.label));
+    scaling.append(
+      input,
+      h('label', { for: id, title: option.title, 'data-testid': `scaling-${option.value}` }, option.label),
+    );
   }
 
   const qualityId = uid('quality');
@@ -347,7 +349,8 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
         showOverlay(null);
         break;
       case 'reconnecting':
-        stateText.textContent = `Reconnecting… (attempt ${state.attempt})`;
+        stateText.textContent =
+          state.attempt > 1 ? `Reconnecting… (attempt ${state.attempt})` : 'Reconnecting…';
         showOverlay(
           overlayCard({
             tone: 'info',
