@@ -1,0 +1,151 @@
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../src/lib/clock.js';
+import { buildTestGateway, newUser, type TestGateway } from './helpers/builders.js';
+
+describe('auth API', () => {
+  let gw: TestGateway;
+  const clock = new ManualClock(Date.now());
+
+  before(async () => {
+    gw = await buildTestGateway({}, { clock });
+  });
+  after(() => gw.cleanup());
+
+  test('register answers 201 with the user and both tokens, and sets an httpOnly refresh cookie', async () => {
+    const res = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/register',
+      payload: { email: 'Ada@Example.com', password: 'analytical engine' },
+    });
+    assert.equal(res.statusCode, 201);
+    const body = res.json().data;
+    assert.equal(body.user.email, 'ada@example.com');
+    assert.equal(typeof body.user.id, 'string');
+    assert.equal(typeof body.accessToken, 'string');
+    assert.equal(typeof body.refreshToken, 'string');
+    const cookie = String(res.headers['set-cookie']);
+    assert.match(cookie, /cd_refresh=/);
+    assert.match(cookie, /HttpOnly/);
+    assert.match(cookie, /SameSite=Strict/);
+    assert.match(cookie, /Path=\/api\/auth/);
+    const row = await gw.store.db
+      .selectFrom('users')
+      .selectAll()
+      .where('email', '=', 'ada@example.com')
+      .executeTakeFirstOrThrow();
+    assert.match(row.password_hash, /^\$argon2id\$/);
+    assert.ok(!row.password_hash.includes('analytical'));
+  });
+
+  test('a taken email is 409 EMAIL_TAKEN', async () => {
+    const u = await newUser(gw);
+    const res = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/register',
+      payload: { email: u.email, password: 'something else' },
+    });
+    assert.equal(res.statusCode, 409);
+    assert.equal(res.json().error.code, 'EMAIL_TAKEN');
+  });
+
+  test('wrong password and unknown email get the same 401 INVALID_CREDENTIALS', async () => {
+    const u = await newUser(gw);
+    const wrong = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/login',
+      payload: { email: u.email, password: 'nope nope' },
+    });
+    const unknown = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/login',
+      payload: { email: 'nobody@example.com', password: 'nope nope' },
+    });
+    assert.equal(wrong.statusCode, 401);
+    assert.equal(unknown.statusCode, 401);
+    assert.deepEqual(wrong.json(), unknown.json());
+    assert.equal(wrong.json().error.code, 'INVALID_CREDENTIALS');
+    const ok = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/login',
+      payload: { email: u.email.toUpperCase(), password: u.password },
+    });
+    assert.equal(ok.statusCode, 200);
+    assert.equal(ok.json().data.user.id, u.id);
+  });
+
+  test('refresh rotates; presenting a used token revokes the whole family', async () => {
+    const u = await newUser(gw);
+    const first = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/refresh',
+      payload: { refreshToken: u.refreshToken },
+    });
+    assert.equal(first.statusCode, 200);
+    const rotated = first.json().data.refreshToken as string;
+    assert.notEqual(rotated, u.refreshToken);
+    const reuse = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/refresh',
+      payload: { refreshToken: u.refreshToken },
+    });
+    assert.equal(reuse.statusCode, 401);
+    assert.equal(reuse.json().error.code, 'REFRESH_TOKEN_REUSED');
+    const afterTheft = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/refresh',
+      payload: { refreshToken: rotated },
+    });
+    assert.equal(afterTheft.statusCode, 401, 'the thief and the owner both lose this sign-in');
+  });
+
+  test('refresh works from the cookie alone; logout revokes it and clears the cookie', async () => {
+    const u = await newUser(gw);
+    const viaCookie = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/refresh',
+      payload: {},
+      cookies: { cd_refresh: u.refreshToken },
+    });
+    assert.equal(viaCookie.statusCode, 200);
+    const token = viaCookie.json().data.refreshToken as string;
+    const out = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/logout',
+      payload: {},
+      cookies: { cd_refresh: token },
+    });
+    assert.equal(out.statusCode, 204);
+    assert.match(String(out.headers['set-cookie']), /cd_refresh=;/);
+    const again = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/refresh',
+      payload: { refreshToken: token },
+    });
+    assert.equal(again.statusCode, 401);
+  });
+
+  test('me needs a valid access token; an expired one says TOKEN_EXPIRED', async () => {
+    const u = await newUser(gw);
+    const me = await gw.app.inject({ method: 'GET', url: '/api/auth/me', headers: u.auth });
+    assert.deepEqual(me.json(), { data: { id: u.id, email: u.email } });
+    const none = await gw.app.inject({ method: 'GET', url: '/api/auth/me' });
+    assert.equal(none.json().error.code, 'UNAUTHENTICATED');
+    const garbage = await gw.app.inject({
+      method: 'GET',
+      url: '/api/auth/me',
+      headers: { authorization: 'Bearer abc.def.ghi' },
+    });
+    assert.equal(garbage.json().error.code, 'INVALID_TOKEN');
+    const refreshAsAccess = await gw.app.inject({
+      method: 'GET',
+      url: '/api/auth/me',
+      headers: { authorization: `Bearer ${u.refreshToken}` },
+    });
+    assert.equal(refreshAsAccess.statusCode, 401, 'a refresh token is not an access token');
+    clock.advance(16 * 60_000);
+    const expired = await gw.app.inject({ method: 'GET', url: '/api/auth/me', headers: u.auth });
+    assert.equal(expired.statusCode, 401);
+    assert.equal(expired.json().error.code, 'TOKEN_EXPIRED');
+  });
+});
