@@ -36,6 +36,9 @@ export class Relay implements RelayStats {
   closed = false;
 
   private channel: Duplex | null = null;
+  /** Consumes the viewer's first bytes (a gateway-served handshake) until it returns the rest. */
+  private preamble: ((chunk: Buffer) => Buffer | null) | null = null;
+  private preambleTimer: NodeJS.Timeout | null = null;
   private pending: Buffer[] | null = [];
   private pendingBytes = 0;
   private channelPaused = false;
@@ -69,11 +72,22 @@ export class Relay implements RelayStats {
     this.pending = null;
     this.pendingBytes = 0;
     for (const chunk of pending) this.writeToChannel(chunk);
+    // A stream handed over explicitly paused (e.g. after the gateway's own VNC authentication) does
+    // not start flowing just because a 'data' listener was added.
+    channel.resume();
   }
 
-  /** Bytes the viewer sent before the relay took over (e.g. past a gateway-served handshake). */
-  enqueue(chunk: Buffer): void {
-    if (chunk.length > 0) this.onViewerMessage(chunk, true);
+  /**
+   * Routes the viewer's bytes through `feed` first, until it returns what is left past its end (see
+   * rfb-viewer-handshake.ts); a throw or `timeoutMs` passing closes the viewer.
+   */
+  setPreamble(feed: (chunk: Buffer) => Buffer | null, timeoutMs: number): void {
+    this.preamble = feed;
+    this.preambleTimer = setTimeout(
+      () => this.close(CloseCode.PROTOCOL_ERROR, 'handshake timed out'),
+      timeoutMs,
+    );
+    this.preambleTimer.unref();
   }
 
   /** Ends the relay: the viewer is closed with `code` (if still open) and the channel destroyed. */
@@ -81,6 +95,7 @@ export class Relay implements RelayStats {
     if (this.closed) return;
     this.closed = true;
     this.clearStall();
+    if (this.preambleTimer) clearTimeout(this.preambleTimer);
     if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) {
       this.ws.close(code, reason);
     }
@@ -93,8 +108,22 @@ export class Relay implements RelayStats {
       this.close(CloseCode.PROTOCOL_ERROR, 'binary frames only');
       return;
     }
-    const chunk = data as Buffer; // binaryType is 'nodebuffer' (the default)
+    let chunk = data as Buffer; // binaryType is 'nodebuffer' (the default)
     this.bytesFromViewer += chunk.length;
+    if (this.preamble !== null) {
+      let rest: Buffer | null;
+      try {
+        rest = this.preamble(chunk);
+      } catch {
+        this.close(CloseCode.PROTOCOL_ERROR, 'bad RFB handshake');
+        return;
+      }
+      if (rest === null) return;
+      this.preamble = null;
+      clearTimeout(this.preambleTimer!);
+      if (rest.length === 0) return;
+      chunk = rest;
+    }
     if (this.pending !== null) {
       this.pendingBytes += chunk.length;
       if (this.pendingBytes > this.options.preOpenBufferBytes) {
@@ -155,6 +184,7 @@ export class Relay implements RelayStats {
     if (this.closed) return;
     this.closed = true;
     this.clearStall();
+    if (this.preambleTimer) clearTimeout(this.preambleTimer);
     this.channel?.destroy();
     this.onEnd(this);
   };

@@ -16,7 +16,7 @@ import type { SessionEndpoint, SessionService } from '../sessions/session.servic
 import type { ActivityBuffer } from '../sessions/activity-buffer.js';
 import { CloseCode } from './close-codes.js';
 import { Relay, type RelayOptions } from './relay.js';
-import { serveViewerHandshake } from './rfb-viewer-handshake.js';
+import { ViewerHandshake } from './rfb-viewer-handshake.js';
 
 export interface VncGatewayOptions extends RelayOptions {
   maxPayloadBytes: number;
@@ -99,7 +99,12 @@ export class VncGateway {
       toViewer += v.relay?.bytesToViewer ?? 0;
       fromViewer += v.relay?.bytesFromViewer ?? 0;
     }
-    return { viewers: this.viewers.size, sessions: this.bySession.size, bytesToViewer: toViewer, bytesFromViewer: fromViewer };
+    return {
+      viewers: this.viewers.size,
+      sessions: this.bySession.size,
+      bytesToViewer: toViewer,
+      bytesFromViewer: fromViewer,
+    };
   }
 
   /** The server's 'upgrade' listener. */
@@ -160,20 +165,28 @@ export class VncGateway {
     });
     ws.on('close', (code) => this.detach(viewer, code));
     void this.deps.coordinator
-      .putViewer({ sessionId: session.id, viewerId: viewer.id, nodeId: this.options.nodeId }, LEASE_RENEW_MS * 3)
-      .catch((e: unknown) => this.deps.logger.warn({ err: e, sessionId: session.id }, 'could not record viewer lease'));
+      .putViewer(
+        { sessionId: session.id, viewerId: viewer.id, nodeId: this.options.nodeId },
+        LEASE_RENEW_MS * 3,
+      )
+      .catch((e: unknown) =>
+        this.deps.logger.warn({ err: e, sessionId: session.id }, 'could not record viewer lease'),
+      );
 
     const log = this.deps.logger.child({ sessionId: session.id, viewerId: viewer.id });
     const streamPromise = this.deps.desktops.openStream(target, handle);
-    const start = async () => {
+    const relay = new Relay(ws, this.options, (r) => {
+      this.closedBytesToViewer += r.bytesToViewer;
+      this.closedBytesFromViewer += r.bytesFromViewer;
+    });
+    viewer.relay = relay;
+    if (handle.transport === 'tcp') {
       // The gateway answered the VNC password itself: play the server's handshake to the viewer.
-      const leftover = handle.transport === 'tcp' ? await serveViewerHandshake(ws, 15_000) : null;
-      const relay = new Relay(ws, this.options, (r) => {
-        this.closedBytesToViewer += r.bytesToViewer;
-        this.closedBytesFromViewer += r.bytesFromViewer;
-      });
-      viewer.relay = relay;
-      if (leftover) relay.enqueue(leftover);
+      const handshake = new ViewerHandshake((bytes) => ws.send(bytes));
+      relay.setPreamble((chunk) => handshake.feed(chunk), 15_000);
+      handshake.start();
+    }
+    const start = async () => {
       const { stream } = await streamPromise;
       relay.attach(stream);
       log.debug('viewer attached');
@@ -197,7 +210,9 @@ export class VncGateway {
     this.deps.hooks?.onViewerClosed?.(code);
     void this.deps.coordinator
       .removeViewer(viewer.sessionId, viewer.id)
-      .catch((e: unknown) => this.deps.logger.debug({ err: e }, 'could not remove viewer lease; it will lapse'));
+      .catch((e: unknown) =>
+        this.deps.logger.debug({ err: e }, 'could not remove viewer lease; it will lapse'),
+      );
   }
 
   /** Closes this process's viewers of a session (the session ended somewhere in the cluster). */
@@ -211,7 +226,8 @@ export class VncGateway {
         this.closeSession(command.sessionId, CloseCode.SESSION_ENDED, command.reason);
         break;
       case 'sign-out-user':
-        for (const v of [...this.viewers]) if (v.userId === command.userId) closeViewer(v, CloseCode.SIGNED_OUT, 'signed out');
+        for (const v of [...this.viewers])
+          if (v.userId === command.userId) closeViewer(v, CloseCode.SIGNED_OUT, 'signed out');
         break;
     }
   }
