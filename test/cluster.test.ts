@@ -2,7 +2,12 @@
 // forked as a cluster worker it runs a tiny HTTP server (shared port) that drains on SIGTERM, records
 // a metric, and (by env) fails to start or ignores SIGTERM. As the primary it runs the tests.
 import cluster from 'node:cluster';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -117,6 +122,71 @@ if (cluster.isWorker) {
       assert.equal(primary.restarts(), 2);
       assert.deepEqual(primary.workerPids(), []);
     });
+
+    void it(
+      '`clouddesk start --workers 2`: real gateways, one port, all metrics from the primary, SIGTERM drains',
+      { timeout: 120_000 },
+      async () => {
+        const repo = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
+        const dataDir = await mkdtemp(join(tmpdir(), 'cd-cli-cluster-'));
+        const [port, metricsPort] = [await freePort(), await freePort()];
+        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'start', '--workers', '2'], {
+          cwd: repo,
+          env: {
+            PATH: process.env.PATH ?? '/usr/bin:/bin',
+            HOME: process.env.HOME ?? '/root',
+            HOST: '127.0.0.1',
+            PORT: String(port),
+            METRICS_PORT: String(metricsPort),
+            METRICS_TOKEN: 'tok',
+            DATA_DIR: dataDir,
+            LOG_LEVEL: 'warn',
+            SHUTDOWN_TIMEOUT_MS: '3000',
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let log = '';
+        child.stdout.on('data', (d: Buffer) => (log += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (log += d.toString()));
+        const exited = once(child, 'exit');
+        after(async () => {
+          if (child.exitCode === null && child.signalCode === null) {
+            child.kill('SIGKILL');
+            await exited;
+          }
+          await rm(dataDir, { recursive: true, force: true });
+        });
+        const metricsText = async () => {
+          const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, {
+            headers: { authorization: 'Bearer tok' },
+          });
+          return res.status === 200 ? res.text() : '';
+        };
+        // Ready once both workers answer in the primary's aggregated metrics.
+        const deadline = Date.now() + 60_000;
+        let text = '';
+        for (;;) {
+          text = await metricsText().catch(() => '');
+          if (
+            new Set([...text.matchAll(/clouddesk_viewers_live\{worker="(\d+)"/g)].map((m) => m[1])).size === 2
+          )
+            break;
+          assert.ok(child.exitCode === null, `cli exited: ${log}`);
+          assert.ok(Date.now() < deadline, `workers not up: ${log}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.equal((await fetch(`http://127.0.0.1:${port}/api/ready`)).status, 200);
+        // Workers do not serve metrics on the public port (a scrape would hit a random worker).
+        const onApp = await fetch(`http://127.0.0.1:${port}/metrics`, {
+          headers: { authorization: 'Bearer tok' },
+        });
+        assert.doesNotMatch(await onApp.text(), /clouddesk_viewers_live/);
+
+        child.kill('SIGTERM');
+        const [code] = (await exited) as [number | null];
+        assert.equal(code, 0, log);
+      },
+    );
 
     void it('SIGKILLs a worker that does not drain by the deadline', { timeout: 60_000 }, async () => {
       const port = await freePort();
