@@ -176,6 +176,8 @@ async function waitForViewerState(state: string): Promise<void> {
 
 async function shoot(name: string): Promise<void> {
   await mkdir(SCREENSHOTS, { recursive: true });
+  // Notices that happen to be on screen would only date the picture.
+  await page.evaluate(`document.querySelectorAll('.toast').forEach((t) => t.remove())`);
   await page.screenshot({ path: join(SCREENSHOTS, name) });
 }
 
@@ -188,7 +190,7 @@ void test('a wrong password is refused with a clear message', { skip, timeout: 2
   await page.fill('input[name="email"]', email);
   await page.fill('input[name="password"]', 'not the password');
   await page.click('button[type="submit"]');
-  await page.waitForFunction(`document.querySelector('[data-testid="auth-error"]')?.textContent !== ''`);
+  await page.waitForSelector('[data-testid="auth-error"]:not(:empty)');
   assert.equal(await page.textContent('[data-testid="auth-error"]'), 'Wrong email or password.');
 });
 
@@ -224,9 +226,9 @@ void test(
     await check.locator('[data-testid="trust-host-key"]').click();
     await page.waitForSelector('text=Trusted and pinned');
     await page.waitForSelector('.check-ok >> text=Openbox');
+    await shoot('connection-test.png');
     await page.click('dialog >> text=Done');
     await page.waitForSelector('[data-testid="instance"] >> text=Host key pinned');
-    await shoot('instances.png');
 
     // Connect: the dialog checks again, offers the desktop environments the instance has.
     await page.click('[data-testid="instance"] [data-testid="connect"]');
@@ -238,7 +240,8 @@ void test(
     const first = await waitForCanvas((f) => f.width > 0 && f.nonBlack > 0, 'a frame');
     assert.ok(first.width >= 640 && first.height >= 480, `desktop size ${first.width}x${first.height}`);
 
-    // Start an xterm in that desktop, as the instance user would, with a colour we can find.
+    // Start an xterm in that desktop, as the instance user would, with a colour we can find. The X
+    // cookie is where the desktop service keeps it (src/desktop/remote-script.ts).
     const token = await accessToken();
     const active = await api<{ data: Array<{ id: string; display: number }> }>(
       'GET',
@@ -263,7 +266,7 @@ void test(
       '-o',
       'LogLevel=ERROR',
       `${user.username}@${sshd.host}`,
-      `DISPLAY=:${display} setsid -f xterm -T clouddesk-e2e -bg '#ff00ff' -fg black -fa Monospace -fs 14 -geometry 60x12+80+80 </dev/null >/dev/null 2>&1`,
+      `DISPLAY=:${display} XAUTHORITY=/tmp/clouddesk-$(id -u)/${display}.xauth setsid -f xterm -T clouddesk-e2e -bg '#ff00ff' -fg black -fa Monospace -fs 14 -geometry 60x12+80+80 </dev/null >/dev/null 2>&1`,
     ]);
     const withXterm = await waitForCanvas((f) => f.marker !== null, 'the xterm');
     const m = withXterm.marker!;
@@ -280,6 +283,8 @@ void test(
     assert.equal(await viewerState(), 'connected');
     const rate = await page.textContent('[data-testid="rate"]');
     assert.match(rate ?? '', /kbit\/s|Mbit\/s/);
+    // The round trip to the desktop is measured through the gateway (a one-pixel update request).
+    await page.locator('[data-testid="rtt"]', { hasText: /RTT \d+ ms/ }).waitFor();
     await page.mouse.move(box.x + box.width - 4, box.y + box.height - 4);
     await shoot('desktop.png');
 
@@ -300,6 +305,18 @@ void test(
       );
       assert.ok(Math.abs(again.marker!.x0 - typed.marker!.x0) <= 2, 'the xterm did not move: same desktop');
     }
+
+    // Leaving the viewer keeps the desktop running: the instance offers to resume it.
+    await page.click('a[aria-label^="Back to instances"]');
+    await page.waitForSelector('[data-testid="instance"] >> text=Openbox running');
+    await shoot('instances.png');
+    await page.click('[data-testid="instance"] [data-testid="resume"]');
+    await waitForViewerState('connected');
+    assert.equal(decodeURIComponent(new URL(page.url()).pathname.split('/').pop()!), sessionId);
+    await waitForCanvas(
+      (f) => f.marker !== null && f.marker.text > typed.marker!.text * 0.8,
+      'the xterm after resuming',
+    );
   },
 );
 
