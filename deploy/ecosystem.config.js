@@ -19,7 +19,10 @@ module.exports = {
     {
       name: 'clouddesk',
       cwd: path.resolve(__dirname, '..'),
-      script: 'dist/src/main.js',
+      // The CLI entry starts unconditionally; PM2 loads scripts through its own container, so an entry
+      // that checks "am I process.argv[1]?" would never start under PM2.
+      script: 'dist/src/cli.js',
+      args: 'start',
       exec_mode: 'cluster',
       instances: 'max',
       // PM2 (>= 5.3) imports ESM entry points; the gateway is ESM ("type": "module").
@@ -27,10 +30,13 @@ module.exports = {
       env: {
         NODE_ENV: 'development',
         PORT: 3000,
+        // PM2 is the cluster here: each instance runs one gateway, not a node:cluster of its own.
+        WORKERS: 1,
       },
       env_production: {
         NODE_ENV: 'production',
         PORT: 3000,
+        WORKERS: 1,
         TRUST_PROXY: 'true',
         // Each PM2 instance gets its own metrics port (9464, 9465, …): under PM2 a shared port would
         // answer from a random instance. Scrape them all (see deploy/README.md).

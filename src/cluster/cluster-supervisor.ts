@@ -10,6 +10,7 @@ import cluster, { type ClusterSettings, type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { Logger } from '../observability/logger.js';
 import { clusterMetricsEndpoint, startMetricsServer, type MetricsServer } from '../observability/metrics.js';
+import { markSupervisedWorker } from './worker-role.js';
 
 export interface ClusterOptions {
   /** Worker processes; 0 = one per core (os.availableParallelism()). */
@@ -66,6 +67,7 @@ export async function runCluster(options: ClusterOptions): Promise<ClusterPrimar
 }
 
 async function runWorker(options: ClusterOptions): Promise<void> {
+  markSupervisedWorker();
   const log = options.logger.child({ worker: cluster.worker?.id });
   // The primary died (or was SIGKILLed): drain and go rather than serve on as an orphan.
   process.once('disconnect', () => {

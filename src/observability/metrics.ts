@@ -16,6 +16,7 @@ import { createServer, type Server } from 'node:http';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { FastifyInstance } from 'fastify';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { isSupervisedWorker } from '../cluster/worker-role.js';
 
 /** Live numbers the metrics read on each scrape. Byte totals only ever grow (closed relays included). */
 export interface MetricsSources {
@@ -174,8 +175,8 @@ export class Metrics {
       registers: register,
     });
 
-    // In a node:cluster worker, answer the primary's aggregation requests from this registry.
-    if (cluster.isWorker) {
+    // In a worker of our supervisor, answer the primary's aggregation requests from this registry.
+    if (cluster.isWorker && isSupervisedWorker()) {
       AggregatorRegistry.setRegistries([this.registry]);
       new AggregatorRegistry();
     }
@@ -334,9 +335,10 @@ export function clusterMetricsEndpoint(token: string | null): MetricsEndpoint {
 
 /**
  * Where this process serves its metrics, from config.metrics: the token route on the app when
- * METRICS_TOKEN is set, and a separate listener when METRICS_PORT is set. In a node:cluster worker
- * neither: a scrape would reach a random worker, so the primary serves all of them on METRICS_PORT
- * (runCluster's `metrics` option).
+ * METRICS_TOKEN is set, and a separate listener when METRICS_PORT is set. In a worker of our own
+ * `--workers N` supervisor neither: a scrape would reach a random worker, so the primary serves all
+ * of them on METRICS_PORT (runCluster's `metrics` option). PM2 cluster-mode instances are node:cluster
+ * workers too, but nobody aggregates for them: they serve their own (METRICS_PORT per instance).
  */
 export async function exposeMetrics(
   app: FastifyInstance,
@@ -344,7 +346,7 @@ export async function exposeMetrics(
   options: { token: string | null; port: number | null; host: string; clusterWorker?: boolean },
   onError?: (err: unknown) => void,
 ): Promise<MetricsServer | null> {
-  if (options.clusterWorker ?? cluster.isWorker) return null;
+  if (options.clusterWorker ?? isSupervisedWorker()) return null;
   const endpoint = { render: () => metrics.render(), contentType: metrics.contentType };
   if (options.token !== null) registerMetricsRoute(app, { ...endpoint, token: options.token });
   if (options.port === null) return null;
