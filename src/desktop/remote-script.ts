@@ -219,28 +219,105 @@ marked() {
   done
 }
 
+# Seconds since process $1 started (field 22 of /proc/PID/stat, in clock ticks since boot).
+age() {
+  _st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20)
+  [ -n "$_st" ] || return 1
+  _up=$(cut -d' ' -f1 /proc/uptime | cut -d. -f1)
+  _hz=$(getconf CLK_TCK 2>/dev/null) || _hz=100
+  say $((_up - _st / _hz))
+}
+
+# Agents the desktop advertised to its programs (ssh-agent makes itself unreadable, but says where it is).
+advertised() {
+  for _p in $1; do
+    tr '\000' '\n' < "/proc/$_p/environ" 2>/dev/null | sed -n 's/^SSH_AGENT_PID=\([0-9][0-9]*\)$/\1/p'
+  done
+}
+
+# True when a desktop other than $1 still runs for this user.
+other_desktops() {
+  for _p in $(ls /proc); do
+    case $_p in ''|*[!0-9]*) continue ;; esac
+    [ -O "/proc/$_p" ] || continue
+    if tr '\000' '\n' < "/proc/$_p/environ" 2>/dev/null | grep '^CLOUDDESK_DESKTOP=' | grep -qvx "$1"; then return 0; fi
+  done
+  return 1
+}
+
+# Key agents (ssh-agent, gpg-agent, …) mark themselves non-dumpable, which makes their environment — and
+# our marker in it — unreadable. Taken as ours: unreadable, an agent, not older than the desktop. (Not only
+# children of init: one still daemonizing has a parent for a moment.) Only looked for when no other desktop
+# of this user runs, as such agents are per-user singletons that desktop may be using.
+hidden_agents() {
+  for _p in $(ls /proc); do
+    case $_p in ''|*[!0-9]*) continue ;; esac
+    [ -O "/proc/$_p" ] && [ ! -r "/proc/$_p/environ" ] || continue
+    case $(cat "/proc/$_p/comm" 2>/dev/null) in
+      ssh-agent|gpg-agent|scdaemon|dirmngr|keyboxd|gnome-keyring-d) ;;
+      *) continue ;;
+    esac
+    _a=$(age "$_p") || continue
+    [ "$_a" -le $(($1 + 1)) ] && say "$_p"
+  done
+}
+
+kill_agents() {
+  _hidden=
+  for _p in $1; do
+    if [ -O "/proc/$_p" ] && proc_alive "$_p"; then _hidden="$_hidden $_p"; fi
+  done
+  [ -n "$_hidden" ] || return 0
+  kill -s TERM $_hidden 2>/dev/null
+  i=0; _still=$_hidden
+  while [ -n "$_still" ] && [ "$i" -lt 20 ]; do
+    sleep 0.1; i=$((i + 1))
+    _still=
+    for _p in $_hidden; do proc_alive "$_p" && _still="$_still $_p"; done
+  done
+  [ -n "$_still" ] && kill -s KILL $_still 2>/dev/null
+  return 0
+}
+
 # Ends the desktop and everything it spawned: the process group first, then every process of ours that
 # carries the marker (daemons that left the group), TERM then KILL.
 cmd_stop() {
   n=$1; pid=$2
   is_int "$n" && is_int "$pid" || fail 14 bad-arguments
   marker="CLOUDDESK_DESKTOP=$n-$pid"
+  # How long this desktop has run: from Xvnc, or from its PID file if Xvnc is already gone.
+  dage=
+  if [ "$pid" -gt 1 ] && proc_alive "$pid" && has_env "$pid" "$marker"; then
+    dage=$(age "$pid")
+  elif runtime_dir && [ "$(tr -cd 0-9 < "$RDIR/$n.pid" 2>/dev/null)" = "$pid" ]; then
+    dage=$(($(date +%s) - $(stat -c %Y "$RDIR/$n.pid") + 1))
+  fi
+  agents=$(advertised "$(marked "$marker")")
   if [ "$pid" -gt 1 ] && proc_alive "$pid" && has_env "$pid" "$marker"; then
     kill -s TERM -- "-$pid" 2>/dev/null
     kill -s TERM "$pid" 2>/dev/null
   fi
-  _left=$(marked "$marker")
-  [ -n "$_left" ] && kill -s TERM $_left 2>/dev/null
-  i=0
-  while [ -n "$_left" ] && [ "$i" -lt 50 ]; do
-    sleep 0.1; i=$((i + 1))
+  # A dying session can still spawn (dbus activation, autostart): signal whatever carries the marker on
+  # every pass, and finish only after a few quiet passes in a row. TERM for ~3 s, then KILL.
+  i=0; quiet=0; _left=
+  while [ "$i" -lt 60 ]; do
     _left=$(marked "$marker")
+    if [ -z "$_left" ]; then
+      quiet=$((quiet + 1))
+      [ "$quiet" -ge 3 ] && break
+    else
+      quiet=0
+      if [ "$i" -lt 30 ]; then kill -s TERM $_left 2>/dev/null; else kill -s KILL $_left 2>/dev/null; fi
+    fi
+    sleep 0.1; i=$((i + 1))
   done
-  if [ -n "$_left" ]; then
-    kill -s KILL $_left 2>/dev/null
-    i=0
-    while [ -n "$_left" ] && [ "$i" -lt 20 ]; do sleep 0.1; i=$((i + 1)); _left=$(marked "$marker"); done
-  fi
+  # Two passes: an agent the session launched just before it died may only now finish daemonizing.
+  for _pass in 1 2; do
+    if [ -n "$dage" ] && ! other_desktops "$marker"; then agents="$agents $(hidden_agents "$dage")"; fi
+    kill_agents "$agents"
+    agents=
+    [ "$_pass" = 1 ] && sleep 0.5
+  done
   # The files of display N are only ours to remove if no other live desktop has taken N since.
   if runtime_dir; then
     _owner=$(tr -cd 0-9 < "$RDIR/$n.pid" 2>/dev/null)
