@@ -6,7 +6,8 @@
 //   - typing reaches the xterm;
 //   - the gateway restarting (viewers told to reconnect) and the gateway crashing (socket dropped):
 //     the page reconnects by itself to the same desktop, the typed text still there;
-//   - ending the session shows "ended"; a revoked sign-in shows "expired" after a reload.
+//   - ending the session shows "ended"; a changed host key is refused until re-trusted; a revoked
+//     sign-in shows "expired" after a reload.
 // Screenshots of the instances page and a connected desktop go to docs/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -334,6 +335,42 @@ void test(
     await page.reload();
     await waitForViewerState('ended');
     assert.match((await page.textContent('[data-testid="overlay-ended"]')) ?? '', /This session has ended/);
+  },
+);
+
+void test(
+  'a changed host key is refused loudly until the owner re-trusts it',
+  { skip, timeout: 2 * STEP_MS },
+  async () => {
+    const token = await accessToken();
+    const list = await api<{ data: Array<{ id: string }> }>('GET', '/api/instances', undefined, token);
+    const instanceId = list.body.data[0]!.id;
+    // As if the instance had been rebuilt since: the pinned key is not the one it presents.
+    const wrong = `SHA256:${'A'.repeat(43)}`;
+    const patched = await api('PATCH', `/api/instances/${instanceId}`, { hostKeyFingerprint: wrong }, token);
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+
+    await page.goto(`${gateway.url}/instances`);
+    await page.click('[data-testid="instance"] [data-testid="test"]');
+    const check = page.locator('[data-testid="connection-check"]');
+    await check.locator('text=The host key of this instance has changed').waitFor();
+    assert.equal(
+      await check.locator('[data-testid="presented-fingerprint"]').textContent(),
+      sshd.hostKeyFingerprint,
+    );
+    const retrust = check.locator('[data-testid="retrust-host-key"]');
+    assert.equal(await retrust.isDisabled(), true, 're-trusting needs an explicit confirmation');
+    await check.locator('[data-testid="mismatch-understood"]').check();
+    await retrust.click();
+    await check.locator('text=Matches the pinned key').waitFor();
+    await page.click('dialog >> text=Done');
+    const after = await api<{ data: { hostKeyFingerprint: string } }>(
+      'GET',
+      `/api/instances/${instanceId}`,
+      undefined,
+      token,
+    );
+    assert.equal(after.body.data.hostKeyFingerprint, sshd.hostKeyFingerprint);
   },
 );
 
