@@ -146,8 +146,10 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   );
   const sweeper = new IdleSweeper(sessions, activity, logger, config.sessions.cleanupIntervalMs);
 
+  // Typed as Fastify's logger so the app is a plain FastifyInstance for every route module.
+  const fastifyLogger: FastifyBaseLogger = logger;
   const app = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
+    loggerInstance: fastifyLogger,
     trustProxy: config.http.trustProxy,
     bodyLimit: config.http.bodyLimitBytes,
     genReqId: () => newId(),

@@ -17,7 +17,7 @@ const dialects: { name: string; open(): Promise<{ store: Store; cleanup(): Promi
     async open() {
       const dir = mkdtempSync(join(tmpdir(), 'clouddesk-store-'));
       const store = await openStore({ databaseUrl: null, dataDir: dir });
-      return { store, cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+      return { store, cleanup: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
     },
   },
   {
@@ -92,7 +92,10 @@ for (const dialect of dialects) {
 
     async function newUserRow() {
       const id = randomUUID();
-      assert.equal(await users.create({ id, email: `${id}@example.com`, password_hash: 'h', created_at: 1 }), true);
+      assert.equal(
+        await users.create({ id, email: `${id}@example.com`, password_hash: 'h', created_at: 1 }),
+        true,
+      );
       return id;
     }
 
@@ -103,7 +106,12 @@ for (const dialect of dialects) {
 
     test('a second account with the same email is refused without touching the first', async () => {
       const id = await newUserRow();
-      const again = await users.create({ id: randomUUID(), email: `${id}@example.com`, password_hash: 'x', created_at: 2 });
+      const again = await users.create({
+        id: randomUUID(),
+        email: `${id}@example.com`,
+        password_hash: 'x',
+        created_at: 2,
+      });
       assert.equal(again, false);
       assert.equal((await users.findByEmail(`${id}@example.com`))?.password_hash, 'h');
     });
@@ -111,11 +119,22 @@ for (const dialect of dialects) {
     test('a refresh token can be marked used exactly once; revoking a family stops the rest', async () => {
       const userId = await newUserRow();
       const family = randomUUID();
-      const a = { id: randomUUID(), user_id: userId, family_id: family, expires_at: 10_000, used_at: null, revoked_at: null, created_at: 1 };
+      const a = {
+        id: randomUUID(),
+        user_id: userId,
+        family_id: family,
+        expires_at: 10_000,
+        used_at: null,
+        revoked_at: null,
+        created_at: 1,
+      };
       const b = { ...a, id: randomUUID() };
       await users.addRefreshToken(a);
       await users.addRefreshToken(b);
-      const results = await Promise.all([users.markRefreshTokenUsed(a.id, 5), users.markRefreshTokenUsed(a.id, 6)]);
+      const results = await Promise.all([
+        users.markRefreshTokenUsed(a.id, 5),
+        users.markRefreshTokenUsed(a.id, 6),
+      ]);
       assert.deepEqual(results.sort(), [false, true]);
       await users.revokeFamily(family, 7);
       assert.equal(await users.markRefreshTokenUsed(b.id, 8), false);

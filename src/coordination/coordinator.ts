@@ -14,8 +14,7 @@ export interface LockHandle {
 
 /** A command any node can send; the node holding the affected viewers acts on it. */
 export type ClusterCommand =
-  | { type: 'end-session'; sessionId: string; reason: string }
-  | { type: 'sign-out-user'; userId: string };
+  { type: 'end-session'; sessionId: string; reason: string } | { type: 'sign-out-user'; userId: string };
 
 export interface ViewerLease {
   sessionId: string;

@@ -27,7 +27,10 @@ export const redactPaths = [
   'res.headers["set-cookie"]',
 ];
 
-export function createLogger(options: { level: string; name?: string }, destination?: DestinationStream): Logger {
+export function createLogger(
+  options: { level: string; name?: string },
+  destination?: DestinationStream,
+): Logger {
   return pino(
     {
       level: options.level,
