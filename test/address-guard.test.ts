@@ -7,7 +7,16 @@ const code = (e: unknown) => (e instanceof AppError ? e.code : String(e));
 
 test('refuses loopback, link-local (metadata endpoint), unspecified and mapped loopback by default', async () => {
   const guard = new AddressGuard({ allowedCidrs: [], deniedCidrs: [] });
-  for (const host of ['127.0.0.1', '127.8.9.10', '169.254.169.254', '0.0.0.0', '::1', '::', 'fe80::1', '::ffff:127.0.0.1']) {
+  for (const host of [
+    '127.0.0.1',
+    '127.8.9.10',
+    '169.254.169.254',
+    '0.0.0.0',
+    '::1',
+    '::',
+    'fe80::1',
+    '::ffff:127.0.0.1',
+  ]) {
     await assert.rejects(guard.check(host), (e) => code(e) === 'INSTANCE_ADDRESS_FORBIDDEN', host);
   }
   assert.equal(await guard.check('203.0.113.7'), '203.0.113.7');

@@ -64,10 +64,7 @@ test('with no secrets set, a single node generates them once into the data folde
     assert.equal(statSync(file).mode & 0o777, 0o600);
     const second = loadConfig({ DATA_DIR: dir });
     assert.equal(second.secrets.jwtAccessSecret, first.secrets.jwtAccessSecret);
-    assert.deepEqual(
-      second.secrets.encryption.keys.get('k1'),
-      first.secrets.encryption.keys.get('k1'),
-    );
+    assert.deepEqual(second.secrets.encryption.keys.get('k1'), first.secrets.encryption.keys.get('k1'));
     assert.ok(!readFileSync(file, 'utf8').includes(TEST_SECRETS.ENCRYPTION_KEY));
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -83,7 +80,11 @@ test('a shared database requires explicit secrets (processes must agree on them)
 
 test('previous encryption keys are kept for reading under their ids', () => {
   const old = 'ff'.repeat(32);
-  const config = loadConfig({ ...TEST_SECRETS, ENCRYPTION_KEY_ID: 'k2', ENCRYPTION_PREVIOUS_KEYS: `k1:${old}` });
+  const config = loadConfig({
+    ...TEST_SECRETS,
+    ENCRYPTION_KEY_ID: 'k2',
+    ENCRYPTION_PREVIOUS_KEYS: `k1:${old}`,
+  });
   assert.equal(config.secrets.encryption.currentKeyId, 'k2');
   assert.deepEqual([...config.secrets.encryption.keys.keys()].sort(), ['k1', 'k2']);
 });

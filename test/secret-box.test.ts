@@ -27,7 +27,13 @@ test('a ciphertext moved to another row, or tampered with, does not open', () =>
 test('after rotation, old ciphertexts still open and are reported stale', () => {
   const before = new SecretBox('k1', new Map([['k1', k1]]));
   const sealed = before.seal('s3cret', 'ctx');
-  const after = new SecretBox('k2', new Map([['k1', k1], ['k2', k2]]));
+  const after = new SecretBox(
+    'k2',
+    new Map([
+      ['k1', k1],
+      ['k2', k2],
+    ]),
+  );
   assert.equal(after.open(sealed, 'ctx'), 's3cret');
   assert.equal(after.isStale(sealed), true);
   assert.equal(after.seal('x', 'ctx').keyId, 'k2');

@@ -13,7 +13,9 @@ export const REFRESH_COOKIE = 'cd_refresh';
 
 const Credentials = strictObject({ email: Email, password: Type.String({ minLength: 1, maxLength: 256 }) });
 const Registration = strictObject({ email: Email, password: Password });
-const RefreshBody = strictObject({ refreshToken: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) });
+const RefreshBody = strictObject({
+  refreshToken: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+});
 
 export function registerAuthRoutes(
   app: FastifyInstance,
@@ -57,7 +59,8 @@ export function registerAuthRoutes(
       setRefreshCookie(request, reply, result.refreshToken);
       return reply.send(data(result));
     } catch (e) {
-      if (e instanceof AppError && e.code === 'INVALID_CREDENTIALS') await guard.signInFailed(email, request.ip);
+      if (e instanceof AppError && e.code === 'INVALID_CREDENTIALS')
+        await guard.signInFailed(email, request.ip);
       throw e;
     }
   });
@@ -76,5 +79,7 @@ export function registerAuthRoutes(
     return reply.status(204).send();
   });
 
-  r.get('/api/auth/me', { preHandler: deps.authenticate }, async (request) => data(await auth.me(request.userId)));
+  r.get('/api/auth/me', { preHandler: deps.authenticate }, async (request) =>
+    data(await auth.me(request.userId)),
+  );
 }

@@ -233,7 +233,8 @@ export function loadConfig(env: Env = process.env): Config {
     r.problems.push('ENCRYPTION_KEY must be 32 bytes as 64 hex characters or base64');
   }
   const currentKeyId = r.string('ENCRYPTION_KEY_ID', 'k1');
-  if (!/^[A-Za-z0-9_-]{1,32}$/.test(currentKeyId)) r.problems.push('ENCRYPTION_KEY_ID must be 1-32 of [A-Za-z0-9_-]');
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(currentKeyId))
+    r.problems.push('ENCRYPTION_KEY_ID must be 1-32 of [A-Za-z0-9_-]');
   const keys = new Map<string, Buffer>();
   // ENCRYPTION_PREVIOUS_KEYS=id:key,id:key — older keys kept for reading while rows are re-sealed.
   for (const entry of r.list('ENCRYPTION_PREVIOUS_KEYS')) {
@@ -329,7 +330,9 @@ export function loadConfig(env: Env = process.env): Config {
       token: r.optional('METRICS_TOKEN'),
       port: metricsPortRaw === undefined ? null : r.int('METRICS_PORT', 9464, 0, 65535),
     },
-    log: { level: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) },
+    log: {
+      level: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    },
     shutdown: { timeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000) },
     cluster: {
       workers: r.int('WORKERS', 1, 0, 256),

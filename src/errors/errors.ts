@@ -69,7 +69,11 @@ export const errorCatalogue = {
   // sessions
   SESSION_NOT_FOUND: { status: 404, message: 'No such session', log: false },
   SESSION_ENDED: { status: 410, message: 'This session has ended', log: false },
-  SESSION_LIMIT_REACHED: { status: 429, message: 'You have reached the maximum number of sessions', log: false },
+  SESSION_LIMIT_REACHED: {
+    status: 429,
+    message: 'You have reached the maximum number of sessions',
+    log: false,
+  },
   TICKET_INVALID: { status: 401, message: 'The connect ticket is invalid, used or expired', log: false },
 
   // dependencies and the process
@@ -93,7 +97,10 @@ export class AppError extends Error {
     options: { message?: string; details?: Record<string, unknown>; cause?: unknown } = {},
   ) {
     const entry = errorCatalogue[code];
-    super(options.message ?? entry.message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      options.message ?? entry.message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = 'AppError';
     this.code = code;
     this.status = entry.status;

@@ -18,7 +18,18 @@ const fastifyCodes: Partial<Record<string, ErrorCode>> = {
 };
 
 /** Error codes of a PostgreSQL server that went away or refuses connections. */
-const storeDownCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+const storeDownCodes = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'ETIMEDOUT',
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08001',
+  '08003',
+  '08006',
+]);
 
 export function isStoreUnavailable(e: unknown): boolean {
   const err = e as { code?: unknown; message?: unknown } | null;
@@ -40,7 +51,9 @@ export function toAppError(e: unknown): AppError | null {
     const first = fe.validation[0];
     const where = fe.validationContext ?? 'body';
     const path = first?.instancePath ? first.instancePath.replace(/^\//, '').replace(/\//g, '.') : '';
-    const message = first ? `${where}${path ? `.${path}` : ''} ${first.message ?? 'is not valid'}` : undefined;
+    const message = first
+      ? `${where}${path ? `.${path}` : ''} ${first.message ?? 'is not valid'}`
+      : undefined;
     return new AppError('VALIDATION_FAILED', { message });
   }
   const mapped = typeof fe?.code === 'string' ? fastifyCodes[fe.code] : undefined;
@@ -59,7 +72,8 @@ export function registerErrorHandling(app: FastifyInstance, hooks: ErrorHooks = 
       hooks.onError?.(known.code, known.status);
       const retryAfter = known.details?.retryAfterSeconds;
       if (typeof retryAfter === 'number') void reply.header('Retry-After', String(retryAfter));
-      const details = known.details && Object.keys(known.details).length > 0 ? { details: known.details } : {};
+      const details =
+        known.details && Object.keys(known.details).length > 0 ? { details: known.details } : {};
       return reply
         .status(known.status)
         .send({ error: { code: known.code, message: known.message, ...details } });
@@ -72,6 +86,8 @@ export function registerErrorHandling(app: FastifyInstance, hooks: ErrorHooks = 
   });
 
   app.setNotFoundHandler((_request, reply) => {
-    return reply.status(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: errorCatalogue.ROUTE_NOT_FOUND.message } });
+    return reply
+      .status(404)
+      .send({ error: { code: 'ROUTE_NOT_FOUND', message: errorCatalogue.ROUTE_NOT_FOUND.message } });
   });
 }

@@ -26,7 +26,11 @@ export function originMatches(origin: string, allowed: readonly string[]): boole
   return false;
 }
 
-export function isOriginAllowed(origin: string, host: string | undefined, allowed: readonly string[]): boolean {
+export function isOriginAllowed(
+  origin: string,
+  host: string | undefined,
+  allowed: readonly string[],
+): boolean {
   if (host !== undefined) {
     try {
       if (new URL(origin).host === host) return true;

@@ -2,7 +2,10 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 import { idPattern } from '../lib/ids.js';
 
-export const IdParams = Type.Object({ id: Type.String({ pattern: idPattern, maxLength: 36 }) }, { additionalProperties: false });
+export const IdParams = Type.Object(
+  { id: Type.String({ pattern: idPattern, maxLength: 36 }) },
+  { additionalProperties: false },
+);
 
 export const Email = Type.String({ format: 'email', minLength: 3, maxLength: 254 });
 export const Password = Type.String({ minLength: 8, maxLength: 256 });

@@ -56,8 +56,10 @@ export function registerInstanceRoutes(
     data(await instances.get(request.userId, request.params.id)),
   );
 
-  r.patch('/api/instances/:id', { preHandler, schema: { params: IdParams, body: PatchInstanceBody } }, async (request) =>
-    data(await instances.update(request.userId, request.params.id, request.body)),
+  r.patch(
+    '/api/instances/:id',
+    { preHandler, schema: { params: IdParams, body: PatchInstanceBody } },
+    async (request) => data(await instances.update(request.userId, request.params.id, request.body)),
   );
 
   r.delete('/api/instances/:id', { preHandler, schema: { params: IdParams } }, async (request, reply) => {

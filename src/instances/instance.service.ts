@@ -121,7 +121,10 @@ export class InstanceService {
   async target(row: InstanceRow): Promise<SshTarget> {
     const address = await this.deps.guard.check(row.host);
     const auth = JSON.parse(
-      this.deps.secrets.open({ keyId: row.secret_key_id, ciphertext: row.secret_ciphertext }, sealContext(row.id)),
+      this.deps.secrets.open(
+        { keyId: row.secret_key_id, ciphertext: row.secret_ciphertext },
+        sealContext(row.id),
+      ),
     ) as SshAuth;
     return {
       host: address,

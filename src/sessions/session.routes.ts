@@ -13,7 +13,11 @@ const ConnectBody = strictObject({
 
 export function registerSessionRoutes(
   app: FastifyInstance,
-  deps: { sessions: SessionService; authenticate: preHandlerAsyncHookHandler; onSetupDuration?: (ms: number) => void },
+  deps: {
+    sessions: SessionService;
+    authenticate: preHandlerAsyncHookHandler;
+    onSetupDuration?: (ms: number) => void;
+  },
 ): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
   const { sessions } = deps;
@@ -35,14 +39,20 @@ export function registerSessionRoutes(
     data(await sessions.ticket(request.userId, request.params.id)),
   );
 
-  r.get('/api/sessions/active', { preHandler }, async (request) => data(await sessions.listActive(request.userId)));
+  r.get('/api/sessions/active', { preHandler }, async (request) =>
+    data(await sessions.listActive(request.userId)),
+  );
 
   r.get('/api/sessions/:id', { preHandler, schema: { params: IdParams } }, async (request) =>
     data(await sessions.get(request.userId, request.params.id)),
   );
 
-  r.post('/api/sessions/disconnect/:id', { preHandler, schema: { params: IdParams } }, async (request, reply) => {
-    await sessions.disconnect(request.userId, request.params.id);
-    return reply.send(data({ sessionId: request.params.id, status: 'ended' }));
-  });
+  r.post(
+    '/api/sessions/disconnect/:id',
+    { preHandler, schema: { params: IdParams } },
+    async (request, reply) => {
+      await sessions.disconnect(request.userId, request.params.id);
+      return reply.send(data({ sessionId: request.params.id, status: 'ended' }));
+    },
+  );
 }

@@ -70,15 +70,20 @@ export class SessionService {
     const instance = await this.deps.instances.getRow(userId, instanceId);
     const lockWait = this.options.startTimeoutMs + 15_000;
     // One connect at a time per user and instance: a second click waits and gets the same desktop.
-    return this.deps.coordinator.withLock(`connect:${userId}:${instanceId}`, lockWait + 5_000, lockWait, async () => {
-      const live = await this.deps.sessions.findLive(userId, instanceId);
-      if (live) {
-        const reused = await this.tryReuse(live, instance);
-        if (reused) return reused;
-      }
-      const session = await this.reserve(userId, instance, desktopEnvironment);
-      return this.startDesktop(session, instance, desktopEnvironment);
-    });
+    return this.deps.coordinator.withLock(
+      `connect:${userId}:${instanceId}`,
+      lockWait + 5_000,
+      lockWait,
+      async () => {
+        const live = await this.deps.sessions.findLive(userId, instanceId);
+        if (live) {
+          const reused = await this.tryReuse(live, instance);
+          if (reused) return reused;
+        }
+        const session = await this.reserve(userId, instance, desktopEnvironment);
+        return this.startDesktop(session, instance, desktopEnvironment);
+      },
+    );
   }
 
   /** A fresh single-use ticket for an existing, live session (reconnecting viewers). */
@@ -92,7 +97,10 @@ export class SessionService {
   async listActive(userId: string): Promise<PublicSession[]> {
     const rows = await this.deps.sessions.listLiveByUser(userId);
     const viewers = await this.deps.coordinator.countViewers(rows.map((r) => r.id));
-    return rows.map((r) => ({ ...toPublicSession(r, viewers.get(r.id) ?? 0), instanceName: r.instance_name }));
+    return rows.map((r) => ({
+      ...toPublicSession(r, viewers.get(r.id) ?? 0),
+      instanceName: r.instance_name,
+    }));
   }
 
   async get(userId: string, sessionId: string): Promise<PublicSession> {
@@ -161,7 +169,10 @@ export class SessionService {
     if (live.status === 'active') {
       let alive = false;
       try {
-        alive = await this.deps.desktops.isAlive(await this.deps.instances.target(instance), this.handleOf(live));
+        alive = await this.deps.desktops.isAlive(
+          await this.deps.instances.target(instance),
+          this.handleOf(live),
+        );
       } catch (e) {
         // The instance could not be asked (down, key mismatch…): say so rather than start a 2nd desktop.
         if (isAppError(e)) throw e;
@@ -183,7 +194,11 @@ export class SessionService {
   }
 
   /** Takes one of the user's session slots, atomically across the cluster. */
-  private async reserve(userId: string, instance: InstanceRow, desktopEnvironment: string): Promise<SessionRow> {
+  private async reserve(
+    userId: string,
+    instance: InstanceRow,
+    desktopEnvironment: string,
+  ): Promise<SessionRow> {
     return this.deps.coordinator.withLock(`user-sessions:${userId}`, 10_000, 10_000, async () => {
       if ((await this.deps.sessions.countLive(userId)) >= this.options.maxPerUser) {
         throw new AppError('SESSION_LIMIT_REACHED');
@@ -289,7 +304,12 @@ export class SessionService {
         ),
       };
     }
-    return { display: row.display!, transport: 'unix', socketPath: row.socket_path!, pid: row.desktop_pid ?? 0 };
+    return {
+      display: row.display!,
+      transport: 'unix',
+      socketPath: row.socket_path!,
+      pid: row.desktop_pid ?? 0,
+    };
   }
 
   private async websocketUrl(userId: string, sessionId: string): Promise<string> {

@@ -63,7 +63,11 @@ export const migrations: Record<string, Migration> = {
         .addColumn('ended_at', 'bigint')
         .addColumn('end_reason', 'text')
         .execute();
-      await db.schema.createIndex('sessions_user_status').on('sessions').columns(['user_id', 'status']).execute();
+      await db.schema
+        .createIndex('sessions_user_status')
+        .on('sessions')
+        .columns(['user_id', 'status'])
+        .execute();
       await db.schema.createIndex('sessions_status').on('sessions').column('status').execute();
       // At most one live session per user and instance, even with two gateways racing.
       await db.schema
@@ -75,7 +79,8 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
     async down(db: Kysely<unknown>) {
-      for (const t of ['sessions', 'instances', 'refresh_tokens', 'users']) await db.schema.dropTable(t).execute();
+      for (const t of ['sessions', 'instances', 'refresh_tokens', 'users'])
+        await db.schema.dropTable(t).execute();
     },
   },
 };

@@ -12,7 +12,11 @@ import { TEST_SECRETS } from './test-secrets.js';
 
 export { TEST_SECRETS };
 
-export function testConfig(env: Record<string, string> = {}): { config: Config; dataDir: string; cleanup(): void } {
+export function testConfig(env: Record<string, string> = {}): {
+  config: Config;
+  dataDir: string;
+  cleanup(): void;
+} {
   const dataDir = mkdtempSync(join(tmpdir(), 'clouddesk-test-'));
   const config = loadConfig({
     DATA_DIR: dataDir,
@@ -62,10 +66,21 @@ let userCounter = 0;
 export async function newUser(
   gw: Gateway,
   overrides: { email?: string; password?: string } = {},
-): Promise<{ id: string; email: string; password: string; accessToken: string; refreshToken: string; auth: { authorization: string } }> {
+): Promise<{
+  id: string;
+  email: string;
+  password: string;
+  accessToken: string;
+  refreshToken: string;
+  auth: { authorization: string };
+}> {
   const email = overrides.email ?? `user${++userCounter}-${Date.now()}@example.com`;
   const password = overrides.password ?? 'correct horse battery staple';
-  const res = await gw.app.inject({ method: 'POST', url: '/api/auth/register', payload: { email, password } });
+  const res = await gw.app.inject({
+    method: 'POST',
+    url: '/api/auth/register',
+    payload: { email, password },
+  });
   if (res.statusCode !== 201) throw new Error(`register failed: ${res.statusCode} ${res.body}`);
   const body = res.json<{ data: { user: { id: string }; accessToken: string; refreshToken: string } }>().data;
   return {
