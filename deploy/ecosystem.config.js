@@ -5,7 +5,7 @@
 //   pm2 reload clouddesk      # rolling: each process drains (SIGTERM) before the next restarts
 //
 // CommonJS on purpose (deploy/package.json): PM2 loads this file with require().
-// Not run on the build machine (PM2 is not installed there); checked by loading it with node.
+// Run with PM2 6.0.14 on the build machine (see deploy/README.md): start, reload, stop.
 'use strict';
 
 const path = require('node:path');
@@ -45,9 +45,9 @@ module.exports = {
         // from (never in this file). Several processes need PostgreSQL + Redis to share state.
       },
       increment_var: 'METRICS_PORT',
+      // PM2 stops a process with SIGINT (PM2_KILL_SIGNAL in the daemon's environment changes it); the
+      // gateway drains on SIGINT exactly as on SIGTERM.
       kill_timeout: drainMs + 5000,
-      // SIGTERM is what the gateway drains on (PM2 sends SIGINT by default).
-      kill_signal: 'SIGTERM',
       shutdown_with_message: false,
       max_memory_restart: '2G',
       autorestart: true,
