@@ -177,7 +177,7 @@ export function startApp(root: HTMLElement): void {
 }
 
 function createView(ctx: AppContext, route: Route | null): View {
-  switch (route?.name) {
+  switch (route?.name ?? '') {
     case 'signIn':
       return authView(ctx, 'sign-in');
     case 'signUp':
@@ -187,7 +187,7 @@ function createView(ctx: AppContext, route: Route | null): View {
     case 'sessions':
       return sessionsView(ctx);
     case 'desktop':
-      return desktopView(ctx, route.params.sessionId ?? '');
+      return desktopView(ctx, route?.params.sessionId ?? '');
     default:
       return notFound();
   }

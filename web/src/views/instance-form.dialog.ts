@@ -313,10 +313,11 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     const fields = [name, host, port, username, password, passphrase, fingerprint];
     fields.forEach((f) => f.setError(null));
     formError.textContent = '';
-    let firstBad: HTMLElement | null = null;
+    // Every field that failed, in form order: focus goes to the first.
+    const invalid: HTMLElement[] = [];
     const bad = (f: Field, message: string) => {
       f.setError(message);
-      firstBad ??= f.input;
+      invalid.push(f.input);
     };
     const nameValue = name.input.value.trim();
     const hostValue = host.input.value.trim();
@@ -344,13 +345,13 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
       if (text === '') {
         if (!editing || typeChanged) {
           setKeyMessage('Choose or paste the private key.', 'error');
-          firstBad ??= keyFile;
+          invalid.push(keyFile);
         }
       } else {
         const info = inspectPrivateKey(text);
         if (!info.ok) {
           setKeyMessage(info.problem ?? 'This does not look like an SSH private key.', 'error');
-          firstBad ??= keyFile;
+          invalid.push(keyFile);
         } else if (info.encrypted && passphrase.input.value === '') {
           bad(passphrase, 'This key is protected: enter its passphrase.');
         } else {
@@ -366,8 +367,8 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     } else {
       auth = { type: 'password', password: password.input.value };
     }
-    if (firstBad) {
-      (firstBad as HTMLElement).focus();
+    if (invalid.length > 0) {
+      invalid[0]!.focus();
       return null;
     }
 
@@ -400,7 +401,7 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     submit.disabled = true;
     submit.classList.add('is-busy');
     const call = existing
-      ? ctx.api.updateInstance(existing.id, body as InstancePatch)
+      ? ctx.api.updateInstance(existing.id, body)
       : ctx.api.createInstance(body as InstanceInput);
     call.then(
       (instance) => {

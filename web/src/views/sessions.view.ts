@@ -12,7 +12,6 @@ const REFRESH_MS = 15_000;
 
 export function sessionsView(ctx: AppContext): View {
   let sessions: ActiveSession[] = [];
-  let timer: number | undefined;
   let destroyed = false;
 
   const body = h('div', { class: 'sessions', 'aria-busy': 'true' });
@@ -184,7 +183,7 @@ export function sessionsView(ctx: AppContext): View {
     ),
   );
   void load();
-  timer = window.setInterval(tick, REFRESH_MS);
+  const timer = window.setInterval(tick, REFRESH_MS);
   document.addEventListener('visibilitychange', tick);
 
   return {
