@@ -9,7 +9,14 @@
 import { createHash, randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import ssh2 from 'ssh2';
-import type { Client as Ssh2Client, ClientChannel, ConnectConfig } from 'ssh2';
+import type {
+  Client as Ssh2Client,
+  ClientChannel,
+  ConnectConfig,
+  ParsedKey,
+  PasswordAuthMethod,
+  PublicKeyAuthMethod,
+} from 'ssh2';
 import { AppError } from '../errors/errors.js';
 import { systemClock, type Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
@@ -49,8 +56,11 @@ interface TargetState {
   waiters: Set<() => void>;
 }
 
-/** The parsed form of a credential, checked once before we dial. */
-type Credential = { password: string } | { privateKey: string; passphrase?: string };
+/**
+ * A credential ready for ssh2. A private key is parsed (and decrypted) once per dial and handed over parsed:
+ * decrypting an OpenSSH key runs bcrypt synchronously, and ssh2 would otherwise do it a second time.
+ */
+type Credential = { password: string } | { privateKey: ParsedKey };
 
 const DEFAULT_MAX_OUTPUT = 1024 * 1024;
 const CLOSE_GRACE_MS = 2_000;
@@ -300,7 +310,6 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
   // ---- connections ----
 
   private async acquire(target: SshTarget): Promise<Connection> {
-    const credential = parseCredential(target.auth);
     const identity = identityOf(target);
     const targetKey = `${target.host}\0${target.port}`;
     for (;;) {
@@ -311,7 +320,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
       if (open) return this.take(open);
       const t = this.targetState(targetKey);
       if (t.handshakes < this.opts.maxHandshakesPerTarget) {
-        return this.take(this.dial(target, credential, identity, targetKey, t));
+        return this.take(this.dial(target, identity, targetKey, t));
       }
       await this.waitForHandshakeSlot(t);
     }
@@ -366,13 +375,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     });
   }
 
-  private dial(
-    target: SshTarget,
-    credential: Credential,
-    identity: string,
-    targetKey: string,
-    t: TargetState,
-  ): Connection {
+  private dial(target: SshTarget, identity: string, targetKey: string, t: TargetState): Connection {
     const conn: Connection = {
       id: this.nextId++,
       identity,
@@ -393,6 +396,8 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     const log = { connection: conn.id, host: target.host, port: target.port, username: target.username };
     conn.ready = (async () => {
       try {
+        // Only when dialing: callers sharing an open connection never pay for parsing the key again.
+        const credential = parseCredential(target.auth);
         for (let attempt = 0; ; attempt++) {
           try {
             await this.connectOnce(conn, target, credential);
@@ -494,6 +499,11 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
         if (!settled) settle(closedBeforeReady());
         else if (conn.client === client) this.drop(conn);
       });
+      // The auth handler takes an already parsed key; `privateKey` would only take text and parse it again.
+      const method: PasswordAuthMethod | PublicKeyAuthMethod =
+        'password' in credential
+          ? { type: 'password', username: target.username, password: credential.password }
+          : { type: 'publickey', username: target.username, key: credential.privateKey };
       const config: ConnectConfig = {
         host: target.host,
         port: target.port,
@@ -510,7 +520,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
           }
           return true;
         },
-        ...credential,
+        authHandler: [method],
       };
       try {
         client.connect(config);
@@ -550,14 +560,12 @@ function parseCredential(auth: SshAuth): Credential {
     case 'password':
       return { password: auth.password };
     case 'privateKey': {
-      const parsed = utils.parseKey(auth.privateKey, auth.passphrase);
-      const key = Array.isArray(parsed) ? (parsed as unknown[])[0] : parsed;
-      if (key instanceof Error || key === undefined) {
+      const parsed: unknown = utils.parseKey(auth.privateKey, auth.passphrase);
+      const key: unknown = Array.isArray(parsed) ? (parsed as unknown[])[0] : parsed;
+      if (key === undefined || key instanceof Error || (key as ParsedKey).getPrivatePEM() === null) {
         throw new AppError('INVALID_PRIVATE_KEY');
       }
-      return auth.passphrase === undefined
-        ? { privateKey: auth.privateKey }
-        : { privateKey: auth.privateKey, passphrase: auth.passphrase };
+      return { privateKey: key as ParsedKey };
     }
   }
 }
