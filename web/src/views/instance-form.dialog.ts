@@ -178,6 +178,10 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     keyMessage.textContent = text;
     keyMessage.className =
       tone === 'error' ? 'field-hint field-error' : tone === 'ok' ? 'field-hint field-ok' : 'field-hint';
+    // The drop zone's border says the same at a glance.
+    dropzone.classList.toggle('has-file', tone === 'ok');
+    dropzone.classList.toggle('has-error', tone === 'error');
+    if (tone === 'error') keyMessage.scrollIntoView({ block: 'nearest' });
   };
   const acceptKey = (text: string, source: string) => {
     keyText = text;
@@ -206,7 +210,6 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
     file.text().then(
       (text) => {
         keyStatus.textContent = file.name;
-        dropzone.classList.add('has-file');
         keyPaste.value = '';
         acceptKey(text, file.name);
       },
@@ -235,7 +238,6 @@ export function openInstanceForm(ctx: AppContext, existing: Instance | null): Pr
   });
   keyPaste.addEventListener('input', () => {
     keyStatus.textContent = editing ? 'A key is stored. Choose a file to replace it.' : 'No file chosen';
-    dropzone.classList.remove('has-file');
     acceptKey(keyPaste.value, 'Pasted');
   });
 
