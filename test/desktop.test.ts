@@ -31,10 +31,10 @@ const logger = createLogger({ level: 'silent' });
 const started: Array<{ service: DesktopService; handle: DesktopHandle }> = [];
 
 before(async () => {
-  // The second test user: other test files start desktops for cdtest1, and stop() treats per-user agents
-  // (gpg-agent) differently while another desktop of the same user runs.
-  sshd = await startSshd({ users: 2 });
-  const user = sshd.users[1]!;
+  // A test user of its own: other test files start desktops for cdtest1/cdtest2, and stop() leaves per-user
+  // agents (gpg-agent) alone while another desktop of the same user runs.
+  sshd = await startSshd({ usernames: ['cdtestdesk'] });
+  const user = sshd.users[0]!;
   pool = new SshPool({
     maxChannelsPerConnection: 64,
     keepaliveIntervalMs: 10_000,
@@ -201,7 +201,7 @@ void describe('DesktopService', () => {
     assert.equal(handle.transport, 'unix');
     if (handle.transport !== 'unix') return;
     // Only the instance user can reach the desktop: a 0600 socket in a 0700 folder of theirs.
-    const uid = sshd.users[1]!.uid;
+    const uid = sshd.users[0]!.uid;
     const socketStat = statSync(handle.socketPath);
     assert.equal(socketStat.mode & 0o777, 0o600);
     assert.equal(socketStat.uid, uid);
@@ -278,7 +278,7 @@ void describe('DesktopService', () => {
     assert.ok(running.length >= 3);
     // xfce starts ssh-agent and gpg-agent, which make themselves non-dumpable: the marker in their
     // environment cannot be read, not by the instance user nor by the scan here. They must go too.
-    const uid = sshd.users[1]!.uid;
+    const uid = sshd.users[0]!.uid;
     await waitFor('ssh-agent and gpg-agent', async () => (await agentsOf(uid)).length >= 2);
     const agents = await agentsOf(uid);
 

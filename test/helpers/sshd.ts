@@ -43,6 +43,11 @@ export interface SshdFixture {
 export interface StartSshdOptions {
   /** How many test users (cdtest1…cdtestN). Default 1. */
   users?: number;
+  /**
+   * Test users by name instead (each must start with `cdtest`), for a test that must not share its user
+   * with other test files — e.g. one that counts the user's processes.
+   */
+  usernames?: string[];
   /** sshd MaxStartups, default '100:30:200' (the OpenSSH default 10:30:100 drops bursts of handshakes). */
   maxStartups?: string;
   /** Extra sshd_config lines. They come first, so they win over our defaults (sshd keeps the first value). */
@@ -302,8 +307,10 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<SshdFixtur
   const hostKeyFingerprint = fingerprintOfPublicKeyLine(hostKey.pub);
 
   const users: SshdTestUser[] = [];
-  for (let i = 1; i <= (opts.users ?? 1); i++) {
-    const username = `cdtest${i}`;
+  const usernames = opts.usernames ?? Array.from({ length: opts.users ?? 1 }, (_, i) => `cdtest${i + 1}`);
+  for (const username of usernames) {
+    if (!/^cdtest[a-z0-9]{1,20}$/.test(username))
+      throw new Error(`test user names start with cdtest: ${username}`);
     const account = await ensureUser(username);
     const passphrase = randomBytes(12).toString('base64url');
     const plain = await sshKeygen(join(dir, `${username}_ed25519`), '', `${username}@clouddesk-test`);
