@@ -8,7 +8,8 @@
 //     the page reconnects by itself to the same desktop, the typed text still there;
 //   - ending the session shows "ended"; a changed host key is refused until re-trusted; a revoked
 //     sign-in shows "expired" after a reload.
-// Screenshots of the instances page and a connected desktop go to docs/screenshots/.
+// Screenshots of the instances page, a connection test and a connected desktop go to
+// docs/screenshots/ when run with UPDATE_SCREENSHOTS=1.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -175,11 +176,16 @@ async function waitForViewerState(state: string): Promise<void> {
   await page.waitForSelector(`[data-testid="viewer"][data-state="${state}"]`, { timeout: STEP_MS });
 }
 
+/**
+ * Screenshots for the README: written to docs/screenshots/ with UPDATE_SCREENSHOTS=1, otherwise into
+ * the test's temp folder (so a plain test run leaves the tracked files alone).
+ */
 async function shoot(name: string): Promise<void> {
-  await mkdir(SCREENSHOTS, { recursive: true });
+  const dir = process.env.UPDATE_SCREENSHOTS === '1' ? SCREENSHOTS : workDir;
+  await mkdir(dir, { recursive: true });
   // Notices that happen to be on screen would only date the picture.
   await page.evaluate(`document.querySelectorAll('.toast').forEach((t) => t.remove())`);
-  await page.screenshot({ path: join(SCREENSHOTS, name) });
+  await page.screenshot({ path: join(dir, name) });
 }
 
 void test('a wrong password is refused with a clear message', { skip, timeout: 2 * STEP_MS }, async () => {
