@@ -81,7 +81,7 @@ async function rejectsWith(promise: Promise<unknown>, code: string): Promise<App
 }
 
 /** A loopback TCP forwarder in front of sshd that counts connections and can drop, cut or freeze them. */
-class Proxy {
+class CountingProxy {
   accepted = 0;
   /** Accepted connections to close at once before any byte (what sshd does past MaxStartups). */
   dropNext = 0;
@@ -204,7 +204,7 @@ void describe('SshPool: logins', () => {
   });
 
   void it('refuses a wrong password with SSH_AUTH_FAILED, without retrying', async () => {
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pool = newPool();
     await rejectsWith(
       pool.exec(
@@ -218,7 +218,7 @@ void describe('SshPool: logins', () => {
   });
 
   void it('rejects an unreadable key or a wrong passphrase with INVALID_PRIVATE_KEY before dialing', async () => {
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pool = newPool();
     const at = { port: proxy.port };
     await rejectsWith(
@@ -287,7 +287,7 @@ void describe('SshPool: host keys', () => {
     const ok = await pool.exec(passwordTarget({ hostKeyFingerprint: sshd.hostKeyFingerprint }), 'true');
     assert.equal(ok.code, 0);
 
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pinned = 'SHA256:' + 'A'.repeat(43);
     const err = await rejectsWith(
       pool.exec(passwordTarget({ port: proxy.port, hostKeyFingerprint: pinned }), 'true'),
@@ -300,7 +300,7 @@ void describe('SshPool: host keys', () => {
 
 void describe('SshPool: sharing and limits', () => {
   void it('shares one connection (and one handshake) between concurrent callers', async () => {
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pool = newPool();
     const target = passwordTarget({ port: proxy.port });
     const results = await Promise.all(Array.from({ length: 8 }, (_, i) => pool.exec(target, `echo ${i}`)));
@@ -314,7 +314,7 @@ void describe('SshPool: sharing and limits', () => {
   });
 
   void it('opens another connection when one carries maxChannelsPerConnection channels, and reuses freed slots', async () => {
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pool = newPool({ maxChannelsPerConnection: 2 });
     const target = passwordTarget({ port: proxy.port });
     // direct-tcpip channels to sshd's own port stay open until we close them.
@@ -336,7 +336,7 @@ void describe('SshPool: sharing and limits', () => {
   });
 
   void it('keeps at most maxHandshakesPerTarget handshakes in flight; the others queue and succeed', async () => {
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pool = newPool({ maxHandshakesPerTarget: 2 });
     const seen: number[] = [];
     proxy.onAccept.push(() => seen.push(pool.stats().handshakesInFlight));
@@ -373,7 +373,7 @@ void describe('SshPool: sharing and limits', () => {
   });
 
   void it('retries a handshake the server dropped, a bounded number of times', async () => {
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pool = newPool({ handshakeRetries: 3 });
     proxy.dropNext = 2;
     const result = await pool.exec(passwordTarget({ port: proxy.port }), 'echo ok');
@@ -423,7 +423,7 @@ void describe('SshPool: connection lifecycle', () => {
   });
 
   void it('drops a connection whose network path died, and dials anew on the next call', async () => {
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pool = newPool();
     const target = passwordTarget({ port: proxy.port });
     await pool.exec(target, 'true');
@@ -436,7 +436,7 @@ void describe('SshPool: connection lifecycle', () => {
   });
 
   void it('notices a silent peer by keepalive and drops the connection', async () => {
-    const proxy = await new Proxy().start(sshd.port);
+    const proxy = await new CountingProxy().start(sshd.port);
     const pool = newPool({ keepaliveIntervalMs: 200, keepaliveCountMax: 2 });
     await pool.exec(passwordTarget({ port: proxy.port }), 'true');
     const closed = once(pool, 'connection-closed');
