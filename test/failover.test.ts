@@ -234,7 +234,7 @@ void describe('scale-out failover: 3 gateways behind HAProxy', { timeout: 600_00
     [redis, pg, sshd] = await Promise.all([
       startRedisServer(),
       startPostgresServer(),
-      startSshd({ users: 3 }),
+      startSshd({ usernames: ['cdtestfo1', 'cdtestfo2', 'cdtestfo3'] }),
     ]);
     dataDir = await mkdtemp(join(tmpdir(), 'cd-failover-'));
     for (let i = 0; i < 3; i++) {
