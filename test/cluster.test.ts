@@ -140,6 +140,8 @@ if (cluster.isWorker) {
             METRICS_PORT: String(metricsPort),
             METRICS_TOKEN: 'tok',
             DATA_DIR: dataDir,
+            // Workers share tickets, limits and leases only through Redis (config refuses otherwise).
+            REDIS_URL: 'redis://127.0.0.1:6379',
             LOG_LEVEL: 'warn',
             SHUTDOWN_TIMEOUT_MS: '3000',
           },

@@ -96,3 +96,11 @@ test('durations parse with units', () => {
   assert.equal(parseDuration('30'), 30_000);
   assert.equal(parseDuration('1 week'), null);
 });
+
+test('several workers without Redis are refused (they could not share tickets or limits)', () => {
+  assert.throws(() => loadConfig({ ...TEST_SECRETS, WORKERS: '2' }), /needs REDIS_URL/);
+  assert.equal(
+    loadConfig({ ...TEST_SECRETS, WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:6379' }).cluster.workers,
+    2,
+  );
+});

@@ -340,6 +340,13 @@ export function loadConfig(env: Env = process.env): Config {
     },
   };
 
+  // Worker processes share tickets, limits and viewer leases only through Redis: in-process
+  // coordination per worker would refuse a ticket issued by a sibling.
+  if (config.cluster.workers !== 1 && redisUrl === null) {
+    r.problems.push(
+      'WORKERS (--workers) other than 1 needs REDIS_URL: worker processes coordinate through Redis',
+    );
+  }
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze(config);
 }

@@ -73,6 +73,8 @@ function isServerPath(url: string): boolean {
   return (
     url === '/api' ||
     url.startsWith('/api/') ||
+    url === '/metrics' ||
+    url.startsWith('/metrics?') ||
     url === '/vnc' ||
     url.startsWith('/vnc?') ||
     url.startsWith('/vnc/')
