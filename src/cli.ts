@@ -3,10 +3,8 @@
 // (0 = one per core) that all share the port. Flags override WORKERS from the environment.
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
-import { loadConfig, ConfigError, type Config } from './config/config.js';
-import { createLogger } from './observability/logger.js';
 import { runCluster } from './cluster/cluster-supervisor.js';
-import { handleSignals, startGateway } from './main.js';
+import { createProcessLogger, handleSignals, loadConfigOrExit, startGateway } from './main.js';
 
 const usage = 'usage: clouddesk start [--workers N]   (N = 0: one worker per core; default: WORKERS or 1)';
 
@@ -20,19 +18,10 @@ async function main(argv: string[]): Promise<void> {
     process.stderr.write(`${usage}\n`);
     process.exit(values.help ? 0 : 2);
   }
-  let config: Config;
-  try {
-    config = loadConfig(
-      values.workers === undefined ? process.env : { ...process.env, WORKERS: values.workers },
-    );
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`${e.message}\n`);
-      process.exit(1);
-    }
-    throw e;
-  }
-  const logger = createLogger({ level: config.log.level });
+  const config = loadConfigOrExit(
+    values.workers === undefined ? process.env : { ...process.env, WORKERS: values.workers },
+  );
+  const logger = createProcessLogger(config);
   const workerLabel = cluster.isWorker ? String(cluster.worker?.id ?? 0) : '0';
   const startOne = async () => {
     const gateway = await startGateway(config, logger.child({ worker: workerLabel }), {

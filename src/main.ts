@@ -54,10 +54,10 @@ export function handleSignals(gateway: Gateway, config: Config, logger: Logger):
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-async function main(): Promise<void> {
-  let config: Config;
+/** Parses the configuration; on bad values prints every problem and exits non-zero. */
+export function loadConfigOrExit(env: Record<string, string | undefined> = process.env): Config {
   try {
-    config = loadConfig();
+    return loadConfig(env);
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(`${e.message}\n`);
@@ -65,8 +65,17 @@ async function main(): Promise<void> {
     }
     throw e;
   }
+}
+
+export function createProcessLogger(config: Config): Logger {
   const logger = createLogger({ level: config.log.level });
   process.on('unhandledRejection', (e) => logger.error({ err: e }, 'unhandled rejection'));
+  return logger;
+}
+
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  const logger = createProcessLogger(config);
   const gateway = await startGateway(config, logger);
   handleSignals(gateway, config, logger);
 }

@@ -188,6 +188,19 @@ function loadOrCreateSecrets(dataDir: string): StoredSecrets {
 }
 
 export function loadConfig(env: Env = process.env): Config {
+  // Validate everything first with stand-in secrets, so a bad configuration writes nothing to disk;
+  // only a valid one generates (or reads) the data folder's secrets.
+  parseConfig(env, () => placeholderSecrets);
+  return parseConfig(env, loadOrCreateSecrets);
+}
+
+const placeholderSecrets: StoredSecrets = {
+  jwtAccessSecret: 'x'.repeat(43),
+  jwtRefreshSecret: 'x'.repeat(43),
+  encryptionKey: '0'.repeat(64),
+};
+
+function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets): Config {
   const r = new Reader(env);
   const dataDir = resolve(r.string('DATA_DIR', './data'));
   const databaseUrl = r.optional('DATABASE_URL');
@@ -217,7 +230,7 @@ export function loadConfig(env: Env = process.env): Config {
         `${missing.join(', ')} must be set when DATABASE_URL is set (every gateway process must share them)`,
       );
     } else {
-      stored = loadOrCreateSecrets(dataDir);
+      stored = obtainSecrets(dataDir);
       generated = true;
     }
   }
