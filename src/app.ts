@@ -189,6 +189,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     guard: deps.signInGuard ?? rateLimits,
     authenticate,
     refreshTtlSeconds: config.auth.refreshTtlSeconds,
+    publishSignOut: (userId) => coordinator.publish({ type: 'sign-out-user', userId }),
   });
   registerInstanceRoutes(app, { instances, sessions, authenticate });
   registerSessionRoutes(app, {

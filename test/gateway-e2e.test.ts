@@ -202,6 +202,28 @@ describe('gateway end to end (sshd + TigerVNC)', () => {
     await gw.app.inject({ method: 'POST', url: `/api/sessions/disconnect/${sessionId}`, headers: user.auth });
   });
 
+  test("signing out everywhere revokes refresh tokens and closes the user's viewers with 4001", async () => {
+    const user = await newUser(gw);
+    const instance = await newInstance(gw, user, target(0));
+    const res = await connect(user, instance.id);
+    const viewer = await openViewer(res.json().data.websocketUrl);
+    await viewer.handshake();
+    const out = await gw.app.inject({ method: 'POST', url: '/api/auth/logout-all', headers: user.auth });
+    assert.equal(out.statusCode, 204);
+    assert.equal(await viewer.closed, 4001);
+    const refresh = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/refresh',
+      payload: { refreshToken: user.refreshToken },
+    });
+    assert.equal(refresh.statusCode, 401);
+    await gw.app.inject({
+      method: 'POST',
+      url: `/api/sessions/disconnect/${res.json().data.sessionId}`,
+      headers: user.auth,
+    });
+  });
+
   test('an idle session (no viewer for 30 min) is ended by the sweeper, which stops its desktop', async () => {
     const user = await newUser(gw);
     const instance = await newInstance(gw, user, target(1));

@@ -24,6 +24,7 @@ export function registerAuthRoutes(
     guard: SignInGuard;
     authenticate: preHandlerAsyncHookHandler;
     refreshTtlSeconds: number;
+    publishSignOut: (userId: string) => Promise<void>;
   },
 ): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
@@ -75,6 +76,14 @@ export function registerAuthRoutes(
   r.post('/api/auth/logout', { schema: { body: Type.Optional(RefreshBody) } }, async (request, reply) => {
     const token = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE];
     if (token) await auth.logout(token);
+    reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
+    return reply.status(204).send();
+  });
+
+  // Every refresh token of the user revoked, and their viewers closed on every node (4001).
+  r.post('/api/auth/logout-all', { preHandler: deps.authenticate }, async (request, reply) => {
+    await auth.signOutEverywhere(request.userId);
+    await deps.publishSignOut(request.userId);
     reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
     return reply.status(204).send();
   });

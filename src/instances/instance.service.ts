@@ -120,12 +120,10 @@ export class InstanceService {
   /** The SSH target for a row: credentials opened, host re-resolved and re-checked right now. */
   async target(row: InstanceRow): Promise<SshTarget> {
     const address = await this.deps.guard.check(row.host);
-    const auth = JSON.parse(
-      this.deps.secrets.open(
-        { keyId: row.secret_key_id, ciphertext: row.secret_ciphertext },
-        sealContext(row.id),
-      ),
-    ) as SshAuth;
+    const sealed = { keyId: row.secret_key_id, ciphertext: row.secret_ciphertext };
+    const plaintext = this.deps.secrets.open(sealed, sealContext(row.id));
+    if (this.deps.secrets.isStale(sealed)) await this.reseal(row, plaintext);
+    const auth = JSON.parse(plaintext) as SshAuth;
     return {
       host: address,
       port: row.port,
@@ -133,6 +131,15 @@ export class InstanceService {
       auth,
       hostKeyFingerprint: row.host_key_fingerprint,
     };
+  }
+
+  /** After a key rotation, credentials sealed under an older key are re-sealed as they are used. */
+  private async reseal(row: InstanceRow, plaintext: string): Promise<void> {
+    const fresh = this.deps.secrets.seal(plaintext, sealContext(row.id));
+    await this.deps.instances.update(row.user_id, row.id, {
+      secret_ciphertext: fresh.ciphertext,
+      secret_key_id: fresh.keyId,
+    });
   }
 
   async pinHostKey(row: InstanceRow, fingerprint: string): Promise<void> {
