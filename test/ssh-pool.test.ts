@@ -296,6 +296,23 @@ void describe('SshPool: host keys', () => {
     assert.deepEqual(err.details, { expected: pinned, actual: sshd.hostKeyFingerprint });
     assert.equal(proxy.accepted, 1);
   });
+
+  void it('after pinning on first use the same connection is reused; a wrong pin on it is refused', async () => {
+    const proxy = await new CountingProxy().start(sshd.port);
+    const pool = newPool();
+    const first = await pool.exec(passwordTarget({ port: proxy.port, hostKeyFingerprint: null }), 'true');
+    const pinned = await pool.exec(
+      passwordTarget({ port: proxy.port, hostKeyFingerprint: first.hostKeyFingerprint }),
+      'true',
+    );
+    assert.equal(pinned.code, 0);
+    assert.equal(proxy.accepted, 1);
+    const wrong = 'SHA256:' + 'B'.repeat(43);
+    await rejectsWith(
+      pool.exec(passwordTarget({ port: proxy.port, hostKeyFingerprint: wrong }), 'true'),
+      'HOST_KEY_MISMATCH',
+    );
+  });
 });
 
 void describe('SshPool: sharing and limits', () => {
@@ -346,7 +363,8 @@ void describe('SshPool: sharing and limits', () => {
       privateKey: user.encryptedPrivateKey,
       passphrase: user.passphrase,
     };
-    // Six different login identities to one host:port: six connections.
+    // Three login identities to one host:port, each used unpinned and pinned (a pin learnt on first
+    // use does not need a new connection): three connections.
     const targets = [null, sshd.hostKeyFingerprint].flatMap((fp) =>
       [passwordTarget().auth, keyAuth, encAuth].map((auth) =>
         passwordTarget({ port: proxy.port, auth, hostKeyFingerprint: fp }),
@@ -354,8 +372,8 @@ void describe('SshPool: sharing and limits', () => {
     );
     const results = await Promise.all(targets.map((t) => pool.exec(t, 'echo ok')));
     assert.ok(results.every((r) => r.stdout === 'ok\n'));
-    assert.equal(proxy.accepted, 6);
-    assert.equal(pool.stats().connections, 6);
+    assert.equal(proxy.accepted, 3);
+    assert.equal(pool.stats().connections, 3);
     assert.ok(Math.max(...seen) <= 2, `handshakes in flight went to ${Math.max(...seen)}`);
   });
 

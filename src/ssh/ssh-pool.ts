@@ -317,7 +317,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
       const open = (this.byIdentity.get(identity) ?? []).find(
         (c) => c.state !== 'closed' && c.slots < this.opts.maxChannelsPerConnection,
       );
-      if (open) return this.take(open);
+      if (open) return this.take(open, target.hostKeyFingerprint);
       const t = this.targetState(targetKey);
       if (t.handshakes < this.opts.maxHandshakesPerTarget) {
         return this.take(this.dial(target, identity, targetKey, t));
@@ -326,7 +326,11 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     }
   }
 
-  private async take(conn: Connection): Promise<Connection> {
+  /**
+   * Takes a slot once the connection is up. A connection shared across a host-key pin (dialed before
+   * the key was pinned, on first use) is only handed out if the key it saw is the pinned one.
+   */
+  private async take(conn: Connection, pinned: string | null = null): Promise<Connection> {
     conn.slots++;
     conn.idleSince = null;
     try {
@@ -338,6 +342,10 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     if (conn.state === 'closed') {
       conn.slots--;
       throw new AppError('SSH_UNREACHABLE', { message: 'The SSH connection closed' });
+    }
+    if (pinned !== null && !sameFingerprint(conn.fingerprint ?? '', pinned)) {
+      this.release(conn);
+      throw new AppError('HOST_KEY_MISMATCH', { details: { expected: pinned, actual: conn.fingerprint } });
     }
     return conn;
   }
@@ -570,14 +578,18 @@ function parseCredential(auth: SshAuth): Credential {
   }
 }
 
-/** Who we log in as, where, with which credential and expected host key; the secret only as a hash. */
+/**
+ * Who we log in as, where and with which credential; the secret only as a hash. The pinned host key
+ * is not part of it: pinning a key on first use must not open a second connection (take() checks the
+ * key a shared connection saw against the pin).
+ */
 function identityOf(target: SshTarget): string {
   const h = createHash('sha256');
   const secret =
     target.auth.type === 'password'
       ? ['password', target.auth.password]
       : ['privateKey', target.auth.privateKey, target.auth.passphrase ?? ''];
-  h.update(JSON.stringify([target.host, target.port, target.username, target.hostKeyFingerprint, ...secret]));
+  h.update(JSON.stringify([target.host, target.port, target.username, ...secret]));
   return h.digest('base64url');
 }
 
