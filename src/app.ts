@@ -95,6 +95,13 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const sshPool = new SshPool({ ...config.ssh, logger: logger.child({ component: 'ssh' }), clock });
   const desktops = new DesktopService({
     pool: sshPool,
+    reserveDisplay: async (target, display) => {
+      const lock = await coordinator.tryLock(
+        `display:${target.host}:${target.port}:${display}`,
+        config.desktop.startTimeoutMs + 10_000,
+      );
+      return lock && (() => coordinator.unlock(lock));
+    },
     logger: logger.child({ component: 'desktop' }),
     clock,
     options: config.desktop,

@@ -186,14 +186,14 @@ function contractSuite(name: string, make: () => Harness & { close(): Promise<vo
       await nodes[1]!.unlock(again);
     });
 
-    void it('withLock gives up with COORDINATION_UNAVAILABLE when the lock stays held', async () => {
+    void it('withLock gives up with BUSY (503, retry) when the lock stays held', async () => {
       const [a, b] = await h.nodes(2);
       const key = `busy:${randomBytes(4).toString('hex')}`;
       const held = await a!.tryLock(key, 30_000);
       assert.ok(held);
       await assert.rejects(
         b!.withLock(key, 1_000, 50, () => Promise.resolve('ran')),
-        isUnavailable,
+        (e: unknown) => e instanceof AppError && e.code === 'BUSY' && e.status === 503,
       );
       await a!.unlock(held);
     });

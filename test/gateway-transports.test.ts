@@ -163,3 +163,55 @@ describe('instances that do not behave', () => {
     }
   });
 });
+
+describe('heartbeat', () => {
+  let sshd: SshdFixture;
+  let gw: TestGateway;
+  let base: string;
+
+  before(async () => {
+    sshd = await startSshd();
+    gw = await buildTestGateway({ WS_PING_INTERVAL_MS: '200', WS_MISSED_PONGS: '2' });
+    gw.start();
+    await gw.app.listen({ host: '127.0.0.1', port: 0 });
+    base = `127.0.0.1:${(gw.app.server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await gw?.cleanup();
+    await sshd?.stop();
+  });
+
+  test('a viewer that answers pings stays; one that misses two pongs is dropped', async () => {
+    const user = await newUser(gw);
+    const instance = await newInstance(gw, user, { host: sshd.host, port: sshd.port, user: sshd.users[0]! });
+    const connect = () =>
+      gw.app.inject({
+        method: 'POST',
+        url: '/api/sessions/connect',
+        headers: user.auth,
+        payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
+      });
+    const first = await connect();
+    const alive = await RfbTestClient.open(`ws://${base}${first.json().data.websocketUrl}`, {
+      origin: `http://${base}`,
+    });
+    const second = await connect();
+    const silent = await RfbTestClient.open(`ws://${base}${second.json().data.websocketUrl}`, {
+      origin: `http://${base}`,
+      autoPong: false,
+    });
+    // The silent one is cut off (no close frame: the peer looks dead) ...
+    assert.equal(await silent.closed, 1006);
+    // ... while the answering one has seen more pings than the silent one was allowed to miss.
+    let pings = 0;
+    await new Promise<void>((resolve) => alive.ws.on('ping', () => ++pings === 4 && resolve()));
+    assert.equal(alive.closeCode, null);
+    alive.close();
+    await alive.closed;
+    await gw.app.inject({
+      method: 'POST',
+      url: `/api/sessions/disconnect/${first.json().data.sessionId}`,
+      headers: user.auth,
+    });
+  });
+});

@@ -145,7 +145,7 @@ export async function withLockPolling<T>(
       }
     }
     if (Date.now() >= deadline) {
-      throw new AppError('COORDINATION_UNAVAILABLE', { message: 'Timed out waiting for a cluster lock' });
+      throw new AppError('BUSY', { details: { retryAfterSeconds: 2 } });
     }
     await sleep(delay + Math.random() * delay);
     delay = Math.min(delay * 2, 200);

@@ -68,6 +68,12 @@ export interface DesktopServiceDeps {
   options: DesktopServiceOptions;
   /** Secret generator for the per-desktop VNC password (tcp transport): 8 of [A-Za-z0-9]. */
   newVncPassword?: () => string;
+  /**
+   * Cluster-wide reservation of one display on one instance while a start tries it (the plan's
+   * `SET NX EX` port lock, moved to where a race remains): resolves to a release function, or null
+   * when another gateway is starting a desktop on that display right now.
+   */
+  reserveDisplay?: (target: SshTarget, display: number) => Promise<(() => Promise<void>) | null>;
 }
 
 /** Attempts on further displays after Xvnc died at start for a reason other than a taken display. */
@@ -111,12 +117,14 @@ export class DesktopService {
   private readonly vncPath: string;
   /** Displays a start in this process is trying right now, per instance: never hand one out twice. */
   private readonly starting = new Map<string, Set<number>>();
+  private readonly reserveDisplay: NonNullable<DesktopServiceDeps['reserveDisplay']>;
 
   constructor(deps: DesktopServiceDeps) {
     this.pool = deps.pool;
     this.logger = deps.logger;
     this.options = deps.options;
     this.newVncPassword = deps.newVncPassword ?? generateVncPassword;
+    this.reserveDisplay = deps.reserveDisplay ?? (() => Promise.resolve(() => Promise.resolve()));
     const { displayMin, displayMax, geometry, vncSearchPath } = deps.options;
     if (
       !Number.isInteger(displayMin) ||
@@ -142,7 +150,8 @@ export class DesktopService {
   /**
    * Picks a free display in [displayMin, displayMax] on the instance, starts Xvnc + the desktop there,
    * waits until the RFB banner answers and returns the handle (and the host key this login saw).
-   * The caller holds the per-instance cluster lock; this process never hands out a display twice.
+   * This process never tries a display twice at once; `reserveDisplay` extends that to the cluster
+   * (and a display taken anyway, e.g. by someone else on the instance, just moves on to the next).
    */
   async start(target: SshTarget, desktopEnvironment: DesktopEnvironmentId): Promise<StartedDesktop> {
     if (!isDesktopEnvironmentId(desktopEnvironment)) throw new AppError('DESKTOP_ENVIRONMENT_UNKNOWN');
@@ -183,7 +192,10 @@ export class DesktopService {
         const remaining = deadline - performance.now();
         if (remaining <= 0) break;
         reserved.add(display);
+        let release: (() => Promise<void>) | null = null;
         try {
+          release = await this.reserveDisplay(target, display);
+          if (release === null) continue; // another gateway is starting a desktop there right now
           const outcome = await this.startOn(target, display, desktopEnvironment, transport, remaining);
           if (outcome.kind === 'started') return outcome.started;
           if (outcome.kind === 'xvnc-died') {
@@ -193,6 +205,8 @@ export class DesktopService {
           // 'busy': someone took it since we looked; try the next one.
         } finally {
           reserved.delete(display);
+          // Once started, the display is held on the instance by Xvnc's own X lock.
+          if (release) await release();
         }
       }
     } finally {

@@ -79,6 +79,11 @@ export const errorCatalogue = {
   // dependencies and the process
   STORE_UNAVAILABLE: { status: 503, message: 'The database is unavailable', log: true },
   COORDINATION_UNAVAILABLE: { status: 503, message: 'Coordination (Redis) is unavailable', log: true },
+  BUSY: {
+    status: 503,
+    message: 'Another request for the same desktop is still running; retry shortly',
+    log: false,
+  },
   SHUTTING_DOWN: { status: 503, message: 'This server is shutting down; retry', log: false },
   INTERNAL: { status: 500, message: 'Internal error', log: true },
 } as const satisfies Record<string, { status: number; message: string; log: boolean }>;

@@ -237,19 +237,13 @@ export class SessionService {
     let target: SshTarget;
     try {
       target = await this.deps.instances.target(instance);
-      // Displays are per machine, whoever asks: one allocation at a time per instance address.
-      handle = await this.deps.coordinator.withLock(
-        `displays:${target.host}:${target.port}`,
-        this.options.startTimeoutMs + 10_000,
-        this.options.startTimeoutMs + 10_000,
-        async () => {
-          const started = await this.deps.desktops.start(target, desktopEnvironment);
-          if (instance.host_key_fingerprint === null) {
-            await this.deps.instances.pinHostKey(instance, started.hostKeyFingerprint);
-          }
-          return started.handle;
-        },
-      );
+      // Displays are per machine, whoever asks: the desktop service reserves each display it tries
+      // cluster-wide (see app.ts), so starts on one instance run side by side.
+      const started = await this.deps.desktops.start(target, desktopEnvironment);
+      if (instance.host_key_fingerprint === null) {
+        await this.deps.instances.pinHostKey(instance, started.hostKeyFingerprint);
+      }
+      handle = started.handle;
     } catch (e) {
       await this.deps.sessions.markEnded(session.id, 'start-failed', this.deps.clock.now());
       throw e;

@@ -73,12 +73,13 @@ export class RfbTestClient {
   /** Opens the WebSocket (rejects with the HTTP status on a refused upgrade). */
   static open(
     url: string,
-    options: { origin?: string; headers?: Record<string, string> } = {},
+    options: { origin?: string; headers?: Record<string, string>; autoPong?: boolean } = {},
   ): Promise<RfbTestClient> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, ['binary'], {
         headers: { ...(options.origin ? { origin: options.origin } : {}), ...options.headers },
         perMessageDeflate: false,
+        autoPong: options.autoPong ?? true,
       });
       ws.once('open', () => resolve(new RfbTestClient(ws)));
       ws.once('unexpected-response', (_req, res) => {
