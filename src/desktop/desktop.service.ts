@@ -71,7 +71,9 @@ export interface DesktopServiceDeps {
   /**
    * Cluster-wide reservation of one display on one instance while a start tries it (the plan's
    * `SET NX EX` port lock, moved to where a race remains): resolves to a release function, or null
-   * when another gateway is starting a desktop on that display right now.
+   * when another gateway is starting (or has just started) a desktop on that display. A failed try
+   * releases it; a successful start leaves it to lapse (its TTL covers any start still working from
+   * an older view of the free displays).
    */
   reserveDisplay?: (target: SshTarget, display: number) => Promise<(() => Promise<void>) | null>;
 }
@@ -197,7 +199,13 @@ export class DesktopService {
           release = await this.reserveDisplay(target, display);
           if (release === null) continue; // another gateway is starting a desktop there right now
           const outcome = await this.startOn(target, display, desktopEnvironment, transport, remaining);
-          if (outcome.kind === 'started') return outcome.started;
+          if (outcome.kind === 'started') {
+            // Keep the reservation until it lapses: starts that inspected the instance before this
+            // one finished still list the display as free, and must not each spend an SSH round
+            // trip finding out it is not. Later inspections see Xvnc's own X lock.
+            release = null;
+            return outcome.started;
+          }
           if (outcome.kind === 'xvnc-died') {
             xvncFailures++;
             lastTail = outcome.logTail;
@@ -205,7 +213,6 @@ export class DesktopService {
           // 'busy': someone took it since we looked; try the next one.
         } finally {
           reserved.delete(display);
-          // Once started, the display is held on the instance by Xvnc's own X lock.
           if (release) await release();
         }
       }
