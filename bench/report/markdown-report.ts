@@ -23,6 +23,12 @@ function bytes(v: number | null | undefined): string {
   return `${v.toFixed(0)} B`;
 }
 
+/** Per-session memory: a negative growth means GC freed more than the sessions took (noise at low counts). */
+function perSession(v: number | null | undefined): string {
+  if (v !== null && v !== undefined && v < 0) return 'below noise';
+  return bytes(v);
+}
+
 function num(v: number | null | undefined, digits = 2): string {
   return v === null || v === undefined ? '–' : v.toFixed(digits);
 }
@@ -32,7 +38,7 @@ function trio(l: LatencySummary): string {
 }
 
 function ratio(a: number | null | undefined, b: number | null | undefined): string {
-  if (a === null || a === undefined || b === null || b === undefined || b === 0) return '–';
+  if (a === null || a === undefined || b === null || b === undefined || b <= 0 || a < 0) return '–';
   return `${(a / b).toFixed(2)}×`;
 }
 
@@ -60,8 +66,8 @@ export function stepTable(steps: StepResult[]): string {
       s.stack === 'direct' ? '–' : num(s.cpu.gatewayCores),
       num(s.cpu.gatewaySecondsPerGB),
       num(s.cpu.sshdSecondsPerGB),
-      bytes(s.memory.perSessionBytes),
-      bytes(s.memory.stalled?.perStalledSessionBytes),
+      perSession(s.memory.perSessionBytes),
+      perSession(s.memory.stalled?.perStalledSessionBytes),
       ms(s.eventLoop.gatewayLagP99Ms),
       `${s.bytes.exact}/${s.bytes.live}`,
     ].join(' | '),
