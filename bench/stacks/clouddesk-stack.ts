@@ -59,6 +59,8 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
   const external = await externalStores(opts);
   const port = await freePort();
   const metricsToken = randomBytes(24).toString('base64url');
+  // Metrics on their own port: under --workers N only the primary's listener there sees every worker.
+  const metricsPort = await freePort();
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: process.env.HOME ?? '/root',
@@ -79,6 +81,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     VNC_DISPLAY_MAX: String(DISPLAY_MAX),
     DESKTOP_TRANSPORT: 'unix',
     METRICS_TOKEN: metricsToken,
+    METRICS_PORT: String(metricsPort),
     WORKERS: String(opts.workers),
     ...external.env,
     ...opts.env,
@@ -120,7 +123,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     sshd: sshd.group,
     accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = the sshd listener and its per-connection processes`,
     probeUrl: `${baseUrl}/api/health`,
-    gatewayMetrics: () => scrapeMetrics(baseUrl, metricsToken),
+    gatewayMetrics: () => scrapeMetrics(`http://127.0.0.1:${metricsPort}`, metricsToken),
     stop: async () => {
       // SIGTERM = the gateway's ordered shutdown (which ends its viewers); the profile, if asked for,
       // is written on that exit.
