@@ -3,9 +3,8 @@
 // framebuffer update from Xvnc → disconnect → the desktop's processes are gone.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { ManualClock } from '../src/lib/clock.js';
-import { buildTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
+import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
 import { isProcessAlive, startSshd, type SshdFixture } from './helpers/sshd.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
 
@@ -17,10 +16,9 @@ describe('gateway end to end (sshd + TigerVNC)', () => {
 
   before(async () => {
     sshd = await startSshd({ users: 2 });
-    gw = await buildTestGateway({ MAX_SESSIONS_PER_USER: '2', LOG_LEVEL: 'debug' }, { clock });
-    gw.start();
-    await gw.app.listen({ host: '127.0.0.1', port: 0 });
-    base = `127.0.0.1:${(gw.app.server.address() as AddressInfo).port}`;
+    const listening = await listenTestGateway({ MAX_SESSIONS_PER_USER: '2', LOG_LEVEL: 'debug' }, { clock });
+    gw = listening;
+    base = listening.base;
   });
   after(async () => {
     await gw?.cleanup();

@@ -6,7 +6,13 @@ import assert from 'node:assert/strict';
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { buildTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
+import {
+  buildTestGateway,
+  listenTestGateway,
+  newInstance,
+  newUser,
+  type TestGateway,
+} from './helpers/builders.js';
 import { startSshd, type SshdFixture } from './helpers/sshd.js';
 import { freePort } from './helpers/free-port.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
@@ -18,10 +24,9 @@ describe('TCP transport: the gateway answers the VNC password', () => {
 
   before(async () => {
     sshd = await startSshd();
-    gw = await buildTestGateway({ DESKTOP_TRANSPORT: 'tcp' });
-    gw.start();
-    await gw.app.listen({ host: '127.0.0.1', port: 0 });
-    base = `127.0.0.1:${(gw.app.server.address() as AddressInfo).port}`;
+    const listening = await listenTestGateway({ DESKTOP_TRANSPORT: 'tcp' });
+    gw = listening;
+    base = listening.base;
   });
   after(async () => {
     await gw?.cleanup();
@@ -171,10 +176,9 @@ describe('heartbeat', () => {
 
   before(async () => {
     sshd = await startSshd();
-    gw = await buildTestGateway({ WS_PING_INTERVAL_MS: '200', WS_MISSED_PONGS: '2' });
-    gw.start();
-    await gw.app.listen({ host: '127.0.0.1', port: 0 });
-    base = `127.0.0.1:${(gw.app.server.address() as AddressInfo).port}`;
+    const listening = await listenTestGateway({ WS_PING_INTERVAL_MS: '200', WS_MISSED_PONGS: '2' });
+    gw = listening;
+    base = listening.base;
   });
   after(async () => {
     await gw?.cleanup();

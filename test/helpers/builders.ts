@@ -3,6 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
@@ -59,6 +60,17 @@ export async function buildTestGateway(
       cleanup();
     },
   });
+}
+
+/** A test gateway with its timers running, listening on a free loopback port; `base` is host:port. */
+export async function listenTestGateway(
+  env: Record<string, string> = {},
+  deps: Partial<AppDeps> = {},
+): Promise<TestGateway & { base: string }> {
+  const gw = await buildTestGateway(env, deps);
+  gw.start();
+  await gw.app.listen({ host: '127.0.0.1', port: 0 });
+  return Object.assign(gw, { base: `127.0.0.1:${(gw.app.server.address() as AddressInfo).port}` });
 }
 
 let userCounter = 0;
