@@ -116,7 +116,12 @@ async function api<T>(
   } catch (e) {
     httpErrors++;
     if (e instanceof HttpError) throw e;
-    const code = e instanceof Error && e.name === 'TimeoutError' ? 'HTTP_TIMEOUT' : 'HTTP_NETWORK';
+    // fetch wraps socket errors in a TypeError whose cause carries the code (ECONNRESET, UND_ERR_SOCKET…).
+    const cause = e instanceof Error ? (e.cause as { code?: string } | undefined) : undefined;
+    const code =
+      e instanceof Error && e.name === 'TimeoutError'
+        ? 'HTTP_TIMEOUT'
+        : `HTTP_NETWORK${cause?.code ? `_${cause.code}` : ''}`;
     throw new HttpError(code, 0);
   }
 }

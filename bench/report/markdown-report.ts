@@ -268,6 +268,8 @@ export function renderMarkdown(result: BenchResult): string {
     if (s.bytes.firstMismatch) extra.push(`first byte mismatch: ${s.bytes.firstMismatch}`);
     if (s.simulator.updatesDropped)
       extra.push(`simulator dropped ${s.simulator.updatesDropped} updates (viewer not draining)`);
+    if (s.simulator.updatesLate)
+      extra.push(`simulator skipped ${s.simulator.updatesLate} update slots (its own event loop ran late)`);
     for (const n of s.notes) extra.push(n);
     if (s.cpuProfiles.length > 0) extra.push(`CPU profiles: ${s.cpuProfiles.join(', ')}`);
     lines.push(`- **${STACK[s.stack] ?? s.stack}, ${s.users} users**`, ...extra.map((e) => `  - ${e}`));

@@ -36,7 +36,10 @@ export interface SimulatorStats {
   bytesSent: number;
   bytesReceived: number;
   updatesSent: number;
+  /** Updates not sent because the connection's socket was not draining (backpressure, stalled viewer). */
   updatesDropped: number;
+  /** Update slots skipped because the simulator's own event loop ran late (it was starved of CPU). */
+  updatesLate: number;
   echoes: number;
   protocolErrors: number;
 }
@@ -87,6 +90,7 @@ export class DesktopSimulator {
     bytesReceived: 0,
     updatesSent: 0,
     updatesDropped: 0,
+    updatesLate: 0,
     echoes: 0,
     protocolErrors: 0,
   };
@@ -326,7 +330,7 @@ export class DesktopSimulator {
       if (now >= c.nextDue) {
         // Too far behind (the process was starved): skip ahead rather than burst.
         const skipped = Math.floor((now - c.nextDue) / interval) + 1;
-        this.totals.updatesDropped += skipped;
+        this.totals.updatesLate += skipped;
         c.nextDue += skipped * interval;
       }
     }
