@@ -9,7 +9,6 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { AppError } from '../src/errors/errors.js';
 import { createLogger } from '../src/observability/logger.js';
 import { SshPool, type SshTarget } from '../src/ssh/ssh-pool.js';
 import {
@@ -20,6 +19,7 @@ import {
 } from '../src/desktop/desktop.service.js';
 import { remoteCommand } from '../src/desktop/remote-script.js';
 import { isProcessAlive, processesWithEnv, startSshd, type SshdFixture } from './helpers/sshd.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 const GEOMETRY = '1024x768';
 const T = { timeout: 180_000 };
@@ -80,17 +80,6 @@ async function start(service: DesktopService, de: 'openbox' | 'xfce'): Promise<D
   started.push({ service, handle });
   assert.equal(hostKeyFingerprint, sshd.hostKeyFingerprint);
   return handle;
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: string): Promise<AppError> {
-  try {
-    await promise;
-  } catch (e) {
-    assert.ok(e instanceof AppError, `expected an AppError, got ${String(e)}`);
-    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
-    return e;
-  }
-  assert.fail(`expected ${code}, but it succeeded`);
 }
 
 /** Reads exact byte counts from a stream (the test's RFB client). */

@@ -10,12 +10,12 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { AppError } from '../src/errors/errors.js';
 import { ManualClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/observability/logger.js';
 import { SshPool, fingerprintOf, type SshPoolOptions, type SshTarget } from '../src/ssh/ssh-pool.js';
 import { freePort } from './helpers/free-port.js';
 import { startSshd, type SshdFixture, type SshdTestUser } from './helpers/sshd.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 let sshd: SshdFixture;
 let user: SshdTestUser;
@@ -67,17 +67,6 @@ function passwordTarget(overrides: Partial<SshTarget> = {}): SshTarget {
     hostKeyFingerprint: null,
     ...overrides,
   };
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: string): Promise<AppError> {
-  try {
-    await promise;
-  } catch (e) {
-    assert.ok(e instanceof AppError, `expected an AppError, got ${String(e)}`);
-    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
-    return e;
-  }
-  assert.fail(`expected ${code}, but it succeeded`);
 }
 
 /** A loopback TCP forwarder in front of sshd that counts connections and can drop, cut or freeze them. */

@@ -4,12 +4,12 @@
 // postmaster runs as our direct child (spawned with the postgres uid), so it is stopped by its PID:
 // SIGINT = PostgreSQL's "fast" shutdown (open sessions are ended, as when a server goes away).
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from './free-port.js';
+import { stopChild } from './child-process.js';
 
 const execFileP = promisify(execFile);
 const BIN = '/usr/lib/postgresql/15/bin';
@@ -118,12 +118,7 @@ export async function startPostgresServer(
   const stop = async (): Promise<void> => {
     const c = child;
     child = null;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = once(c, 'exit');
-    c.kill('SIGINT');
-    const timer = setTimeout(() => c.kill('SIGQUIT'), 10_000);
-    await exited;
-    clearTimeout(timer);
+    await stopChild(c, 'SIGINT', 'SIGQUIT', 10_000);
   };
 
   return {

@@ -6,8 +6,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { once } from 'node:events';
 import { freePort } from './free-port.js';
+import { stopChild } from './child-process.js';
 
 export interface RedisServerFixture {
   host: '127.0.0.1';
@@ -101,12 +101,7 @@ export async function startRedisServer(): Promise<RedisServerFixture> {
   const stop = async (): Promise<void> => {
     const c = child;
     child = null;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = once(c, 'exit');
-    c.kill('SIGTERM');
-    const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(timer);
+    await stopChild(c, 'SIGTERM', 'SIGKILL', 5_000);
   };
 
   return {
