@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/helpers/free-port.js';
@@ -44,7 +44,12 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
   // Our own marker: sshd keeps only the first SetEnv line, so this one replaces the fixture's, and the
   // harness ends the fake desktops itself by this marker.
   const marker = `CLOUDDESK_BENCH_RUN=${randomBytes(6).toString('hex')}`;
-  const fakeBin = join(benchDir, 'sim', 'fake-bin');
+  // The sshd test user must be able to run the fakes, wherever this checkout lives (a clone under a
+  // 0700 folder, as mktemp makes, is out of its reach): run them from a copy in a 0755 folder.
+  const fakeBin = await mkdtemp(join(tmpdir(), 'clouddesk-bench-bin-'));
+  const removeFakeBin = onCleanup('fake Xvnc folder', () => rm(fakeBin, { recursive: true, force: true }));
+  await cp(join(benchDir, 'sim', 'fake-bin'), fakeBin, { recursive: true });
+  await chmod(fakeBin, 0o755);
   const sshd = await startBenchSshd([
     `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.controlPort} ${marker}`,
   ]);
@@ -132,6 +137,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
       await external.stop();
       await sshd.stop();
       await removeData();
+      await removeFakeBin();
     },
   };
 }
