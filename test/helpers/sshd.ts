@@ -50,7 +50,10 @@ export interface StartSshdOptions {
   usernames?: string[];
   /** sshd MaxStartups, default '100:30:200' (the OpenSSH default 10:30:100 drops bursts of handshakes). */
   maxStartups?: string;
-  /** Extra sshd_config lines. They come first, so they win over our defaults (sshd keeps the first value). */
+  /**
+   * Extra sshd_config lines. They come first, so they win over our defaults (sshd keeps the first value).
+   * `SetEnv` lines before any `Match` are merged with the fixture's marker into one `SetEnv` line.
+   */
   extraConfig?: string[];
 }
 
@@ -204,6 +207,36 @@ export async function terminate(pids: number[], graceMs = 5_000): Promise<void> 
   signal(alive, 'SIGKILL');
 }
 
+const SET_ENV_LINE = /^\s*SetEnv\s+(.*)$/i;
+
+/** `NAME=value` entries of a `SetEnv` argument list, quotes kept as written (`FOO="a b"`, `"FOO=a b"`). */
+function setEnvEntries(args: string): string[] {
+  return args.match(/(?:"[^"]*"|[^\s"])+/g) ?? [];
+}
+
+function setEnvName(entry: string): string {
+  const plain = entry.replace(/"/g, '');
+  return plain.slice(0, plain.indexOf('=') === -1 ? plain.length : plain.indexOf('='));
+}
+
+/**
+ * One `SetEnv` line with the marker and every entry of the callers' global `SetEnv` lines: sshd keeps
+ * only the first `SetEnv` line it reads, so a second line (ours or theirs) would be silently dropped.
+ * For the same name the caller's first value wins, as sshd would have it; the marker's name is ours.
+ */
+function mergedSetEnv(marker: string, callerLines: string[]): string {
+  const markerName = setEnvName(marker);
+  const byName = new Map<string, string>();
+  for (const line of callerLines) {
+    for (const entry of setEnvEntries(SET_ENV_LINE.exec(line)?.[1] ?? '')) {
+      const name = setEnvName(entry);
+      if (name === markerName) throw new Error(`extraConfig must not set ${markerName}: stop() relies on it`);
+      if (!byName.has(name)) byName.set(name, entry);
+    }
+  }
+  return ['SetEnv', marker, ...byName.values()].join(' ');
+}
+
 function buildConfig(
   dir: string,
   port: number,
@@ -213,10 +246,16 @@ function buildConfig(
 ): string {
   const extra = opts.extraConfig ?? [];
   const matchAt = extra.findIndex((l) => /^\s*Match\s/i.test(l));
-  const before = matchAt === -1 ? extra : extra.slice(0, matchAt);
+  const global = matchAt === -1 ? extra : extra.slice(0, matchAt);
+  const before = global.filter((l) => !SET_ENV_LINE.test(l));
+  const setEnv = mergedSetEnv(
+    marker,
+    global.filter((l) => SET_ENV_LINE.test(l)),
+  );
   const after = matchAt === -1 ? [] : extra.slice(matchAt);
   return [
     ...before,
+    setEnv,
     `ListenAddress 127.0.0.1:${port}`,
     `HostKey ${join(dir, 'ssh_host_ed25519_key')}`,
     'PidFile none',
@@ -237,7 +276,6 @@ function buildConfig(
     'MaxSessions 100',
     'MaxAuthTries 6',
     'LogLevel VERBOSE',
-    `SetEnv ${marker}`,
     'Subsystem sftp internal-sftp',
     ...after,
     '',
