@@ -37,6 +37,26 @@ export interface MetricsOptions {
   sources?: MetricsSources;
   /** Default process metrics (heap, RSS, CPU, event loop); on unless turned off. */
   processMetrics?: boolean;
+  /** Event-loop delays sampled every LOOP_DELAY_RESOLUTION_MS; default a `monitorEventLoopDelay` of our own. */
+  loopDelay?: LoopDelayHistogram;
+}
+
+/** What the lag gauge reads of node's `IntervalHistogram` (values in nanoseconds). */
+export type LoopDelayHistogram = Pick<
+  IntervalHistogram,
+  'count' | 'max' | 'percentile' | 'reset' | 'enable' | 'disable'
+>;
+
+/** How often `monitorEventLoopDelay` samples, in ms. */
+export const LOOP_DELAY_RESOLUTION_MS = 10;
+
+/**
+ * Seconds of event-loop lag in one `monitorEventLoopDelay` value. Each sample is the time between two
+ * ticks of a timer set to the resolution, so it includes the resolution itself (an idle loop reads
+ * ~10.1 ms at a 10 ms resolution): the lag is what lies beyond it, never below 0.
+ */
+export function lagBeyondResolution(delayNs: number, resolutionMs = LOOP_DELAY_RESOLUTION_MS): number {
+  return Math.max(0, delayNs - resolutionMs * 1e6) / 1e9;
 }
 
 export type SetupOutcome = 'ok' | 'error';
@@ -49,7 +69,7 @@ const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 export class Metrics {
   readonly registry = new Registry();
   private sources: MetricsSources;
-  private readonly loopDelay: IntervalHistogram;
+  private readonly loopDelay: LoopDelayHistogram;
   private readonly setupDuration: Histogram<'outcome'>;
   private readonly viewerRtt: Histogram;
   private readonly rateLimitRejections: Counter<'limit'>;
@@ -111,20 +131,20 @@ export class Metrics {
     gaugeFromSource('clouddesk_ssh_connections', 'Pooled SSH connections open', (s) => s.sshConnections?.());
     gaugeFromSource('clouddesk_ssh_channels', 'SSH channels open (one per viewer)', (s) => s.sshChannels?.());
 
-    // Event-loop delay over the last scrape interval (reset after each scrape), in seconds.
-    this.loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    // Event-loop lag over the last scrape interval (reset after each scrape), in seconds.
+    this.loopDelay = options.loopDelay ?? monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
     this.loopDelay.enable();
     const loop = this.loopDelay;
     new Gauge({
       name: 'clouddesk_event_loop_lag_seconds',
-      help: 'Event-loop delay since the previous scrape',
+      help: `Event-loop delay since the previous scrape, beyond the monitor's ${LOOP_DELAY_RESOLUTION_MS} ms sampling interval (an idle loop reads ~0)`,
       labelNames: ['stat'] as const,
       registers: register,
       collect() {
         if (loop.count > 0) {
-          this.set({ stat: 'p50' }, loop.percentile(50) / 1e9);
-          this.set({ stat: 'p99' }, loop.percentile(99) / 1e9);
-          this.set({ stat: 'max' }, loop.max / 1e9);
+          this.set({ stat: 'p50' }, lagBeyondResolution(loop.percentile(50)));
+          this.set({ stat: 'p99' }, lagBeyondResolution(loop.percentile(99)));
+          this.set({ stat: 'max' }, lagBeyondResolution(loop.max));
         }
         loop.reset();
       },
