@@ -78,6 +78,13 @@ export interface DesktopServiceDeps {
   reserveDisplay?: (target: SshTarget, display: number) => Promise<(() => Promise<void>) | null>;
 }
 
+/**
+ * Free displays one inspection lists at most. The instance looks at displays until it has found this many, so a
+ * start costs the displays it looks at rather than one check per desktop already running there.
+ */
+const FREE_CANDIDATES = 32;
+/** Inspections one start makes at most when every display it was given turned out taken meanwhile. */
+const MAX_INSPECTIONS = 4;
 /** Attempts on further displays after Xvnc died at start for a reason other than a taken display. */
 const MAX_XVNC_FAILURES = 3;
 /** Bound on each liveness/readiness banner read. */
@@ -102,6 +109,13 @@ function generateVncPassword(): string {
 /** The environment entry every process of a desktop carries; `stop` finds stragglers by it. */
 export function desktopMarker(handle: Pick<DesktopHandle, 'display' | 'pid'>): string {
   return `CLOUDDESK_DESKTOP=${handle.display}-${handle.pid}`;
+}
+
+interface DisplayQuery {
+  min: number;
+  max: number;
+  from: number;
+  limit: number;
 }
 
 interface Inspection {
@@ -146,7 +160,7 @@ export class DesktopService {
 
   /** Logs in and reports the VNC server and the desktop environments installed. */
   async probe(target: SshTarget): Promise<DesktopProbe> {
-    return (await this.inspect(target, 1, 0)).probe;
+    return (await this.inspect(target, { min: 1, max: 0, from: 1, limit: 0 })).probe;
   }
 
   /**
@@ -158,7 +172,7 @@ export class DesktopService {
   async start(target: SshTarget, desktopEnvironment: DesktopEnvironmentId): Promise<StartedDesktop> {
     if (!isDesktopEnvironmentId(desktopEnvironment)) throw new AppError('DESKTOP_ENVIRONMENT_UNKNOWN');
     const deadline = performance.now() + this.options.startTimeoutMs;
-    const info = await this.inspect(target, this.options.displayMin, this.options.displayMax);
+    let info = await this.inspect(target, this.freeDisplayQuery());
     const vnc = info.probe.vncServer;
     if (!vnc) throw new AppError('VNC_SERVER_MISSING');
     if (!info.probe.desktopEnvironments.includes(desktopEnvironment)) {
@@ -188,33 +202,41 @@ export class DesktopService {
     let xvncFailures = 0;
     let lastTail: string[] = [];
     try {
-      for (const display of info.free) {
-        if (reserved.has(display)) continue;
-        if (xvncFailures >= MAX_XVNC_FAILURES) break;
-        const remaining = deadline - performance.now();
-        if (remaining <= 0) break;
-        reserved.add(display);
-        let release: (() => Promise<void>) | null = null;
-        try {
-          release = await this.reserveDisplay(target, display);
-          if (release === null) continue; // another gateway is starting a desktop there right now
-          const outcome = await this.startOn(target, display, desktopEnvironment, transport, remaining);
-          if (outcome.kind === 'started') {
-            // Keep the reservation until it lapses: starts that inspected the instance before this
-            // one finished still list the display as free, and must not each spend an SSH round
-            // trip finding out it is not. Later inspections see Xvnc's own X lock.
-            release = null;
-            return outcome.started;
+      for (let inspection = 1; ; inspection++) {
+        for (const display of info.free) {
+          if (reserved.has(display)) continue;
+          if (xvncFailures >= MAX_XVNC_FAILURES) break;
+          const remaining = deadline - performance.now();
+          if (remaining <= 0) break;
+          reserved.add(display);
+          let release: (() => Promise<void>) | null = null;
+          try {
+            release = await this.reserveDisplay(target, display);
+            if (release === null) continue; // another gateway is starting a desktop there right now
+            const outcome = await this.startOn(target, display, desktopEnvironment, transport, remaining);
+            if (outcome.kind === 'started') {
+              // Keep the reservation until it lapses: starts that inspected the instance before this
+              // one finished still list the display as free, and must not each spend an SSH round
+              // trip finding out it is not. Later inspections see Xvnc's own X lock.
+              release = null;
+              return outcome.started;
+            }
+            if (outcome.kind === 'xvnc-died') {
+              xvncFailures++;
+              lastTail = outcome.logTail;
+            }
+            // 'busy': someone took it since we looked; try the next one.
+          } finally {
+            reserved.delete(display);
+            if (release) await release();
           }
-          if (outcome.kind === 'xvnc-died') {
-            xvncFailures++;
-            lastTail = outcome.logTail;
-          }
-          // 'busy': someone took it since we looked; try the next one.
-        } finally {
-          reserved.delete(display);
-          if (release) await release();
         }
+        // Every display listed was taken meanwhile (starts racing on a busy instance): when the list was
+        // cut at its limit there are others to look at, from somewhere else in the range.
+        const more = info.free.length >= FREE_CANDIDATES;
+        if (!more || inspection >= MAX_INSPECTIONS || xvncFailures >= MAX_XVNC_FAILURES) break;
+        if (performance.now() >= deadline) break;
+        info = await this.inspect(target, this.freeDisplayQuery());
       }
     } finally {
       if (reserved.size === 0) this.starting.delete(key);
@@ -285,10 +307,24 @@ export class DesktopService {
 
   // ---- internals ----
 
-  private async inspect(target: SshTarget, min: number, max: number): Promise<Inspection> {
-    const res = await this.pool.exec(target, remoteCommand('probe', [min, max, this.vncPath]), {
-      stdin: remoteStdin(null),
-    });
+  /**
+   * Which displays to ask the instance about: the whole range when it is small (lowest free first), else up to
+   * FREE_CANDIDATES looked for from a random point, so concurrent starts on a busy instance rarely race for
+   * the same displays and none re-checks every display that is taken.
+   */
+  private freeDisplayQuery(): DisplayQuery {
+    const { displayMin: min, displayMax: max } = this.options;
+    const from = max - min + 1 <= FREE_CANDIDATES ? min : randomInt(min, max + 1);
+    return { min, max, from, limit: FREE_CANDIDATES };
+  }
+
+  private async inspect(target: SshTarget, q: DisplayQuery): Promise<Inspection> {
+    const { min, max } = q;
+    const res = await this.pool.exec(
+      target,
+      remoteCommand('probe', [min, max, this.vncPath, q.from, q.limit]),
+      { stdin: remoteStdin(null) },
+    );
     if (res.code !== 0) {
       this.logger.warn({ host: target.host, code: res.code }, 'desktop probe script failed');
       throw new AppError('DESKTOP_START_FAILED', { message: 'The instance could not be inspected' });
@@ -305,10 +341,11 @@ export class DesktopService {
           }
         : null;
     const found = new Set(out.get('de') ?? []);
+    // In the order the instance found them (from `from`, wrapping), at most `limit`.
     const free = (out.get('free') ?? [])
       .map(Number)
       .filter((n) => Number.isInteger(n) && n >= min && n <= max)
-      .sort((a, b) => a - b);
+      .slice(0, q.limit);
     return {
       probe: {
         vncServer,

@@ -60,7 +60,7 @@ export PATH
 
 say() { printf '%s\n' "$*"; }
 fail() { code=$1; shift; say "error=$*"; exit "$code"; }
-is_int() { case $1 in ''|*[!0-9]*) return 1 ;; esac; [ "$(printf %s "$1" | wc -c)" -le 9 ]; }
+is_int() { case $1 in ''|*[!0-9]*|??????????*) return 1 ;; esac; }
 
 # lookup NAME DIRS: the first executable NAME in the colon-separated DIRS.
 lookup() {
@@ -101,21 +101,34 @@ de_command() {
   DE_CMD=; return 1
 }
 
+# The checks below run once per display or process looked at, so they use shell builtins only: a fork each
+# would make a start on an instance with N desktops cost O(N) processes.
 proc_alive() {
   [ -d "/proc/$1" ] || return 1
-  ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+  { while IFS= read -r _l; do
+      case $_l in State:*Z*) return 1 ;; State:*) return 0 ;; esac
+    done < "/proc/$1/status"; } 2>/dev/null
+  [ -d "/proc/$1" ]
 }
 
 has_env() {
   tr '\000' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qx "$2"
 }
 
+# The PID in an X lock file ("%10d\n"), or nothing.
+lock_pid() {
+  _lp=
+  { IFS=' ' read -r _lp < "$1"; } 2>/dev/null
+  case $_lp in ''|*[!0-9]*|???????????*) _lp= ;; esac
+}
+
 # A display is free when no live X server holds its lock and nobody else's socket sits in its place.
 is_free() {
   if [ -e "/tmp/.X$1-lock" ]; then
-    _p=$(tr -cd 0-9 < "/tmp/.X$1-lock" 2>/dev/null | head -c 10)
-    if [ -n "$_p" ] && proc_alive "$_p"; then return 1; fi
+    # Someone else's lock is theirs, live or not (and is not read: only our own files are).
     [ -O "/tmp/.X$1-lock" ] || return 1
+    lock_pid "/tmp/.X$1-lock"
+    if [ -n "$_lp" ] && proc_alive "$_lp"; then return 1; fi
   fi
   if [ -e "/tmp/.X11-unix/X$1" ] && [ ! -O "/tmp/.X11-unix/X$1" ]; then return 1; fi
   return 0
@@ -142,9 +155,11 @@ log_tail() {
   return 0
 }
 
+# probe MIN MAX VNC_PATH FROM LIMIT: what the instance has, and up to LIMIT free displays, looking from FROM
+# up to MAX and then on from MIN: a start costs the displays it looks at, not every desktop on the instance.
 cmd_probe() {
-  min=$1; max=$2
-  is_int "$min" && is_int "$max" || fail 14 bad-arguments
+  min=$1; max=$2; from=$4; limit=$5
+  is_int "$min" && is_int "$max" && is_int "$from" && is_int "$limit" || fail 14 bad-arguments
   if find_xvnc "$3"; then
     say "xvnc=$XVNC_KIND"; say "version=$XVNC_VERSION"; say "unix=$XVNC_UNIX"
     [ -n "$VNCPASSWD" ] && say vncpasswd=1
@@ -153,10 +168,12 @@ cmd_probe() {
     if de_command "$_id"; then say "de=$_id"; fi
   done
   lookup setsid "$PATH" >/dev/null && say setsid=1
-  _n=$min
-  while [ "$_n" -le "$max" ]; do
-    if is_free "$_n"; then say "free=$_n"; fi
-    _n=$((_n + 1))
+  [ "$from" -ge "$min" ] && [ "$from" -le "$max" ] || from=$min
+  _n=$from; _found=0; _seen=0; _span=$((max - min + 1))
+  while [ "$_seen" -lt "$_span" ] && [ "$_found" -lt "$limit" ]; do
+    if is_free "$_n"; then say "free=$_n"; _found=$((_found + 1)); fi
+    _seen=$((_seen + 1)); _n=$((_n + 1))
+    [ "$_n" -le "$max" ] || _n=$min
   done
 }
 
@@ -210,14 +227,35 @@ cmd_alive() {
   if proc_alive "$2" && has_env "$2" "CLOUDDESK_DESKTOP=$1-$2"; then say alive=1; else say alive=0; fi
 }
 
-marked() {
-  for _p in $(ls /proc); do
-    case $_p in ''|*[!0-9]*) continue ;; esac
-    [ "$_p" = "$$" ] && continue
-    [ -O "/proc/$_p" ] || continue
-    if has_env "$_p" "$1"; then say "$_p"; fi
-  done
+# grep -z (GNU, BusyBox) reads every process's environment in one pass; without it, one process at a time.
+GREP_Z=
+grep_z() {
+  if [ -z "$GREP_Z" ]; then
+    if printf 'a\000' | grep -qxz a 2>/dev/null; then GREP_Z=1; else GREP_Z=0; fi
+  fi
+  [ "$GREP_Z" = 1 ]
 }
+
+# The environment entries matching the regexp $1 of every process readable to us (one line each).
+env_entries() {
+  if grep_z; then
+    grep -hz -- "$1" /proc/[0-9]*/environ 2>/dev/null | tr '\000' '\n'
+  else
+    for _p in /proc/[0-9]*; do tr '\000' '\n' < "$_p/environ" 2>/dev/null | grep -- "$1"; done
+  fi
+}
+
+# PIDs of our processes (not this script) whose environment holds exactly $1.
+marked() (
+  cd /proc || exit 0
+  if grep_z; then
+    grep -lxzF -- "$1" [0-9]*/environ 2>/dev/null
+  else
+    for _p in [0-9]*; do has_env "$_p" "$1" && say "$_p/environ"; done
+  fi | while IFS=/ read -r _p _; do
+    [ "$_p" != "$$" ] && [ -O "$_p" ] && say "$_p"
+  done
+)
 
 # Seconds since process $1 started (field 22 of /proc/PID/stat, in clock ticks since boot).
 age() {
@@ -237,12 +275,7 @@ advertised() {
 
 # True when a desktop other than $1 still runs for this user.
 other_desktops() {
-  for _p in $(ls /proc); do
-    case $_p in ''|*[!0-9]*) continue ;; esac
-    [ -O "/proc/$_p" ] || continue
-    if tr '\000' '\n' < "/proc/$_p/environ" 2>/dev/null | grep '^CLOUDDESK_DESKTOP=' | grep -qvx "$1"; then return 0; fi
-  done
-  return 1
+  env_entries '^CLOUDDESK_DESKTOP=' | grep -qvx -- "$1"
 }
 
 # Key agents (ssh-agent, gpg-agent, …) mark themselves non-dumpable, which makes their environment — and
@@ -285,6 +318,7 @@ cmd_stop() {
   n=$1; pid=$2
   is_int "$n" && is_int "$pid" || fail 14 bad-arguments
   marker="CLOUDDESK_DESKTOP=$n-$pid"
+  grep_z || :
   # How long this desktop has run: from Xvnc, or from its PID file if Xvnc is already gone.
   dage=
   if [ "$pid" -gt 1 ] && proc_alive "$pid" && has_env "$pid" "$marker"; then
