@@ -113,6 +113,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       refreshSecret: config.secrets.jwtRefreshSecret,
       accessTtlSeconds: config.auth.accessTtlSeconds,
       refreshTtlSeconds: config.auth.refreshTtlSeconds,
+      refreshReuseGraceMs: config.auth.refreshReuseGraceMs,
     },
   );
   const instances = new InstanceService({

@@ -1,7 +1,27 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import type { LightMyRequestResponse } from 'fastify';
 import { ManualClock } from '../src/lib/clock.js';
 import { buildTestGateway, newUser, type TestGateway } from './helpers/builders.js';
+import { createTestDatabase } from './helpers/postgres-database.js';
+
+const REUSE_GRACE_MS = 10_000; // REFRESH_REUSE_GRACE_MS's default
+
+function refresh(gw: TestGateway, refreshToken: string): Promise<LightMyRequestResponse> {
+  return gw.app.inject({ method: 'POST', url: '/api/auth/refresh', payload: { refreshToken } });
+}
+
+/** Refreshes and returns the new refresh token, failing the test unless the refresh worked. */
+async function rotate(gw: TestGateway, refreshToken: string): Promise<string> {
+  const res = await refresh(gw, refreshToken);
+  assert.equal(res.statusCode, 200, res.body);
+  return res.json<{ data: { refreshToken: string } }>().data.refreshToken;
+}
+
+function assertRefused(res: LightMyRequestResponse, code: string, why: string): void {
+  assert.equal(res.statusCode, 401, why);
+  assert.equal(res.json<{ error: { code: string } }>().error.code, code, why);
+}
 
 describe('auth API', () => {
   let gw: TestGateway;
@@ -74,7 +94,7 @@ describe('auth API', () => {
     assert.equal(ok.json().data.user.id, u.id);
   });
 
-  test('refresh rotates; presenting a used token revokes the whole family', async () => {
+  test('refresh rotates; presenting a used token after the grace window revokes the whole family', async () => {
     const u = await newUser(gw);
     const first = await gw.app.inject({
       method: 'POST',
@@ -84,6 +104,7 @@ describe('auth API', () => {
     assert.equal(first.statusCode, 200);
     const rotated = first.json().data.refreshToken as string;
     assert.notEqual(rotated, u.refreshToken);
+    clock.advance(REUSE_GRACE_MS);
     const reuse = await gw.app.inject({
       method: 'POST',
       url: '/api/auth/refresh',
@@ -149,3 +170,93 @@ describe('auth API', () => {
     assert.equal(expired.json().error.code, 'TOKEN_EXPIRED');
   });
 });
+
+describe('REFRESH_REUSE_GRACE_MS=0', () => {
+  test('turns the grace window off: a used token presented at once revokes the family', async () => {
+    const gw = await buildTestGateway({ REFRESH_REUSE_GRACE_MS: '0' }, { clock: new ManualClock() });
+    after(() => gw.cleanup());
+    const u = await newUser(gw);
+    const rotated = await rotate(gw, u.refreshToken);
+    assertRefused(await refresh(gw, u.refreshToken), 'REFRESH_TOKEN_REUSED', 'no grace at all');
+    assertRefused(await refresh(gw, rotated), 'INVALID_TOKEN', 'the family is gone');
+  });
+});
+
+// A page closed (or a network drop) mid-refresh: the gateway rotated, the client never got the answer
+// and presents the old token on its next load. Both store dialects, since the parent link is new.
+for (const dialect of ['sqlite', 'postgres'] as const) {
+  describe(`refresh reuse grace window (${dialect})`, () => {
+    let gw: TestGateway;
+    const clock = new ManualClock();
+
+    before(async () => {
+      if (dialect === 'sqlite') {
+        gw = await buildTestGateway({}, { clock });
+        return;
+      }
+      const db = await createTestDatabase();
+      try {
+        gw = await buildTestGateway({ DATABASE_URL: db.url }, { clock });
+      } catch (e) {
+        await db.drop();
+        throw e;
+      }
+      const cleanup = gw.cleanup.bind(gw);
+      gw.cleanup = async () => {
+        await cleanup();
+        await db.drop();
+      };
+    });
+    after(() => gw?.cleanup());
+
+    test('within the window the old token rotates again and the successor it replaces stops working', async () => {
+      const u = await newUser(gw);
+      const lost = await rotate(gw, u.refreshToken); // the answer that never arrived
+      clock.advance(REUSE_GRACE_MS - 1);
+      const retried = await refresh(gw, u.refreshToken);
+      assert.equal(retried.statusCode, 200, retried.body);
+      const { accessToken, refreshToken: fresh } = retried.json<{
+        data: { accessToken: string; refreshToken: string };
+      }>().data;
+      assert.notEqual(fresh, lost);
+      const me = await gw.app.inject({
+        method: 'GET',
+        url: '/api/auth/me',
+        headers: { authorization: `Bearer ${accessToken}` },
+      });
+      assert.equal(me.json<{ data: { id: string } }>().data.id, u.id);
+      assertRefused(await refresh(gw, lost), 'INVALID_TOKEN', 'the superseded successor no longer works');
+      // The sign-in lives on in the fresh token, which rotates as usual.
+      const next = await rotate(gw, fresh);
+      assert.ok((await rotate(gw, next)).length > 0);
+    });
+
+    test('a second lost answer within the same window is forgiven too, superseding the first retry', async () => {
+      const u = await newUser(gw);
+      await rotate(gw, u.refreshToken);
+      clock.advance(1000);
+      const firstRetry = await rotate(gw, u.refreshToken);
+      clock.advance(1000);
+      const secondRetry = await rotate(gw, u.refreshToken);
+      assertRefused(await refresh(gw, firstRetry), 'INVALID_TOKEN', 'replaced by the second retry');
+      await rotate(gw, secondRetry);
+    });
+
+    test('after the window, presenting the old token revokes the family', async () => {
+      const u = await newUser(gw);
+      const successor = await rotate(gw, u.refreshToken);
+      clock.advance(REUSE_GRACE_MS);
+      assertRefused(await refresh(gw, u.refreshToken), 'REFRESH_TOKEN_REUSED', 'outside the window');
+      assertRefused(await refresh(gw, successor), 'INVALID_TOKEN', 'the whole family is revoked');
+    });
+
+    test('an older ancestor revokes the family even within the window', async () => {
+      const u = await newUser(gw);
+      const second = await rotate(gw, u.refreshToken);
+      const live = await rotate(gw, second);
+      assertRefused(await refresh(gw, u.refreshToken), 'REFRESH_TOKEN_REUSED', "not the live token's parent");
+      assertRefused(await refresh(gw, live), 'INVALID_TOKEN', 'the whole family is revoked');
+      assertRefused(await refresh(gw, second), 'INVALID_TOKEN', 'its parent too');
+    });
+  });
+}

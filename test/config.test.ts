@@ -13,6 +13,7 @@ test('defaults follow the plan: 5 sessions per user, 30 min idle, 5 min sweep, 1
   assert.equal(config.sessions.cleanupIntervalMs, 300_000);
   assert.equal(config.auth.accessTtlSeconds, 15 * 60);
   assert.equal(config.auth.refreshTtlSeconds, 7 * 86_400);
+  assert.equal(config.auth.refreshReuseGraceMs, 10_000);
   assert.equal(config.http.port, 3000);
   assert.equal(config.desktop.displayMin, 1);
   assert.equal(config.desktop.displayMax, 10);
@@ -34,6 +35,7 @@ test('every bad value is reported together', () => {
         DESKTOP_TRANSPORT: 'carrier-pigeon',
         INSTANCE_ALLOWED_CIDRS: '10.0.0.0',
         ENCRYPTION_KEY: 'short',
+        REFRESH_REUSE_GRACE_MS: '-1',
       }),
     (e: unknown) => {
       assert.ok(e instanceof ConfigError);
@@ -46,6 +48,7 @@ test('every bad value is reported together', () => {
         'DESKTOP_TRANSPORT',
         '10.0.0.0',
         'ENCRYPTION_KEY',
+        'REFRESH_REUSE_GRACE_MS',
       ]) {
         assert.match(text, new RegExp(name.replace(/\./g, '\\.')));
       }
@@ -103,4 +106,13 @@ test('several workers without Redis are refused (they could not share tickets or
     loadConfig({ ...TEST_SECRETS, WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:6379' }).cluster.workers,
     2,
   );
+});
+
+test('REFRESH_REUSE_GRACE_MS=0 turns the refresh grace window off', () => {
+  const config = loadConfig({
+    ...TEST_SECRETS,
+    DATA_DIR: '/tmp/unused-clouddesk',
+    REFRESH_REUSE_GRACE_MS: '0',
+  });
+  assert.equal(config.auth.refreshReuseGraceMs, 0);
 });

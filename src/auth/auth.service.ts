@@ -1,11 +1,12 @@
 // Accounts and tokens: argon2id password hashes, short-lived access JWTs, rotating refresh tokens in
-// families (a reused refresh token revokes its whole family: someone copied it).
+// families (a reused refresh token revokes its whole family: someone copied it), with a short grace
+// window for a rotation whose answer never reached the client.
 import { hash, verify } from '@node-rs/argon2';
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
 import { AppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { IdGenerator } from '../lib/ids.js';
-import type { UserRepository, UserRow } from '../store/user.repository.js';
+import type { RefreshTokenRow, UserRepository, UserRow } from '../store/user.repository.js';
 
 export interface PublicUser {
   id: string;
@@ -22,6 +23,8 @@ export interface AuthServiceOptions {
   refreshSecret: string;
   accessTtlSeconds: number;
   refreshTtlSeconds: number;
+  /** REFRESH_REUSE_GRACE_MS: how long after its rotation a token may rotate again; 0 = never. */
+  refreshReuseGraceMs: number;
 }
 
 const ISSUER = 'clouddesk';
@@ -54,7 +57,7 @@ export class AuthService {
       created_at: this.deps.clock.now(),
     };
     if (!(await this.deps.users.create(row))) throw new AppError('EMAIL_TAKEN');
-    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId())) };
+    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId(), null)) };
   }
 
   async login(email: string, password: string): Promise<{ user: PublicUser } & TokenPair> {
@@ -65,7 +68,7 @@ export class AuthService {
       throw new AppError('INVALID_CREDENTIALS');
     }
     if (!(await verify(row.password_hash, password))) throw new AppError('INVALID_CREDENTIALS');
-    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId())) };
+    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId(), null)) };
   }
 
   async refresh(refreshToken: string): Promise<TokenPair> {
@@ -75,11 +78,28 @@ export class AuthService {
     if (!row || row.user_id !== claims.sub || row.expires_at <= now) throw new AppError('INVALID_TOKEN');
     if (row.revoked_at !== null) throw new AppError('INVALID_TOKEN');
     if (!(await this.deps.users.markRefreshTokenUsed(row.id, now))) {
+      if (await this.replaceLostSuccessor(row, now))
+        return this.issuePair(row.user_id, row.family_id, row.id);
       // Already used: the token was copied (or replayed). End every token of this sign-in.
       await this.deps.users.revokeFamily(row.family_id, now);
       throw new AppError('REFRESH_TOKEN_REUSED');
     }
-    return this.issuePair(row.user_id, row.family_id);
+    return this.issuePair(row.user_id, row.family_id, row.id);
+  }
+
+  /**
+   * A used token presented again: the answer to its rotation may never have reached the client (page
+   * closed, network dropped mid-refresh), which then presents the old token on its next load. Within
+   * the grace window after that rotation, and only while the token it was exchanged for is still
+   * unused (so it is the direct predecessor of the family's live token), that successor nobody received
+   * is revoked and the caller rotates again. An older ancestor, or a token past the window, is reuse.
+   */
+  private async replaceLostSuccessor(row: RefreshTokenRow, now: number): Promise<boolean> {
+    const grace = this.options.refreshReuseGraceMs;
+    if (grace <= 0 || row.used_at === null || now - row.used_at >= grace) return false;
+    const successor = await this.deps.users.findLiveSuccessor(row.id, now);
+    // Conditional: if the successor's holder refreshes with it at the same moment, only one side wins.
+    return successor !== undefined && (await this.deps.users.revokeUnusedRefreshToken(successor.id, now));
   }
 
   /** Revokes the refresh token's family; unknown or invalid tokens are ignored (logout is idempotent). */
@@ -138,7 +158,8 @@ export class AuthService {
     }
   }
 
-  private async issuePair(userId: string, familyId: string): Promise<TokenPair> {
+  /** A new access token and refresh token; `parentId` is the refresh token this one replaces. */
+  private async issuePair(userId: string, familyId: string, parentId: string | null): Promise<TokenPair> {
     const now = this.deps.clock.now();
     const iat = Math.floor(now / 1000);
     const jti = this.deps.newId();
@@ -161,6 +182,7 @@ export class AuthService {
       id: jti,
       user_id: userId,
       family_id: familyId,
+      parent_id: parentId,
       expires_at: now + this.options.refreshTtlSeconds * 1000,
       used_at: null,
       revoked_at: null,

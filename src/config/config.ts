@@ -20,7 +20,12 @@ export interface Config {
     encryption: { currentKeyId: string; keys: ReadonlyMap<string, Buffer> };
     generated: boolean;
   };
-  auth: { accessTtlSeconds: number; refreshTtlSeconds: number };
+  auth: {
+    accessTtlSeconds: number;
+    refreshTtlSeconds: number;
+    /** How long after its rotation a refresh token may rotate again (its answer was lost); 0 = never. */
+    refreshReuseGraceMs: number;
+  };
   sessions: {
     maxPerUser: number;
     idleTimeoutMs: number;
@@ -295,6 +300,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
     auth: {
       accessTtlSeconds: r.duration('JWT_ACCESS_EXPIRY', '15m') / 1000,
       refreshTtlSeconds: r.duration('JWT_REFRESH_EXPIRY', '7d') / 1000,
+      refreshReuseGraceMs: r.int('REFRESH_REUSE_GRACE_MS', 10_000, 0, 600_000),
     },
     sessions: {
       maxPerUser: r.int('MAX_SESSIONS_PER_USER', 5, 1, 1000),

@@ -83,4 +83,16 @@ export const migrations: Record<string, Migration> = {
         await db.schema.dropTable(t).execute();
     },
   },
+  // Refresh-token rotation links each token to the one it replaced, so a rotation whose answer was
+  // lost can be told apart from a replayed older token (auth.service.ts, REFRESH_REUSE_GRACE_MS).
+  '0002_refresh_token_parent': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('refresh_tokens').addColumn('parent_id', 'text').execute();
+      await db.schema.createIndex('refresh_tokens_parent').on('refresh_tokens').column('parent_id').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('refresh_tokens_parent').execute();
+      await db.schema.alterTable('refresh_tokens').dropColumn('parent_id').execute();
+    },
+  },
 };

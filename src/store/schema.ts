@@ -12,6 +12,8 @@ export interface RefreshTokensTable {
   id: string;
   user_id: string;
   family_id: string;
+  /** The token this one was issued in exchange for; null for the first of a family (sign-in). */
+  parent_id: string | null;
   expires_at: number;
   used_at: number | null;
   revoked_at: number | null;

@@ -1,5 +1,5 @@
 // Users and their refresh tokens.
-import type { Kysely } from 'kysely';
+import type { Insertable, Kysely } from 'kysely';
 import type { Database, RefreshTokensTable, UsersTable } from './schema.js';
 
 export type UserRow = UsersTable;
@@ -25,7 +25,8 @@ export class UserRepository {
     return this.db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
   }
 
-  async addRefreshToken(row: RefreshTokenRow): Promise<void> {
+  /** Nullable columns (parent_id, used_at, revoked_at) may be left out: they start null. */
+  async addRefreshToken(row: Insertable<RefreshTokensTable>): Promise<void> {
     await this.db.insertInto('refresh_tokens').values(row).execute();
   }
 
@@ -38,6 +39,33 @@ export class UserRepository {
     const result = await this.db
       .updateTable('refresh_tokens')
       .set({ used_at: now })
+      .where('id', '=', id)
+      .where('used_at', 'is', null)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  /** The unused, unrevoked, unexpired token issued in exchange for `parentId`, if there is one. */
+  findLiveSuccessor(parentId: string, now: number): Promise<RefreshTokenRow | undefined> {
+    return this.db
+      .selectFrom('refresh_tokens')
+      .selectAll()
+      .where('parent_id', '=', parentId)
+      .where('used_at', 'is', null)
+      .where('revoked_at', 'is', null)
+      .where('expires_at', '>', now)
+      .executeTakeFirst();
+  }
+
+  /**
+   * Revokes one token that was never used; false when it was used or revoked meanwhile (its holder
+   * refreshed with it first, or the family was ended).
+   */
+  async revokeUnusedRefreshToken(id: string, now: number): Promise<boolean> {
+    const result = await this.db
+      .updateTable('refresh_tokens')
+      .set({ revoked_at: now })
       .where('id', '=', id)
       .where('used_at', 'is', null)
       .where('revoked_at', 'is', null)
