@@ -11,6 +11,8 @@ export interface BenchOptions {
   profile: ProfileName;
   stacks: StackName[];
   workers: number;
+  /** sshd "instances" the CloudDesk users' desktops are spread over (user i on instance i mod n). */
+  instances: number;
   store: 'sqlite' | 'postgres';
   redis: boolean;
   loadWorkers: number;
@@ -38,6 +40,8 @@ export const usage = `npm run bench -- [options]
   --compare             run the floor (direct TCP), websockify + ssh -L, and CloudDesk
   --stacks a,b          pick stacks: direct, diy, clouddesk                          (default clouddesk)
   --workers N           gateway cluster workers (WORKERS=N)                          (default 1)
+  --instances N         sshd instances (each its own port and OS user) the users'
+                        desktops are spread over, user i on instance i mod N          (default 1)
   --store sqlite|postgres   gateway store (postgres: a fresh database on 127.0.0.1:5432)
   --redis               private redis-server for the gateway's coordination
   --load-workers N      load-generator processes                                     (default 1)
@@ -63,6 +67,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     profile: 'office',
     stacks: ['clouddesk'],
     workers: 1,
+    instances: 1,
     store: 'sqlite',
     redis: false,
     loadWorkers: 1,
@@ -123,6 +128,9 @@ export function parseOptions(argv: string[]): BenchOptions {
       }
       case '--workers':
         o.workers = Math.round(num(flag, value(), 1, 64));
+        break;
+      case '--instances':
+        o.instances = Math.round(num(flag, value(), 1, 64));
         break;
       case '--store': {
         const v = value();

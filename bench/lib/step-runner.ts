@@ -123,6 +123,7 @@ export async function runStep(
       case 'clouddesk':
         stack = await clouddeskStack(sim, {
           workers: o.workers,
+          instances: o.instances,
           store: o.store,
           redis: o.redis,
           cpuProf: profDir,

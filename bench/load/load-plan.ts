@@ -12,15 +12,17 @@ export type StackTarget =
       kind: 'clouddesk';
       baseUrl: string;
       desktopEnvironment: string;
-      /** What each virtual user registers as its instance in the prepare phase. */
-      instance: {
-        host: string;
-        port: number;
-        username: string;
-        privateKey: string;
-        hostKeyFingerprint: string;
-      };
+      /** What the virtual users register as their instance in the prepare phase: user i takes i mod n. */
+      instances: BenchInstance[];
     };
+
+export interface BenchInstance {
+  host: string;
+  port: number;
+  username: string;
+  privateKey: string;
+  hostKeyFingerprint: string;
+}
 
 export interface VirtualUserSpec {
   /** Global index across workers: decides when in the ramp it starts. */

@@ -154,6 +154,7 @@ async function prepare(p: WorkerPlan): Promise<number> {
   const worker = async () => {
     while (next < vus.length) {
       const vu = vus[next++]!;
+      const instance = t.instances[vu.spec.index % t.instances.length]!;
       try {
         const reg = await api<{ accessToken: string }>(
           'register',
@@ -170,11 +171,11 @@ async function prepare(p: WorkerPlan): Promise<number> {
           '/api/instances',
           {
             name: `bench-${vu.spec.index}`,
-            host: t.instance.host,
-            port: t.instance.port,
-            username: t.instance.username,
-            auth: { type: 'privateKey', privateKey: t.instance.privateKey },
-            hostKeyFingerprint: t.instance.hostKeyFingerprint,
+            host: instance.host,
+            port: instance.port,
+            username: instance.username,
+            auth: { type: 'privateKey', privateKey: instance.privateKey },
+            hostKeyFingerprint: instance.hostKeyFingerprint,
           },
           reg.accessToken,
         );

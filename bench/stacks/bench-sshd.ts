@@ -18,8 +18,9 @@ export interface BenchSshd {
   stop(): Promise<void>;
 }
 
-export async function startBenchSshd(extraConfig: string[] = []): Promise<BenchSshd> {
-  const fixture = await startSshd({ users: 1, maxStartups: BENCH_MAX_STARTUPS, extraConfig });
+/** One sshd with one test user (cdtest1 unless `username` names another `cdtest…` user). */
+export async function startBenchSshd(extraConfig: string[] = [], username = 'cdtest1'): Promise<BenchSshd> {
+  const fixture = await startSshd({ usernames: [username], maxStartups: BENCH_MAX_STARTUPS, extraConfig });
   const stop = onCleanup('sshd', () => fixture.stop());
   const configPath = join(dirname(fixture.logPath), 'sshd_config');
   const listenerPid = pidsWithCmdline(`-f ${configPath}`)[0];

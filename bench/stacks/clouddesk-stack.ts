@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { freePort } from '../../test/helpers/free-port.js';
 import { processesWithEnv, terminate } from '../../test/helpers/sshd.js';
 import { onCleanup, stopChild, trackChild } from '../lib/process-registry.js';
-import { startBenchSshd } from './bench-sshd.js';
+import { startBenchSshd, type BenchSshd } from './bench-sshd.js';
 import {
   benchDir,
   groupOf,
@@ -28,6 +28,8 @@ import {
 
 export interface ClouddeskOptions {
   workers: number;
+  /** sshd "instances", each on its own port with its own test user. */
+  instances: number;
   store: 'sqlite' | 'postgres';
   redis: boolean;
   cpuProf: string | null;
@@ -41,8 +43,7 @@ const DISPLAY_MIN = 1000;
 const DISPLAY_MAX = 5000;
 
 export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOptions): Promise<RunningStack> {
-  // Our own marker: sshd keeps only the first SetEnv line, so this one replaces the fixture's, and the
-  // harness ends the fake desktops itself by this marker.
+  // The harness ends the fake desktops of this run itself, by this marker.
   const marker = `CLOUDDESK_BENCH_RUN=${randomBytes(6).toString('hex')}`;
   // The sshd test user must be able to run the fakes, wherever this checkout lives (a clone under a
   // 0700 folder, as mktemp makes, is out of its reach): run them from a copy in a 0755 folder.
@@ -50,12 +51,25 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
   const removeFakeBin = onCleanup('fake Xvnc folder', () => rm(fakeBin, { recursive: true, force: true }));
   await cp(join(benchDir, 'sim', 'fake-bin'), fakeBin, { recursive: true });
   await chmod(fakeBin, 0o755);
-  const sshd = await startBenchSshd([
-    `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.controlPort} ${marker}`,
-  ]);
-  const user = sshd.fixture.users[0]!;
+  // Several instances stand for several machines as far as the gateway can tell: each its own sshd (its
+  // own host key and port) and its own OS user, so each has its own SSH connections, runtime folder and
+  // processes. (They still share this machine's X display numbers; starts find free ones as they would
+  // on a machine shared with other users.)
+  const setEnv = `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.controlPort} ${marker}`;
+  const sshds: BenchSshd[] = [];
+  const stopSshds = async () => {
+    for (const s of sshds.splice(0)) await s.stop();
+  };
+  try {
+    for (let i = 1; i <= opts.instances; i++)
+      sshds.push(await startBenchSshd([setEnv], i === 1 ? 'cdtest1' : `cdtestbench${i}`));
+  } catch (e) {
+    await stopSshds();
+    throw e;
+  }
+  const uids = sshds.map((s) => s.fixture.users[0]!.uid);
   const endDesktops = onCleanup('fake desktops', async () => {
-    await terminate(await processesWithEnv(marker, [user.uid]));
+    await terminate(await processesWithEnv(marker, uids));
   });
 
   const dataDir = await mkdtemp(join(tmpdir(), 'clouddesk-bench-data-'));
@@ -106,7 +120,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
   } catch (e) {
     await stopChild(gateway);
     await external.stop();
-    await sshd.stop();
+    await stopSshds();
     throw e;
   }
 
@@ -116,17 +130,17 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
       kind: 'clouddesk',
       baseUrl,
       desktopEnvironment: 'openbox',
-      instance: {
+      instances: sshds.map(({ fixture }) => ({
         host: '127.0.0.1',
-        port: sshd.fixture.port,
-        username: user.username,
-        privateKey: user.privateKey,
-        hostKeyFingerprint: sshd.fixture.hostKeyFingerprint,
-      },
+        port: fixture.port,
+        username: fixture.users[0]!.username,
+        privateKey: fixture.users[0]!.privateKey,
+        hostKeyFingerprint: fixture.hostKeyFingerprint,
+      })),
     },
     gateway: groupOf('gateway', () => [gateway.pid]),
-    sshd: sshd.group,
-    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = the sshd listener and its per-connection processes`,
+    sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
+    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners` : 'the sshd listener'} and their per-connection processes`,
     probeUrl: `${baseUrl}/api/health`,
     gatewayMetrics: () => scrapeMetrics(`http://127.0.0.1:${metricsPort}`, metricsToken),
     stop: async () => {
@@ -135,7 +149,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
       await stopChild(gateway, 30_000);
       await endDesktops();
       await external.stop();
-      await sshd.stop();
+      await stopSshds();
       await removeData();
       await removeFakeBin();
     },
@@ -180,9 +194,8 @@ export async function scrapeMetrics(baseUrl: string, token: string): Promise<Gat
     }
     const lag = (stat: string) => {
       const v = raw[`clouddesk_event_loop_lag_seconds{stat="${stat}"}`];
-      // monitorEventLoopDelay's values include its 10 ms sampling interval (the gateway samples at 10 ms
-      // and reports them as they are); the lag is what lies beyond it.
-      return v === undefined ? null : Math.max(0, v * 1000 - 10);
+      // The gateway reports the lag beyond monitorEventLoopDelay's 10 ms sampling interval already.
+      return v === undefined ? null : v * 1000;
     };
     return { eventLoopLagP99Ms: lag('p99'), eventLoopLagMaxMs: lag('max'), raw };
   } catch {
