@@ -522,6 +522,44 @@ void describe('SshPool: streams', () => {
       'SSH_CHANNEL_FAILED',
     );
   });
+
+  // What a viewer that stops reading costs the gateway: the instance keeps sending until the SSH window is
+  // used up. With ssh2's own 2 MiB window (topped up while the paused channel buffers below 2 MiB) that is
+  // megabytes; with the pool's stream window it is at most the window plus the channel's buffer.
+  for (const [label, windowBytes, bound] of [
+    ['a 256 KiB stream window', 256 * 1024, 256 * 1024 + 64 * 1024],
+    ["ssh2's default (stream window 0)", 0, null],
+  ] as const) {
+    void it(`a paused stream holds a bounded amount with ${label}, and loses nothing when resumed`, async () => {
+      const total = 8 * 1024 * 1024;
+      const payload = Buffer.alloc(total);
+      for (let i = 0; i < total; i += 4) payload.writeUInt32BE(i, i);
+      const server = createServer((s) => s.end(payload));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      const pool = newPool({ streamWindowBytes: windowBytes });
+      const port = (server.address() as { port: number }).port;
+      const { channel } = await pool.openTcpStream(passwordTarget(), '127.0.0.1', port);
+      channel.pause();
+      // Nothing signals "the instance stopped sending"; wait until the buffered amount has not moved for a
+      // while (bounded), then read it.
+      let last = -1;
+      for (let still = 0, polls = 0; still < 5 && polls < 200; polls++) {
+        await new Promise((r) => setTimeout(r, 50));
+        still = channel.readableLength === last ? still + 1 : 0;
+        last = channel.readableLength;
+      }
+      assert.ok(last > 0, 'the instance sent something');
+      if (bound === null) assert.ok(last > 2 * 1024 * 1024, `ssh2's default held ${last} bytes`);
+      else assert.ok(last <= bound, `held ${last} bytes, bound ${bound}`);
+      const chunks: Buffer[] = [];
+      channel.on('data', (c: Buffer) => chunks.push(c));
+      channel.resume();
+      await once(channel, 'end');
+      assert.ok(Buffer.concat(chunks).equals(payload), 'every byte arrived, in order');
+      channel.close();
+    });
+  }
 });
 
 void describe('SshPool: unreachable and hostile servers', () => {

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, chmodSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { SshPoolOptions } from '../ssh/ssh.types.js';
 
 export type DesktopTransport = 'auto' | 'unix' | 'tcp';
 
@@ -34,15 +35,19 @@ export interface Config {
     activityFlushMs: number;
   };
   instances: { allowedCidrs: string[]; deniedCidrs: string[] };
-  ssh: {
-    maxChannelsPerConnection: number;
-    keepaliveIntervalMs: number;
-    keepaliveCountMax: number;
-    maxHandshakesPerTarget: number;
-    idleCloseMs: number;
-    readyTimeoutMs: number;
-    execTimeoutMs: number;
-  };
+  ssh: Required<
+    Pick<
+      SshPoolOptions,
+      | 'maxChannelsPerConnection'
+      | 'keepaliveIntervalMs'
+      | 'keepaliveCountMax'
+      | 'maxHandshakesPerTarget'
+      | 'idleCloseMs'
+      | 'readyTimeoutMs'
+      | 'execTimeoutMs'
+      | 'streamWindowBytes'
+    >
+  >;
   desktop: {
     displayMin: number;
     displayMax: number;
@@ -318,6 +323,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       idleCloseMs: r.int('SSH_IDLE_CLOSE_MS', 60_000, 100, 86_400_000),
       readyTimeoutMs: r.int('SSH_READY_TIMEOUT_MS', 20_000, 100, 600_000),
       execTimeoutMs: r.int('SSH_EXEC_TIMEOUT_MS', 30_000, 100, 600_000),
+      streamWindowBytes: r.int('SSH_STREAM_WINDOW_BYTES', 512 * 1024, 0, 2 * 1024 * 1024),
     },
     desktop: {
       displayMin,

@@ -29,6 +29,7 @@ import {
   isConnectionLost,
 } from './ssh-errors.js';
 import type { ExecOptions, ExecResult, PoolStats, SshAuth, SshPoolOptions, SshTarget } from './ssh.types.js';
+import { openWithStreamWindow } from './stream-window.js';
 
 const { Client, utils } = ssh2;
 
@@ -63,6 +64,8 @@ interface TargetState {
 type Credential = { password: string } | { privateKey: ParsedKey };
 
 const DEFAULT_MAX_OUTPUT = 1024 * 1024;
+const DEFAULT_STREAM_WINDOW = 512 * 1024;
+const DEFAULT_STREAM_BUFFER = 64 * 1024;
 const CLOSE_GRACE_MS = 2_000;
 
 export interface SshPoolEvents {
@@ -83,6 +86,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
   private readonly sweepTimer: NodeJS.Timeout;
   private nextId = 1;
   private closed = false;
+  private warnedStreamWindow = false;
 
   constructor(options: SshPoolOptions) {
     super();
@@ -100,6 +104,8 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
       retryBaseDelayMs: options.retryBaseDelayMs ?? 250,
       maxQueuedPerTarget: options.maxQueuedPerTarget ?? 256,
       maxOutputBytes: options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT,
+      streamWindowBytes: options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW,
+      streamBufferBytes: options.streamBufferBytes ?? DEFAULT_STREAM_BUFFER,
     };
     const sweepEvery = Math.max(100, Math.min(Math.floor(this.opts.idleCloseMs / 2), 10_000));
     this.sweepTimer = setInterval(() => this.closeIdle(), sweepEvery);
@@ -187,7 +193,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     socketPath: string,
   ): Promise<{ channel: ClientChannel; hostKeyFingerprint: string }> {
     const { channel, conn } = await this.openChannel(target, (client, cb) =>
-      client.openssh_forwardOutStreamLocal(socketPath, cb),
+      this.openStream(client, cb, (opened) => client.openssh_forwardOutStreamLocal(socketPath, opened)),
     );
     return { channel, hostKeyFingerprint: conn.fingerprint ?? '' };
   }
@@ -199,9 +205,24 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     port: number,
   ): Promise<{ channel: ClientChannel; hostKeyFingerprint: string }> {
     const { channel, conn } = await this.openChannel(target, (client, cb) =>
-      client.forwardOut('127.0.0.1', 0, host, port, cb),
+      this.openStream(client, cb, (opened) => client.forwardOut('127.0.0.1', 0, host, port, opened)),
     );
     return { channel, hostKeyFingerprint: conn.fingerprint ?? '' };
+  }
+
+  /** Opens a byte-stream channel with the configured receive window (see stream-window.ts). */
+  private openStream(
+    client: Ssh2Client,
+    cb: (err: Error | undefined, channel: ClientChannel) => void,
+    open: (cb: (err: Error | undefined, channel: ClientChannel) => void) => void,
+  ): void {
+    const { streamWindowBytes: window, streamBufferBytes: buffer } = this.opts;
+    if (window > 0 && openWithStreamWindow(client, window, buffer, open, cb)) return;
+    if (window > 0 && !this.warnedStreamWindow) {
+      this.warnedStreamWindow = true;
+      this.logger.warn("this ssh2 version cannot take a smaller stream window: using ssh2's 2 MiB");
+    }
+    open(cb);
   }
 
   stats(): PoolStats {

@@ -38,6 +38,13 @@ export interface SshPoolOptions {
   maxQueuedPerTarget?: number;
   /** Default bound on collected stdout (and, separately, stderr) of `exec`. Default 1 MiB. */
   maxOutputBytes?: number;
+  /**
+   * Receive window of the byte-stream channels (a viewer's desktop stream), in bytes: with a viewer that
+   * stops reading, at most this much more arrives. 0 keeps ssh2's 2 MiB. Default 512 KiB (stream-window.ts).
+   */
+  streamWindowBytes?: number;
+  /** Buffered bytes at which a paused stream channel stops granting window. Default 64 KiB. */
+  streamBufferBytes?: number;
 }
 
 export interface ExecOptions {
