@@ -206,6 +206,8 @@ function openWebSocket(
   onOpenFailed: (code: string) => void,
 ): void {
   wsAttempts++;
+  const upgradeStarted = performance.now();
+  const upgraded = () => (http['ws-upgrade'] ??= new Histogram()).record(performance.now() - upgradeStarted);
   const ws = new WebSocket(url, ['binary'], {
     perMessageDeflate: false,
     handshakeTimeout: plan!.setupTimeoutMs,
@@ -223,9 +225,11 @@ function openWebSocket(
   ws.on('open', () => {
     opened = true;
     wsOpened++;
+    upgraded();
   });
   ws.on('message', (data: Buffer) => vu.viewer!.onData(data));
   ws.on('unexpected-response', (_req, res) => {
+    upgraded();
     onOpenFailed(`WS_HTTP_${res.statusCode ?? 0}`);
     res.resume();
     ws.terminate();

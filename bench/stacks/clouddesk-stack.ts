@@ -140,7 +140,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     },
     gateway: groupOf('gateway', () => [gateway.pid]),
     sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
-    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners` : 'the sshd listener'} and their per-connection processes`,
+    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes`,
     probeUrl: `${baseUrl}/api/health`,
     gatewayMetrics: () => scrapeMetrics(`http://127.0.0.1:${metricsPort}`, metricsToken),
     stop: async () => {
