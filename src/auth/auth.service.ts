@@ -1,11 +1,13 @@
 // Accounts and tokens: argon2id password hashes, short-lived access JWTs, rotating refresh tokens in
 // families (a reused refresh token revokes its whole family: someone copied it), with a short grace
 // window for a rotation whose answer never reached the client.
+import { availableParallelism } from 'node:os';
 import { hash, verify } from '@node-rs/argon2';
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
 import { AppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { IdGenerator } from '../lib/ids.js';
+import { Semaphore } from '../lib/semaphore.js';
 import type { RefreshTokenRow, UserRepository, UserRow } from '../store/user.repository.js';
 
 export interface PublicUser {
@@ -25,9 +27,20 @@ export interface AuthServiceOptions {
   refreshTtlSeconds: number;
   /** REFRESH_REUSE_GRACE_MS: how long after its rotation a token may rotate again; 0 = never. */
   refreshReuseGraceMs: number;
+  /** Password hashes (argon2) running at once; default half the cores, at least 1. */
+  hashConcurrency?: number;
+  /** Hashes waiting beyond those; more sign-ins are answered OVERLOADED. Default 512. */
+  hashQueue?: number;
 }
 
 const ISSUER = 'clouddesk';
+/**
+ * argon2 runs on libuv's thread pool (4 threads), where WebCrypto's HMAC — every JWT check — and file and
+ * DNS work run too. A burst of sign-ins must not queue those behind seconds of hashing: hashes run at most
+ * this many at once (half the cores, at least 1) and wait in a bounded queue of their own.
+ */
+const HASH_CONCURRENCY = Math.max(1, Math.floor(availableParallelism() / 2));
+const HASH_QUEUE = 512;
 // @node-rs/argon2 hashes with argon2id by default; these are OWASP's minimum parameters (19 MiB, t=2).
 const argonOptions = { memoryCost: 19_456, timeCost: 2, parallelism: 1 };
 
@@ -40,6 +53,7 @@ export class AuthService {
   private readonly refreshKey: Uint8Array;
   /** Verified against when the email is unknown, so both answers take the same time. */
   private dummyHash: Promise<string> | undefined;
+  private readonly hashing: Semaphore;
 
   constructor(
     private readonly deps: { users: UserRepository; clock: Clock; newId: IdGenerator },
@@ -47,13 +61,25 @@ export class AuthService {
   ) {
     this.accessKey = new TextEncoder().encode(options.accessSecret);
     this.refreshKey = new TextEncoder().encode(options.refreshSecret);
+    this.hashing = new Semaphore(
+      options.hashConcurrency ?? HASH_CONCURRENCY,
+      options.hashQueue ?? HASH_QUEUE,
+    );
+  }
+
+  private hash(password: string): Promise<string> {
+    return this.hashing.run(() => hash(password, argonOptions));
+  }
+
+  private verifyHash(passwordHash: string, password: string): Promise<boolean> {
+    return this.hashing.run(() => verify(passwordHash, password));
   }
 
   async register(email: string, password: string): Promise<{ user: PublicUser } & TokenPair> {
     const row: UserRow = {
       id: this.deps.newId(),
       email: normalizeEmail(email),
-      password_hash: await hash(password, argonOptions),
+      password_hash: await this.hash(password),
       created_at: this.deps.clock.now(),
     };
     if (!(await this.deps.users.create(row))) throw new AppError('EMAIL_TAKEN');
@@ -63,11 +89,15 @@ export class AuthService {
   async login(email: string, password: string): Promise<{ user: PublicUser } & TokenPair> {
     const row = await this.deps.users.findByEmail(normalizeEmail(email));
     if (!row) {
-      this.dummyHash ??= hash('not-a-real-password', argonOptions);
-      await verify(await this.dummyHash, password);
+      // A refused first try (OVERLOADED) must not stay cached.
+      this.dummyHash ??= this.hash('not-a-real-password').catch((e: unknown) => {
+        this.dummyHash = undefined;
+        throw e;
+      });
+      await this.verifyHash(await this.dummyHash, password);
       throw new AppError('INVALID_CREDENTIALS');
     }
-    if (!(await verify(row.password_hash, password))) throw new AppError('INVALID_CREDENTIALS');
+    if (!(await this.verifyHash(row.password_hash, password))) throw new AppError('INVALID_CREDENTIALS');
     return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId(), null)) };
   }
 

@@ -84,6 +84,7 @@ export const errorCatalogue = {
     message: 'Another request for the same desktop is still running; retry shortly',
     log: false,
   },
+  OVERLOADED: { status: 503, message: 'The server is busy; retry shortly', log: false },
   SHUTTING_DOWN: { status: 503, message: 'This server is shutting down; retry', log: false },
   INTERNAL: { status: 500, message: 'Internal error', log: true },
 } as const satisfies Record<string, { status: number; message: string; log: boolean }>;
