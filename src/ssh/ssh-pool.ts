@@ -8,6 +8,7 @@
 // TCP_NODELAY an SSH hop showed p90 44 ms round trips (Nagle + delayed ACK).
 import { createHash, randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { Socket as NetSocket } from 'node:net';
 import ssh2 from 'ssh2';
 import type {
   Client as Ssh2Client,
@@ -30,6 +31,7 @@ import {
 } from './ssh-errors.js';
 import type { ExecOptions, ExecResult, PoolStats, SshAuth, SshPoolOptions, SshTarget } from './ssh.types.js';
 import { openWithStreamWindow } from './stream-window.js';
+import { coalesceWrites } from './coalesce-writes.js';
 
 const { Client, utils } = ssh2;
 
@@ -555,6 +557,8 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
         client.connect(config);
         // Set before the socket connects; Node applies it once the handle exists.
         client.setNoDelay(true);
+        const sock = (client as unknown as { _sock?: unknown })._sock;
+        if (sock instanceof NetSocket) coalesceWrites(sock);
       } catch (err) {
         settle(new HandshakeFailure(new AppError('SSH_PROTOCOL_ERROR', { cause: err }), false));
       }
