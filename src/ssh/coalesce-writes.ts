@@ -15,12 +15,12 @@ export function coalesceWrites(sock: Socket): void {
     sock.uncork();
   };
   const write = sock.write.bind(sock) as (...args: unknown[]) => boolean;
-  sock.write = ((...args: unknown[]): boolean => {
+  sock.write = (...args: unknown[]): boolean => {
     if (!corked) {
       corked = true;
       sock.cork();
       setImmediate(flush);
     }
     return write(...args);
-  });
+  };
 }
