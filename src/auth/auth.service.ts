@@ -106,7 +106,15 @@ export class AuthService {
     const now = this.deps.clock.now();
     const row = await this.deps.users.findRefreshToken(claims.jti);
     if (!row || row.user_id !== claims.sub || row.expires_at <= now) throw new AppError('INVALID_TOKEN');
-    if (row.revoked_at !== null) throw new AppError('INVALID_TOKEN');
+    if (row.revoked_at !== null) {
+      // Revoked alone while its sign-in lives on: a successor the grace window replaced as never received.
+      // Someone did receive it, so whoever rotated the old token again was someone else: that is reuse.
+      if (row.used_at === null && (await this.deps.users.familyIsLive(row.family_id, now))) {
+        await this.deps.users.revokeFamily(row.family_id, now);
+        throw new AppError('REFRESH_TOKEN_REUSED');
+      }
+      throw new AppError('INVALID_TOKEN');
+    }
     if (!(await this.deps.users.markRefreshTokenUsed(row.id, now))) {
       if (await this.replaceLostSuccessor(row, now))
         return this.issuePair(row.user_id, row.family_id, row.id);

@@ -58,6 +58,19 @@ export class UserRepository {
       .executeTakeFirst();
   }
 
+  /** True while some token of the family can still be used (the sign-in has not been ended). */
+  async familyIsLive(familyId: string, now: number): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('refresh_tokens')
+      .select('id')
+      .where('family_id', '=', familyId)
+      .where('revoked_at', 'is', null)
+      .where('expires_at', '>', now)
+      .limit(1)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
   /**
    * Revokes one token that was never used; false when it was used or revoked meanwhile (its holder
    * refreshed with it first, or the family was ended).
