@@ -111,6 +111,9 @@ export function desktopMarker(handle: Pick<DesktopHandle, 'display' | 'pid'>): s
   return `CLOUDDESK_DESKTOP=${handle.display}-${handle.pid}`;
 }
 
+type StartOutcome =
+  { kind: 'started'; started: StartedDesktop } | { kind: 'busy' } | { kind: 'xvnc-died'; logTail: string[] };
+
 interface DisplayQuery {
   min: number;
   max: number;
@@ -208,28 +211,21 @@ export class DesktopService {
           if (xvncFailures >= MAX_XVNC_FAILURES) break;
           const remaining = deadline - performance.now();
           if (remaining <= 0) break;
-          reserved.add(display);
-          let release: (() => Promise<void>) | null = null;
-          try {
-            release = await this.reserveDisplay(target, display);
-            if (release === null) continue; // another gateway is starting a desktop there right now
-            const outcome = await this.startOn(target, display, desktopEnvironment, transport, remaining);
-            if (outcome.kind === 'started') {
-              // Keep the reservation until it lapses: starts that inspected the instance before this
-              // one finished still list the display as free, and must not each spend an SSH round
-              // trip finding out it is not. Later inspections see Xvnc's own X lock.
-              release = null;
-              return outcome.started;
-            }
-            if (outcome.kind === 'xvnc-died') {
-              xvncFailures++;
-              lastTail = outcome.logTail;
-            }
-            // 'busy': someone took it since we looked; try the next one.
-          } finally {
-            reserved.delete(display);
-            if (release) await release();
+          const outcome = await this.tryDisplay(
+            target,
+            reserved,
+            display,
+            desktopEnvironment,
+            transport,
+            remaining,
+          );
+          if (outcome.kind === 'started') return outcome.started;
+          if (outcome.kind === 'xvnc-died') {
+            xvncFailures++;
+            lastTail = outcome.logTail;
           }
+          // 'busy' (someone took it since we looked) or 'reserved' (another gateway is starting a desktop
+          // there right now): try the next one.
         }
         // Every display listed was taken meanwhile (starts racing on a busy instance): when the list was
         // cut at its limit there are others to look at, from somewhere else in the range.
@@ -245,6 +241,32 @@ export class DesktopService {
       throw this.startFailed('The desktop did not come up in time', lastTail, null);
     if (xvncFailures === 0) throw new AppError('NO_FREE_DISPLAY');
     throw this.startFailed('Xvnc did not start on the instance', lastTail, null);
+  }
+
+  /** One display: reserve it in this process and the cluster, then start there. */
+  private async tryDisplay(
+    target: SshTarget,
+    reserved: Set<number>,
+    display: number,
+    desktopEnvironment: DesktopEnvironmentId,
+    transport: 'unix' | 'tcp',
+    remainingMs: number,
+  ): Promise<StartOutcome | { kind: 'reserved' }> {
+    reserved.add(display);
+    let release: (() => Promise<void>) | null = null;
+    try {
+      release = await this.reserveDisplay(target, display);
+      if (release === null) return { kind: 'reserved' };
+      const outcome = await this.startOn(target, display, desktopEnvironment, transport, remainingMs);
+      // Keep the reservation of a started desktop until it lapses: starts that inspected the instance
+      // before this one finished still list the display as free, and must not each spend an SSH round
+      // trip finding out it is not. Later inspections see Xvnc's own X lock.
+      if (outcome.kind === 'started') release = null;
+      return outcome;
+    } finally {
+      reserved.delete(display);
+      if (release) await release();
+    }
   }
 
   /** True when that desktop still runs and its VNC server answers. SSH problems are thrown, not false. */
@@ -364,9 +386,7 @@ export class DesktopService {
     desktopEnvironment: DesktopEnvironmentId,
     transport: 'unix' | 'tcp',
     remainingMs: number,
-  ): Promise<
-    { kind: 'started'; started: StartedDesktop } | { kind: 'busy' } | { kind: 'xvnc-died'; logTail: string[] }
-  > {
+  ): Promise<StartOutcome> {
     const started = performance.now();
     const vncPassword = transport === 'tcp' ? this.newVncPassword() : null;
     const waitSeconds = Math.max(1, Math.ceil(remainingMs / 1000));
