@@ -21,7 +21,7 @@ import { Metrics, exposeMetrics, registerHttpMetrics, type MetricsServer } from 
 import { AuthService } from './auth/auth.service.js';
 import { registerAuthRoutes } from './auth/auth.routes.js';
 import type { SignInGuard } from './auth/sign-in-guard.js';
-import { AddressGuard, type Resolver } from './instances/address-guard.js';
+import { AddressGuard, type InterfaceSource, type Resolver } from './instances/address-guard.js';
 import { InstanceService } from './instances/instance.service.js';
 import { registerInstanceRoutes } from './instances/instance.routes.js';
 import { SessionService } from './sessions/session.service.js';
@@ -45,6 +45,8 @@ export interface AppDeps {
   /** Replaces the rate-limit sign-in guard (unit tests of the auth flow). */
   signInGuard?: SignInGuard;
   resolver?: Resolver;
+  /** The gateway's own interfaces, refused as instance addresses (default: os.networkInterfaces). */
+  networkInterfaces?: InterfaceSource;
   gatewayHooks?: VncGatewayHooks;
   /** node:cluster worker label for metrics ('0' for a single process). */
   worker?: string;
@@ -119,7 +121,11 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const instances = new InstanceService({
     instances: instanceRepo,
     secrets,
-    guard: new AddressGuard(config.instances, deps.resolver),
+    guard: new AddressGuard(config.instances, {
+      resolve: deps.resolver,
+      interfaces: deps.networkInterfaces,
+      clock,
+    }),
     desktops,
     clock,
     newId,

@@ -116,3 +116,43 @@ test('REFRESH_REUSE_GRACE_MS=0 turns the refresh grace window off', () => {
   });
   assert.equal(config.auth.refreshReuseGraceMs, 0);
 });
+
+test('instance address blocks: INSTANCE_DENY_PRIVATE is off by default; a block that is not a CIDR is refused', () => {
+  const base = { ...TEST_SECRETS, DATA_DIR: '/tmp/unused-clouddesk' };
+  assert.equal(loadConfig(base).instances.denyPrivate, false);
+  const strict = loadConfig({
+    ...base,
+    INSTANCE_DENY_PRIVATE: 'true',
+    INSTANCE_ALLOWED_CIDRS: '10.20.0.0/16, fd12:3456::/48',
+    INSTANCE_DENIED_CIDRS: '::ffff:192.0.2.0/120',
+  });
+  assert.deepEqual(strict.instances, {
+    allowedCidrs: ['10.20.0.0/16', 'fd12:3456::/48'],
+    deniedCidrs: ['::ffff:192.0.2.0/120'],
+    denyPrivate: true,
+  });
+  assert.throws(
+    () =>
+      loadConfig({
+        ...base,
+        INSTANCE_DENY_PRIVATE: 'maybe',
+        INSTANCE_ALLOWED_CIDRS: '300.0.0.0/8,10.0.0.0/33,10/8,fe80::/129',
+      }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      for (const bad of [
+        'INSTANCE_DENY_PRIVATE',
+        '"300.0.0.0/8"',
+        '"10.0.0.0/33"',
+        '"10/8"',
+        '"fe80::/129"',
+      ]) {
+        assert.ok(
+          e.problems.some((p) => p.includes(bad)),
+          bad,
+        );
+      }
+      return true;
+    },
+  );
+});

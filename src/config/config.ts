@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, chmodSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { SshPoolOptions } from '../ssh/ssh.types.js';
+import { isCidr } from '../instances/address-guard.js';
 
 export type DesktopTransport = 'auto' | 'unix' | 'tcp';
 
@@ -34,7 +35,12 @@ export interface Config {
     ticketTtlMs: number;
     activityFlushMs: number;
   };
-  instances: { allowedCidrs: string[]; deniedCidrs: string[] };
+  instances: {
+    allowedCidrs: string[];
+    deniedCidrs: string[];
+    /** Also refuse private and other non-public ranges (for fleets with public addresses only). */
+    denyPrivate: boolean;
+  };
   ssh: Required<
     Pick<
       SshPoolOptions,
@@ -165,8 +171,6 @@ class Reader {
   }
 }
 
-const cidrPattern = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/;
-
 function decodeKey(text: string): Buffer | null {
   if (/^[0-9a-fA-F]{64}$/.test(text)) return Buffer.from(text, 'hex');
   const b = Buffer.from(text, 'base64');
@@ -275,7 +279,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
   const allowedCidrs = r.list('INSTANCE_ALLOWED_CIDRS');
   const deniedCidrs = r.list('INSTANCE_DENIED_CIDRS');
   for (const c of [...allowedCidrs, ...deniedCidrs]) {
-    if (!cidrPattern.test(c)) r.problems.push(`"${c}" is not a CIDR block like 10.0.0.0/8`);
+    if (!isCidr(c)) r.problems.push(`"${c}" is not a CIDR block like 10.0.0.0/8 or fd00::/8`);
   }
 
   const geometry = r.string('DESKTOP_GEOMETRY', '1280x800');
@@ -314,7 +318,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       ticketTtlMs: r.int('TICKET_TTL_MS', 30_000, 1000, 600_000),
       activityFlushMs: r.int('ACTIVITY_FLUSH_MS', 5_000, 100, 600_000),
     },
-    instances: { allowedCidrs, deniedCidrs },
+    instances: { allowedCidrs, deniedCidrs, denyPrivate: r.bool('INSTANCE_DENY_PRIVATE', false) },
     ssh: {
       maxChannelsPerConnection: r.int('SSH_MAX_CHANNELS_PER_CONNECTION', 64, 1, 1000),
       keepaliveIntervalMs: r.int('SSH_KEEPALIVE_INTERVAL_MS', 10_000, 100, 600_000),

@@ -30,7 +30,8 @@ export const errorCatalogue = {
   INSTANCE_NOT_FOUND: { status: 404, message: 'No such instance', log: false },
   INSTANCE_ADDRESS_FORBIDDEN: {
     status: 422,
-    message: 'This address is not allowed for an instance (loopback, link-local or unspecified)',
+    // The guard's own message says why (instances/address-guard.ts); this one is the fallback.
+    message: 'This address is not allowed for an instance',
     log: false,
   },
   INSTANCE_HOST_UNRESOLVABLE: { status: 422, message: 'The instance host name does not resolve', log: false },
