@@ -204,6 +204,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     authenticate,
     refreshTtlSeconds: config.auth.refreshTtlSeconds,
     publishSignOut: (userId) => coordinator.publish({ type: 'sign-out-user', userId }),
+    isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
   });
   registerInstanceRoutes(app, { instances, sessions, authenticate });
   registerSessionRoutes(app, {

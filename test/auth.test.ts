@@ -171,6 +171,105 @@ describe('auth API', () => {
   });
 });
 
+// Issue 14.3: the web client refreshes and signs out with the cookie alone (no body, no content-type),
+// and a cookie-authenticated call must come from an allowed Origin.
+describe('refresh and logout from the cookie alone, and the Origin check', () => {
+  let gw: TestGateway;
+  const host = 'desk.example.com:3000';
+
+  before(async () => {
+    gw = await buildTestGateway({ CORS_ORIGIN: 'https://app.example.com,https://*.corp.example' });
+  });
+  after(() => gw.cleanup());
+
+  /** A POST with the cookie and nothing else: no body, no content-type. */
+  const withCookie = (url: string, token: string, headers: Record<string, string> = {}) =>
+    gw.app.inject({ method: 'POST', url, cookies: { cd_refresh: token }, headers: { host, ...headers } });
+
+  const stillValid = async (token: string) => {
+    const res = await refresh(gw, token);
+    assert.equal(res.statusCode, 200, `the token was lost: ${res.body}`);
+  };
+
+  test('refresh with only the cookie, no body and no content-type, rotates and sets the new cookie', async () => {
+    const u = await newUser(gw);
+    const res = await withCookie('/api/auth/refresh', u.refreshToken, { origin: `http://${host}` });
+    assert.equal(res.statusCode, 200, res.body);
+    const fresh = res.json<{ data: { refreshToken: string; accessToken: string } }>().data;
+    assert.match(String(res.headers['set-cookie']), new RegExp(`cd_refresh=${fresh.refreshToken};`));
+    const me = await gw.app.inject({
+      method: 'GET',
+      url: '/api/auth/me',
+      headers: { authorization: `Bearer ${fresh.accessToken}` },
+    });
+    assert.equal(me.statusCode, 200);
+  });
+
+  test('logout with only the cookie revokes it and clears the cookie', async () => {
+    const u = await newUser(gw);
+    const res = await withCookie('/api/auth/logout', u.refreshToken, { origin: `http://${host}` });
+    assert.equal(res.statusCode, 204, res.body);
+    assert.match(String(res.headers['set-cookie']), /cd_refresh=;/);
+    assert.equal((await refresh(gw, u.refreshToken)).statusCode, 401);
+  });
+
+  test('no cookie and no body answers 401 UNAUTHENTICATED, not a validation error', async () => {
+    const res = await gw.app.inject({ method: 'POST', url: '/api/auth/refresh' });
+    assert.equal(res.statusCode, 401);
+    assert.equal(res.json().error.code, 'UNAUTHENTICATED');
+  });
+
+  test('the cookie is accepted from the same origin and from CORS_ORIGIN entries', async () => {
+    for (const origin of [`http://${host}`, 'https://app.example.com', 'https://eu.corp.example']) {
+      const u = await newUser(gw);
+      const res = await withCookie('/api/auth/refresh', u.refreshToken, { origin });
+      assert.equal(res.statusCode, 200, `${origin}: ${res.body}`);
+      const out = await withCookie('/api/auth/logout', res.json().data.refreshToken as string, { origin });
+      assert.equal(out.statusCode, 204, origin);
+    }
+  });
+
+  test('the cookie from any other Origin is refused with 403 FORBIDDEN_ORIGIN, and the token is not used up', async () => {
+    for (const origin of [
+      'https://evil.example',
+      'http://desk.example.com:3001',
+      'https://app.example.com.evil.example',
+      'https://corp.example', // the pattern covers subdomains only
+      'null', // sandboxed frames, opaque redirects
+      'not a url',
+    ]) {
+      const u = await newUser(gw);
+      for (const url of ['/api/auth/refresh', '/api/auth/logout']) {
+        const res = await withCookie(url, u.refreshToken, { origin });
+        assert.equal(res.statusCode, 403, `${url} from ${origin}`);
+        assert.equal(res.json().error.code, 'FORBIDDEN_ORIGIN');
+        assert.equal(res.headers['set-cookie'], undefined, 'the cookie is left alone');
+      }
+      await stillValid(u.refreshToken);
+    }
+  });
+
+  test('non-browser clients: no Origin works with a body token, and with the cookie', async () => {
+    const u = await newUser(gw);
+    const res = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/refresh',
+      headers: { host },
+      payload: { refreshToken: u.refreshToken },
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    const viaCookie = await withCookie('/api/auth/refresh', res.json().data.refreshToken as string);
+    assert.equal(viaCookie.statusCode, 200, viaCookie.body);
+    const out = await gw.app.inject({
+      method: 'POST',
+      url: '/api/auth/logout',
+      headers: { host },
+      payload: { refreshToken: viaCookie.json().data.refreshToken as string },
+    });
+    assert.equal(out.statusCode, 204);
+  });
+});
+
 describe('REFRESH_REUSE_GRACE_MS=0', () => {
   test('turns the grace window off: a used token presented at once revokes the family', async () => {
     const gw = await buildTestGateway({ REFRESH_REUSE_GRACE_MS: '0' }, { clock: new ManualClock() });

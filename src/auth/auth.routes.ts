@@ -1,6 +1,8 @@
 // /api/auth: register, login, refresh, logout, me. The refresh token is returned in the body (API
 // clients) and also set as an httpOnly SameSite=Strict cookie scoped to /api/auth, so the web client
-// never has to keep it where page scripts can read it.
+// never has to keep it where page scripts can read it. Refresh and logout take the token from the
+// body or, with no body at all, from the cookie; a cookie-authenticated call must also come from an
+// allowed Origin (or none: a non-browser client), a second defence beside SameSite=Strict.
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
@@ -13,9 +15,11 @@ export const REFRESH_COOKIE = 'cd_refresh';
 
 const Credentials = strictObject({ email: Email, password: Type.String({ minLength: 1, maxLength: 256 }) });
 const Registration = strictObject({ email: Email, password: Password });
-const RefreshBody = strictObject({
-  refreshToken: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
-});
+// No body at all (no content-type either) reaches the validator as null: the cookie-only call.
+const RefreshBody = Type.Union([
+  strictObject({ refreshToken: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }),
+  Type.Null(),
+]);
 
 export function registerAuthRoutes(
   app: FastifyInstance,
@@ -25,6 +29,8 @@ export function registerAuthRoutes(
     authenticate: preHandlerAsyncHookHandler;
     refreshTtlSeconds: number;
     publishSignOut: (userId: string) => Promise<void>;
+    /** The gateway's origin policy (http/origin.ts): its own host and CORS_ORIGIN. */
+    isOriginAllowed: (origin: string, host: string | undefined) => boolean;
   },
 ): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
@@ -38,10 +44,23 @@ export function registerAuthRoutes(
       path: '/api/auth',
       maxAge: deps.refreshTtlSeconds,
     });
-  const refreshTokenOf = (request: FastifyRequest, body: { refreshToken?: string } | undefined) => {
-    const token = body?.refreshToken ?? request.cookies[REFRESH_COOKIE];
-    if (!token) throw new AppError('UNAUTHENTICATED', { message: 'No refresh token' });
-    return token;
+  /**
+   * The refresh token of a refresh or logout: the body's (API clients), else the cookie's. The
+   * cookie is sent by the browser on its own, so a call that relies on it must come from an allowed
+   * Origin; one with no Origin header is not a browser's (browsers send it on every POST).
+   */
+  const refreshTokenOf = (
+    request: FastifyRequest,
+    body: { refreshToken?: string } | null | undefined,
+  ): string | undefined => {
+    if (body?.refreshToken) return body.refreshToken;
+    const cookie = request.cookies[REFRESH_COOKIE];
+    if (!cookie) return undefined;
+    const origin = request.headers.origin;
+    if (origin !== undefined && !deps.isOriginAllowed(origin, request.headers.host)) {
+      throw new AppError('FORBIDDEN_ORIGIN');
+    }
+    return cookie;
   };
 
   r.post('/api/auth/register', { schema: { body: Registration } }, async (request, reply) => {
@@ -66,15 +85,17 @@ export function registerAuthRoutes(
     }
   });
 
-  r.post('/api/auth/refresh', { schema: { body: Type.Optional(RefreshBody) } }, async (request, reply) => {
+  r.post('/api/auth/refresh', { schema: { body: RefreshBody } }, async (request, reply) => {
     await guard.attempt(request.ip);
-    const pair = await auth.refresh(refreshTokenOf(request, request.body));
+    const token = refreshTokenOf(request, request.body);
+    if (!token) throw new AppError('UNAUTHENTICATED', { message: 'No refresh token' });
+    const pair = await auth.refresh(token);
     setRefreshCookie(request, reply, pair.refreshToken);
     return reply.send(data(pair));
   });
 
-  r.post('/api/auth/logout', { schema: { body: Type.Optional(RefreshBody) } }, async (request, reply) => {
-    const token = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE];
+  r.post('/api/auth/logout', { schema: { body: RefreshBody } }, async (request, reply) => {
+    const token = refreshTokenOf(request, request.body);
     if (token) await auth.logout(token);
     reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
     return reply.status(204).send();
