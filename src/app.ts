@@ -35,6 +35,7 @@ import { registerErrorHandling } from './http/error-handler.js';
 import { makeAuthenticate } from './http/authenticate.js';
 import { registerHealthRoutes } from './http/health.routes.js';
 import { isOriginAllowed, originMatches } from './http/origin.js';
+import { RequestLogController } from './http/request-logging.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -168,7 +169,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     bodyLimit: config.http.bodyLimitBytes,
     genReqId: () => newId(),
     requestIdHeader: false,
-    disableRequestLogging: false,
+    logController: new RequestLogController(),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     routerOptions: { maxParamLength: 200 },
   });

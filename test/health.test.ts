@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store } from '../src/store/database.js';
-import { buildTestGateway, type TestGateway } from './helpers/builders.js';
+import { buildTestGateway, captureLogger, type TestGateway } from './helpers/builders.js';
 
 describe('health and readiness', () => {
   let gw: TestGateway;
@@ -66,5 +66,61 @@ describe('health and readiness', () => {
     assert.equal(res.headers['x-content-type-options'], 'nosniff');
     assert.match(String(res.headers['content-security-policy']), /default-src 'none'/);
     assert.ok(res.headers['x-frame-options']);
+  });
+});
+
+// Issue 14.15: a load balancer polling /api/ready every 2 s, and every scrape, wrote two info lines.
+describe('request logging', () => {
+  type Line = { level: number; msg: string; req?: { url?: string }; res?: { statusCode?: number } };
+  const parse = (lines: string[]) => lines.map((l) => JSON.parse(l) as Line);
+  const requests = (lines: Line[]) =>
+    lines.filter((l) => l.msg === 'incoming request' || l.msg === 'request completed');
+
+  async function probeAndCall(gw: TestGateway): Promise<void> {
+    for (const url of ['/api/health', '/api/ready', '/api/ready?from=lb']) {
+      assert.equal((await gw.app.inject({ method: 'GET', url })).statusCode, 200, url);
+    }
+    const metrics = await gw.app.inject({
+      method: 'GET',
+      url: '/metrics',
+      headers: { authorization: 'Bearer metrics-token-for-tests' },
+    });
+    assert.equal(metrics.statusCode, 200);
+    assert.equal((await gw.app.inject({ method: 'GET', url: '/api/auth/me' })).statusCode, 401);
+  }
+
+  test('health, readiness and metrics requests are logged at debug; every other request at info', async () => {
+    const { logger, lines } = captureLogger('debug');
+    const gw = await buildTestGateway({ METRICS_TOKEN: 'metrics-token-for-tests' }, { logger });
+    try {
+      await probeAndCall(gw);
+    } finally {
+      await gw.cleanup();
+    }
+    const logged = requests(parse(lines));
+    const byLevel = (level: number) => logged.filter((l) => l.level === level).map((l) => l.msg);
+    // 4 probes × (incoming + completed) at debug (20); the one API call's two lines at info (30).
+    assert.deepEqual(byLevel(20), Array(4).fill(['incoming request', 'request completed']).flat());
+    assert.deepEqual(byLevel(30), ['incoming request', 'request completed']);
+    const infoIncoming = logged.find((l) => l.level === 30 && l.msg === 'incoming request');
+    assert.equal(infoIncoming?.req?.url, '/api/auth/me');
+  });
+
+  test('at LOG_LEVEL=info a probe writes no line at all', async () => {
+    const { logger, lines } = captureLogger('info');
+    const gw = await buildTestGateway({ METRICS_TOKEN: 'metrics-token-for-tests' }, { logger });
+    try {
+      await probeAndCall(gw);
+    } finally {
+      await gw.cleanup();
+    }
+    const logged = requests(parse(lines));
+    assert.deepEqual(
+      logged.map((l) => [l.msg, l.req?.url ?? l.res?.statusCode]),
+      [
+        ['incoming request', '/api/auth/me'],
+        ['request completed', 401],
+      ],
+    );
   });
 });

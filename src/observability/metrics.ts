@@ -284,7 +284,8 @@ export function registerMetricsRoute(
   app: FastifyInstance,
   endpoint: MetricsEndpoint & { token: string },
 ): void {
-  app.get('/metrics', { logLevel: 'warn' }, async (request, reply) => {
+  // Logged at debug like the other probes (http/request-logging.ts).
+  app.get('/metrics', async (request, reply) => {
     if (!bearerMatches(request.headers.authorization, endpoint.token)) {
       return reply
         .status(401)
