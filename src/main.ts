@@ -1,5 +1,7 @@
 // Process entry: parse config, build the gateway, listen, and shut down in order on SIGTERM/SIGINT
 // with a force-exit deadline. Nothing else here: the gateway is built in app.ts.
+import cluster from 'node:cluster';
+import { isIP, type AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { loadConfig, ConfigError, type Config } from './config/config.js';
 import { createLogger, type Logger } from './observability/logger.js';
@@ -21,11 +23,42 @@ export async function startGateway(
   await registerWebClient(gateway.app, { publicDir: config.http.publicDir, logger });
   gateway.start();
   await gateway.app.listen({ host: config.http.host, port: config.http.port });
+  const port = (gateway.app.server.address() as AddressInfo).port;
   logger.info(
-    { host: config.http.host, port: config.http.port, store: gateway.store.dialect },
+    { host: config.http.host, port, store: gateway.store.dialect, url: openUrl(config.http.host, port) },
     'CloudDesk gateway listening',
   );
+  // One line for the person who started it, beside the JSON log (which stays alone on stdout, so it
+  // can be piped). Under node:cluster the first worker speaks for all of them.
+  if (!cluster.isWorker || cluster.worker?.id === 1) process.stderr.write(`${readyLine(config, port)}\n`);
   return gateway;
+}
+
+/** The address a browser on this machine opens: a wildcard listen address becomes localhost. */
+export function openUrl(host: string, port: number): string {
+  const name = host === '' || host === '0.0.0.0' || host === '::' ? 'localhost' : host;
+  return `http://${isIP(name) === 6 ? `[${name}]` : name}:${port}/`;
+}
+
+/** Where a postgres:// or redis:// URL points, without its credentials. */
+function endpointOf(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.host}${u.pathname.length > 1 ? u.pathname : ''}`;
+  } catch {
+    return 'the configured server';
+  }
+}
+
+/** `CloudDesk is ready: open http://localhost:3000/ · data: … · coordination: …` */
+export function readyLine(config: Config, port: number): string {
+  const data =
+    config.databaseUrl === null
+      ? `${config.dataDir} (embedded SQLite)`
+      : `PostgreSQL at ${endpointOf(config.databaseUrl)}`;
+  const coordination =
+    config.redisUrl === null ? 'in-process (single node)' : `Redis at ${endpointOf(config.redisUrl)}`;
+  return `CloudDesk is ready: open ${openUrl(config.http.host, port)} · data: ${data} · coordination: ${coordination}`;
 }
 
 /** SIGTERM/SIGINT → ordered shutdown; a second signal or the deadline forces the exit. */
