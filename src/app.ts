@@ -12,6 +12,7 @@ import { openStore, type Store } from './store/database.js';
 import { UserRepository } from './store/user.repository.js';
 import { InstanceRepository } from './store/instance.repository.js';
 import { SessionRepository } from './store/session.repository.js';
+import { UsageRepository } from './store/usage.repository.js';
 import { SecretBox } from './crypto/secret-box.js';
 import type { Coordinator } from './coordination/coordinator.js';
 import { createCoordinator } from './coordination/create-coordinator.js';
@@ -28,6 +29,8 @@ import { SessionService } from './sessions/session.service.js';
 import { registerSessionRoutes } from './sessions/session.routes.js';
 import { ActivityBuffer } from './sessions/activity-buffer.js';
 import { IdleSweeper } from './sessions/idle-sweeper.js';
+import { UsageService } from './usage/usage.service.js';
+import { registerUsageRoutes } from './usage/usage.routes.js';
 import { SshPool } from './ssh/ssh-pool.js';
 import { DesktopService } from './desktop/desktop.service.js';
 import { VncGateway, type VncGatewayHooks } from './relay/vnc-gateway.js';
@@ -94,6 +97,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const users = new UserRepository(store.db);
   const instanceRepo = new InstanceRepository(store.db);
   const sessionRepo = new SessionRepository(store.db);
+  const usageRepo = new UsageRepository(store.db);
 
   const sshPool = new SshPool({ ...config.ssh, logger: logger.child({ component: 'ssh' }), clock });
   const desktops = new DesktopService({
@@ -140,7 +144,8 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       startTimeoutMs: config.desktop.startTimeoutMs,
     },
   );
-  const activity = new ActivityBuffer(sessionRepo, logger);
+  const activity = new ActivityBuffer(sessionRepo, usageRepo, logger);
+  const usage = new UsageService({ usage: usageRepo, clock });
   const vnc = new VncGateway(
     {
       sessions,
@@ -154,11 +159,24 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
         consumeWsConnect: (userId) => rateLimits.consumeWsConnect(userId),
         onViewerRtt: (ms) => metrics.viewerRttMs(ms),
         onViewerClosed: (code) => metrics.wsClosed(code),
+        onViewerKbps: (kbps) => metrics.viewerKbps(kbps),
         ...deps.gatewayHooks,
       },
     },
-    { ...config.relay, nodeId: config.cluster.nodeId },
+    {
+      ...config.relay,
+      nodeId: config.cluster.nodeId,
+      // The configured caps, the same for every viewer; SessionEndpoint.policy narrows them per viewer.
+      basePolicy: {
+        viewOnly: false,
+        quality: config.caps.quality,
+        compressionMin: config.caps.compressionMin,
+        maxKbps: config.caps.sessionMaxKbps,
+        maxGeometry: config.caps.maxGeometry,
+      },
+    },
   );
+  activity.addSampler(() => vnc.sampleUsage());
   const sweeper = new IdleSweeper(sessions, activity, logger, config.sessions.cleanupIntervalMs);
 
   // Typed as Fastify's logger so the app is a plain FastifyInstance for every route module.
@@ -213,6 +231,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     authenticate,
     onSetupDuration: (ms) => metrics.sessionSetup(ms, 'ok'),
   });
+  registerUsageRoutes(app, { usage, authenticate });
   registerHealthRoutes(app, {
     store,
     coordinator,

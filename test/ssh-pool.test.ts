@@ -526,9 +526,12 @@ void describe('SshPool: streams', () => {
   // What a viewer that stops reading costs the gateway: the instance keeps sending until the SSH window is
   // used up. With ssh2's own 2 MiB window (topped up while the paused channel buffers below 2 MiB) that is
   // megabytes; with the pool's stream window it is at most the window plus the channel's buffer.
-  for (const [label, windowBytes, bound] of [
-    ['a 256 KiB stream window', 256 * 1024, 256 * 1024 + 64 * 1024],
-    ["ssh2's default (stream window 0)", 0, null],
+  // A stream read under a viewer's budget gets a window of ~¼ s of it (here 2 Mbit/s: the 64 KiB floor)
+  // and a quarter of that as its buffer, so little is queued behind a budget pause.
+  for (const [label, windowBytes, stream, bound] of [
+    ['a 256 KiB stream window', 256 * 1024, {}, 256 * 1024 + 64 * 1024],
+    ["ssh2's default (stream window 0)", 0, {}, null],
+    ['a 2 Mbit/s budget under the 512 KiB default', 512 * 1024, { budgetKbps: 2000 }, 64 * 1024 + 16 * 1024],
   ] as const) {
     void it(`a paused stream holds a bounded amount with ${label}, and loses nothing when resumed`, async () => {
       const total = 8 * 1024 * 1024;
@@ -539,7 +542,7 @@ void describe('SshPool: streams', () => {
       cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
       const pool = newPool({ streamWindowBytes: windowBytes });
       const port = (server.address() as { port: number }).port;
-      const { channel } = await pool.openTcpStream(passwordTarget(), '127.0.0.1', port);
+      const { channel } = await pool.openTcpStream(passwordTarget(), '127.0.0.1', port, stream);
       channel.pause();
       // Nothing signals "the instance stopped sending"; wait until the buffered amount has not moved for a
       // while (bounded), then read it.

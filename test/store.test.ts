@@ -9,6 +9,7 @@ import { openStore, type Store } from '../src/store/database.js';
 import { UserRepository } from '../src/store/user.repository.js';
 import { InstanceRepository, type InstanceRow } from '../src/store/instance.repository.js';
 import { SessionRepository, type SessionRow } from '../src/store/session.repository.js';
+import { UsageRepository, type UsageEntry } from '../src/store/usage.repository.js';
 import { createTestDatabase } from './helpers/postgres-database.js';
 
 const dialects: { name: string; open(): Promise<{ store: Store; cleanup(): Promise<void> }> }[] = [
@@ -67,6 +68,9 @@ function sessionRow(userId: string, instanceId: string, o: Partial<SessionRow> =
     last_activity_at: 1000,
     ended_at: null,
     end_reason: null,
+    bytes_to_viewer: 0,
+    bytes_from_viewer: 0,
+    viewer_seconds: 0,
     ...o,
   };
 }
@@ -78,12 +82,14 @@ for (const dialect of dialects) {
     let users: UserRepository;
     let instances: InstanceRepository;
     let sessions: SessionRepository;
+    let usage: UsageRepository;
 
     before(async () => {
       ({ store, cleanup } = await dialect.open());
       users = new UserRepository(store.db);
       instances = new InstanceRepository(store.db);
       sessions = new SessionRepository(store.db);
+      usage = new UsageRepository(store.db);
     });
     after(async () => {
       await store.close();
@@ -201,6 +207,114 @@ for (const dialect of dialects) {
       await store.db.deleteFrom('users').where('id', '=', alice).execute();
       assert.equal((await instances.listByUser(alice)).length, 0);
       assert.equal(await sessions.countLive(alice), 0);
+    });
+
+    /** A user with an instance and a session on it. */
+    async function sessionOfNewUser() {
+      const userId = await newUserRow();
+      const inst = instanceRow(userId, { name: 'usage box' });
+      await instances.create(inst);
+      const s = sessionRow(userId, inst.id);
+      await sessions.create(s);
+      return { userId, instanceId: inst.id, sessionId: s.id };
+    }
+
+    const delta = (o: Partial<UsageEntry> & Pick<UsageEntry, 'sessionId' | 'userId' | 'instanceId'>) => ({
+      day: '2026-03-01',
+      bytesToViewer: 0,
+      bytesFromViewer: 0,
+      viewerSeconds: 0,
+      ...o,
+    });
+
+    test('usage deltas add up on the session and on the day, batch after batch', async () => {
+      const a = await sessionOfNewUser();
+      await usage.addMany([delta({ ...a, bytesToViewer: 1000, bytesFromViewer: 10, viewerSeconds: 2.5 })]);
+      await usage.addMany([
+        delta({ ...a, bytesToViewer: 5_000_000_000, bytesFromViewer: 5, viewerSeconds: 5 }),
+        delta({ ...a, day: '2026-03-02', bytesToViewer: 7, viewerSeconds: 1 }),
+      ]);
+      const row = await sessions.findById(a.sessionId);
+      assert.deepEqual(
+        [row?.bytes_to_viewer, row?.bytes_from_viewer, row?.viewer_seconds],
+        [5_000_001_007, 15, 8.5],
+        'bigint totals past 2³² stay exact',
+      );
+      assert.deepEqual(await usage.listDaily(a.userId, '2026-03-01', '2026-03-02'), [
+        {
+          day: '2026-03-01',
+          instanceId: a.instanceId,
+          instanceName: 'usage box',
+          bytesToViewer: 5_000_001_000,
+          bytesFromViewer: 15,
+          viewerSeconds: 7.5,
+        },
+        {
+          day: '2026-03-02',
+          instanceId: a.instanceId,
+          instanceName: 'usage box',
+          bytesToViewer: 7,
+          bytesFromViewer: 0,
+          viewerSeconds: 1,
+        },
+      ]);
+      assert.equal(
+        (await usage.listDaily(a.userId, '2026-03-02', '2026-03-31')).length,
+        1,
+        'range is inclusive',
+      );
+      assert.equal((await usage.listDaily(a.userId, '2026-02-01', '2026-02-28')).length, 0);
+    });
+
+    test('two sessions of one instance on one day share the daily row, also within one batch', async () => {
+      const a = await sessionOfNewUser();
+      const second = sessionRow(a.userId, a.instanceId, { status: 'ended' });
+      await sessions.create(second);
+      await usage.addMany([
+        delta({ ...a, bytesToViewer: 100 }),
+        delta({ ...a, sessionId: second.id, bytesToViewer: 50 }),
+      ]);
+      const days = await usage.listDaily(a.userId, '2026-03-01', '2026-03-01');
+      assert.deepEqual(
+        days.map((d) => d.bytesToViewer),
+        [150],
+      );
+      assert.equal((await sessions.findById(second.id))?.bytes_to_viewer, 50);
+    });
+
+    test('concurrent flushes (two gateway processes) both count', async () => {
+      const a = await sessionOfNewUser();
+      await Promise.all(
+        Array.from({ length: 8 }, () => usage.addMany([delta({ ...a, bytesToViewer: 3, viewerSeconds: 1 })])),
+      );
+      assert.equal((await sessions.findById(a.sessionId))?.bytes_to_viewer, 24);
+      assert.equal((await usage.listDaily(a.userId, '2026-03-01', '2026-03-01'))[0]?.viewerSeconds, 8);
+    });
+
+    test("usage outlives its instance; a deleted user's pending usage is dropped without failing the batch", async () => {
+      const a = await sessionOfNewUser();
+      const b = await sessionOfNewUser();
+      await usage.addMany([delta({ ...a, bytesToViewer: 9 })]);
+      await instances.delete(a.userId, a.instanceId);
+      const kept = await usage.listDaily(a.userId, '2026-03-01', '2026-03-01');
+      assert.deepEqual(
+        kept.map((d) => [d.instanceId, d.instanceName, d.bytesToViewer]),
+        [[a.instanceId, null, 9]],
+      );
+      await store.db.deleteFrom('users').where('id', '=', b.userId).execute();
+      await usage.addMany([delta({ ...b, bytesToViewer: 1 }), delta({ ...a, bytesToViewer: 1 })]);
+      assert.equal((await usage.listDaily(a.userId, '2026-03-01', '2026-03-01'))[0]?.bytesToViewer, 10);
+      assert.equal((await usage.listDaily(b.userId, '2026-03-01', '2026-03-01')).length, 0);
+    });
+
+    test("one user's usage is never in another's", async () => {
+      const a = await sessionOfNewUser();
+      const b = await sessionOfNewUser();
+      await usage.addMany([delta({ ...a, bytesToViewer: 1 }), delta({ ...b, bytesToViewer: 2 })]);
+      assert.deepEqual(
+        (await usage.listDaily(b.userId, '2026-01-01', '2026-12-31')).map((d) => d.bytesToViewer),
+        [2],
+      );
     });
   });
 }

@@ -61,6 +61,16 @@ export interface Config {
     startTimeoutMs: number;
     geometry: string;
   };
+  /**
+   * What every viewer gets at attach (rfb/viewer-policy.ts): quality bounds and a compression floor applied
+   * to SetEncodings, a desktop→viewer budget (0 = none) and a ceiling for SetDesktopSize.
+   */
+  caps: {
+    quality: { min: number; max: number };
+    compressionMin: number;
+    sessionMaxKbps: number;
+    maxGeometry: { width: number; height: number };
+  };
   relay: {
     maxPayloadBytes: number;
     pingIntervalMs: number;
@@ -284,6 +294,21 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
 
   const geometry = r.string('DESKTOP_GEOMETRY', '1280x800');
   if (!/^\d{3,4}x\d{3,4}$/.test(geometry)) r.problems.push('DESKTOP_GEOMETRY must look like 1280x800');
+  const maxGeometryText = r.string('DESKTOP_MAX_GEOMETRY', '1920x1080');
+  const maxGeometry = parseGeometry(maxGeometryText);
+  if (!maxGeometry) r.problems.push('DESKTOP_MAX_GEOMETRY must look like 1920x1080');
+  const startGeometry = parseGeometry(geometry);
+  if (maxGeometry && startGeometry) {
+    if (startGeometry.width > maxGeometry.width || startGeometry.height > maxGeometry.height)
+      r.problems.push(`DESKTOP_GEOMETRY ${geometry} must fit within DESKTOP_MAX_GEOMETRY ${maxGeometryText}`);
+  }
+
+  const qualityMin = r.int('QUALITY_MIN', 0, 0, 9);
+  const qualityMax = r.int('QUALITY_MAX', 8, 0, 9);
+  if (qualityMax < qualityMin) r.problems.push('QUALITY_MAX must not be below QUALITY_MIN');
+  const sessionMaxKbps = r.int('SESSION_MAX_KBPS', 0, 0, 10_000_000);
+  if (sessionMaxKbps > 0 && sessionMaxKbps < 100)
+    r.problems.push('SESSION_MAX_KBPS must be 0 (no budget) or at least 100');
 
   const metricsPortRaw = r.raw('METRICS_PORT');
   const sessionTimeoutMinutes = r.int('SESSION_TIMEOUT_MINUTES', 30, 1, 7 * 24 * 60);
@@ -336,6 +361,12 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       startTimeoutMs: r.int('DESKTOP_START_TIMEOUT_MS', 20_000, 1000, 600_000),
       geometry,
     },
+    caps: {
+      quality: { min: qualityMin, max: qualityMax },
+      compressionMin: r.int('COMPRESSION_MIN', 2, 0, 9),
+      sessionMaxKbps,
+      maxGeometry: maxGeometry ?? { width: 1920, height: 1080 },
+    },
     relay: {
       maxPayloadBytes: r.int('WS_MAX_PAYLOAD_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
       pingIntervalMs: r.int('WS_PING_INTERVAL_MS', 30_000, 100, 600_000),
@@ -378,6 +409,15 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
   }
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze(config);
+}
+
+function parseGeometry(text: string): { width: number; height: number } | null {
+  const m = /^(\d{3,5})x(\d{3,5})$/.exec(text);
+  if (!m) return null;
+  const width = Number(m[1]);
+  const height = Number(m[2]);
+  // RFB sizes are 16-bit.
+  return width <= 65535 && height <= 65535 ? { width, height } : null;
 }
 
 function deepFreeze<T>(o: T): T {

@@ -13,7 +13,7 @@ import type { DesktopTransport } from '../config/config.js';
 import { AppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
-import type { SshPool, SshTarget } from '../ssh/ssh-pool.js';
+import type { SshPool, SshTarget, StreamOptions } from '../ssh/ssh-pool.js';
 import {
   desktopEnvironmentIds,
   isDesktopEnvironmentId,
@@ -307,15 +307,19 @@ export class DesktopService {
    * A byte stream to the VNC server. For 'tcp' the gateway has answered the VNC password and the stream
    * sits right after SecurityResult (the viewer's ClientInit goes next); for 'unix' it is the raw stream.
    */
-  async openStream(target: SshTarget, handle: DesktopHandle): Promise<DesktopStream> {
+  async openStream(
+    target: SshTarget,
+    handle: DesktopHandle,
+    options: StreamOptions = {},
+  ): Promise<DesktopStream> {
     checkHandle(handle);
     switch (handle.transport) {
       case 'unix': {
-        const { channel } = await this.pool.openUnixStream(target, handle.socketPath);
+        const { channel } = await this.pool.openUnixStream(target, handle.socketPath, options);
         return { stream: channel, preauthenticated: false };
       }
       case 'tcp': {
-        const { channel } = await this.pool.openTcpStream(target, '127.0.0.1', handle.port);
+        const { channel } = await this.pool.openTcpStream(target, '127.0.0.1', handle.port, options);
         try {
           const serverVersion = await vncAuthenticate(channel, handle.vncPassword, AUTH_TIMEOUT_MS);
           return { stream: channel, preauthenticated: true, serverVersion };

@@ -77,6 +77,14 @@ export const errorCatalogue = {
   },
   TICKET_INVALID: { status: 401, message: 'The connect ticket is invalid, used or expired', log: false },
 
+  // usage
+  USAGE_RANGE_INVALID: {
+    status: 400,
+    message: '`from` and `to` must be calendar days (YYYY-MM-DD, UTC) with `from` not after `to`',
+    log: false,
+  },
+  USAGE_RANGE_TOO_LONG: { status: 400, message: 'Ask for at most 366 days of usage at once', log: false },
+
   // dependencies and the process
   STORE_UNAVAILABLE: { status: 503, message: 'The database is unavailable', log: true },
   COORDINATION_UNAVAILABLE: { status: 503, message: 'Coordination (Redis) is unavailable', log: true },

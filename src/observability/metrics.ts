@@ -65,6 +65,8 @@ export type ViewerConnectKind = 'first' | 'reconnect';
 const SETUP_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60];
 const RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+// From an idle desktop (~0.3 kbit/s) through typing (~6) to bursts of tens of Mbit/s (issue 13's table).
+const VIEWER_KBPS_BUCKETS = [1, 10, 50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000];
 
 export class Metrics {
   readonly registry = new Registry();
@@ -77,6 +79,7 @@ export class Metrics {
   private readonly wsCloses: Counter<'code'>;
   private readonly viewerConnects: Counter<'kind'>;
   private readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
+  private readonly viewerBandwidth: Histogram;
 
   constructor(options: MetricsOptions) {
     this.sources = options.sources ?? {};
@@ -195,6 +198,15 @@ export class Metrics {
       registers: register,
     });
 
+    // One observation per viewer per activity flush (and one when it leaves): how many viewers stream at
+    // what rate, without a label per session.
+    this.viewerBandwidth = new Histogram({
+      name: 'clouddesk_viewer_bandwidth_kbps',
+      help: 'Desktop-to-viewer rate of each viewer over each activity flush interval, in kbit/s',
+      buckets: VIEWER_KBPS_BUCKETS,
+      registers: register,
+    });
+
     // In a worker of our supervisor, answer the primary's aggregation requests from this registry.
     if (cluster.isWorker && isSupervisedWorker()) {
       AggregatorRegistry.setRegistries([this.registry]);
@@ -213,6 +225,10 @@ export class Metrics {
 
   viewerRttMs(ms: number): void {
     this.viewerRtt.observe(ms / 1000);
+  }
+
+  viewerKbps(kbps: number): void {
+    this.viewerBandwidth.observe(kbps);
   }
 
   rateLimited(limit: string): void {

@@ -14,13 +14,33 @@
 // numbers that the metrics read on scrape.
 import type { Duplex } from 'node:stream';
 import type { WebSocket, RawData } from 'ws';
+import { permissivePolicy, type ViewerPolicy } from '../rfb/viewer-policy.js';
+import {
+  RfbProtocolError,
+  ViewerStreamParser,
+  type ViewerStreamOptions,
+} from '../rfb/viewer-stream-parser.js';
 import { CloseCode } from './close-codes.js';
+import { TokenBucket } from './token-bucket.js';
 
 export interface RelayOptions {
   highWaterBytes: number;
   stallTimeoutMs: number;
   preOpenBufferBytes: number;
+  /** Largest ClientCutText the viewer may send (the WebSocket's own payload limit). */
+  maxCutTextBytes: number;
+  /** Monotonic milliseconds for the budget; default performance.now. */
+  now?: () => number;
 }
+
+/** What this one viewer is: its policy, and where its RFB stream starts. */
+export interface RelayViewer {
+  policy: ViewerPolicy;
+  /** 'client-init' when the gateway played the server's handshake itself (the tcp transport). */
+  streamStart: ViewerStreamOptions['start'];
+}
+
+const defaultViewer: RelayViewer = { policy: permissivePolicy, streamStart: 'version' };
 
 export interface RelayStats {
   bytesToViewer: number;
@@ -32,6 +52,8 @@ const SEND_OPTIONS = Object.freeze({ binary: true, compress: false });
 export class Relay implements RelayStats {
   bytesToViewer = 0;
   bytesFromViewer = 0;
+  /** Times the budget paused the channel. */
+  budgetPauses = 0;
   /** Set when the relay ended; the code/reason it closed the viewer with (if it did). */
   closed = false;
 
@@ -42,15 +64,31 @@ export class Relay implements RelayStats {
   private pending: Buffer[] | null = [];
   private pendingBytes = 0;
   private channelPaused = false;
+  /** Paused because the viewer's WebSocket is full (the stall deadline runs). */
+  private backpressured = false;
+  /** Paused because the budget is spent (until budgetTimer). */
+  private budgetHeld = false;
+  private budgetTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
   private readonly lowWaterBytes: number;
+  private readonly parser: ViewerStreamParser;
+  private readonly bucket: TokenBucket | null;
+  private readonly now: () => number;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly options: RelayOptions,
     private readonly onEnd: (relay: Relay) => void,
+    viewer: RelayViewer = defaultViewer,
   ) {
     this.lowWaterBytes = options.highWaterBytes >> 1;
+    this.now = options.now ?? performance.now.bind(performance);
+    this.parser = new ViewerStreamParser(
+      viewer.policy,
+      { start: viewer.streamStart, maxCutTextBytes: options.maxCutTextBytes },
+      this.forwardToDesktop,
+    );
+    this.bucket = viewer.policy.maxKbps > 0 ? TokenBucket.forKbps(viewer.policy.maxKbps, this.now()) : null;
     ws.on('message', this.onViewerMessage);
     ws.on('close', this.onViewerClose);
     ws.on('error', noop);
@@ -90,12 +128,16 @@ export class Relay implements RelayStats {
     this.preambleTimer.unref();
   }
 
+  /** Messages the viewer's policy dropped (view-only). */
+  get droppedMessages(): number {
+    return this.parser.dropped;
+  }
+
   /** Ends the relay: the viewer is closed with `code` (if still open) and the channel destroyed. */
   close(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.clearStall();
-    if (this.preambleTimer) clearTimeout(this.preambleTimer);
+    this.clearTimers();
     if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) {
       this.ws.close(code, reason);
     }
@@ -104,6 +146,7 @@ export class Relay implements RelayStats {
   }
 
   private readonly onViewerMessage = (data: RawData, isBinary: boolean): void => {
+    if (this.closed) return;
     if (!isBinary) {
       this.close(CloseCode.PROTOCOL_ERROR, 'binary frames only');
       return;
@@ -124,16 +167,27 @@ export class Relay implements RelayStats {
       if (rest.length === 0) return;
       chunk = rest;
     }
+    try {
+      this.parser.push(chunk);
+    } catch (e) {
+      if (e instanceof RfbProtocolError) this.close(CloseCode.PROTOCOL_ERROR, `RFB: ${e.message}`);
+      else this.close(CloseCode.INTERNAL, 'internal error');
+    }
+  };
+
+  /** The parser's output: whole messages, after the viewer's policy. */
+  private readonly forwardToDesktop = (bytes: Buffer): void => {
+    if (this.closed) return;
     if (this.pending !== null) {
-      this.pendingBytes += chunk.length;
+      this.pendingBytes += bytes.length;
       if (this.pendingBytes > this.options.preOpenBufferBytes) {
         this.close(CloseCode.PROTOCOL_ERROR, 'too much data before the desktop answered');
         return;
       }
-      this.pending.push(chunk);
+      this.pending.push(bytes);
       return;
     }
-    this.writeToChannel(chunk);
+    this.writeToChannel(bytes);
   };
 
   private writeToChannel(chunk: Buffer): void {
@@ -147,26 +201,61 @@ export class Relay implements RelayStats {
   private readonly onDesktopData = (chunk: Buffer): void => {
     this.bytesToViewer += chunk.length;
     this.ws.send(chunk, SEND_OPTIONS, this.onSent);
-    if (!this.channelPaused && this.ws.bufferedAmount > this.options.highWaterBytes) {
-      this.channelPaused = true;
-      this.channel!.pause();
+    if (!this.backpressured && this.ws.bufferedAmount > this.options.highWaterBytes) {
+      this.backpressured = true;
       this.stallTimer = setTimeout(this.onStalled, this.options.stallTimeoutMs);
       this.stallTimer.unref();
+      this.updateFlow();
+    }
+    if (this.bucket !== null) {
+      const waitMs = this.bucket.take(chunk.length, this.now());
+      if (waitMs > 0 && !this.budgetHeld) {
+        this.budgetHeld = true;
+        this.budgetPauses++;
+        this.holdForBudget(waitMs);
+        this.updateFlow();
+      }
     }
   };
 
+  private holdForBudget(waitMs: number): void {
+    this.budgetTimer = setTimeout(this.onBudgetRefilled, waitMs);
+    this.budgetTimer.unref();
+  }
+
+  private readonly onBudgetRefilled = (): void => {
+    this.budgetTimer = null;
+    if (this.closed) return;
+    const waitMs = this.bucket!.waitAt(this.now());
+    if (waitMs > 0) {
+      this.holdForBudget(waitMs);
+      return;
+    }
+    this.budgetHeld = false;
+    this.updateFlow();
+  };
+
+  /** Pauses or resumes the channel: paused while backpressure or the budget holds it. */
+  private updateFlow(): void {
+    const hold = this.backpressured || this.budgetHeld;
+    if (hold === this.channelPaused || this.closed) return;
+    this.channelPaused = hold;
+    if (hold) this.channel!.pause();
+    else this.channel!.resume();
+  }
+
   private readonly onSent = (err?: Error): void => {
-    if (err || !this.channelPaused || this.closed) return;
+    if (err || !this.backpressured || this.closed) return;
     if (this.ws.bufferedAmount <= this.lowWaterBytes) {
-      this.channelPaused = false;
+      this.backpressured = false;
       this.clearStall();
-      this.channel!.resume();
+      this.updateFlow();
     }
   };
 
   private readonly onStalled = (): void => {
     this.stallTimer = null;
-    if (this.channelPaused) this.close(CloseCode.STALLED, 'viewer stopped reading');
+    if (this.backpressured) this.close(CloseCode.STALLED, 'viewer stopped reading');
   };
 
   private clearStall(): void {
@@ -176,6 +265,13 @@ export class Relay implements RelayStats {
     }
   }
 
+  private clearTimers(): void {
+    this.clearStall();
+    if (this.budgetTimer) clearTimeout(this.budgetTimer);
+    this.budgetTimer = null;
+    if (this.preambleTimer) clearTimeout(this.preambleTimer);
+  }
+
   private readonly onChannelClose = (): void => {
     this.close(CloseCode.DESKTOP_UNREACHABLE, 'desktop connection closed');
   };
@@ -183,8 +279,7 @@ export class Relay implements RelayStats {
   private readonly onViewerClose = (): void => {
     if (this.closed) return;
     this.closed = true;
-    this.clearStall();
-    if (this.preambleTimer) clearTimeout(this.preambleTimer);
+    this.clearTimers();
     this.channel?.destroy();
     this.onEnd(this);
   };

@@ -2,7 +2,10 @@
 // (path, Origin, single-use ticket, per-user connect limit) before the WebSocket is accepted, then
 // the viewer is relayed into an SSH channel to its desktop. Also: one heartbeat timer for all viewers
 // (ping, missed pongs, RTT), viewer leases in the coordinator, activity notes, cluster commands
-// ("end session X", "sign user Y out") and draining on shutdown.
+// ("end session X", "sign user Y out") and draining on shutdown. Each viewer's policy is decided here,
+// once, at attach (the configured caps narrowed by the session's own, see rfb/viewer-policy.ts), and
+// each viewer's usage (bytes each way, seconds attached) is handed to the activity buffer when it
+// flushes and when the viewer leaves — never per chunk.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -14,15 +17,19 @@ import type { ClusterCommand, Coordinator } from '../coordination/coordinator.js
 import type { DesktopService } from '../desktop/desktop.service.js';
 import type { SessionEndpoint, SessionService } from '../sessions/session.service.js';
 import type { ActivityBuffer } from '../sessions/activity-buffer.js';
+import { tightenPolicy, type ViewerPolicy } from '../rfb/viewer-policy.js';
 import { CloseCode } from './close-codes.js';
 import { Relay, type RelayOptions } from './relay.js';
 import { ViewerHandshake } from './rfb-viewer-handshake.js';
 
-export interface VncGatewayOptions extends RelayOptions {
+export interface VncGatewayOptions extends Omit<RelayOptions, 'maxCutTextBytes'> {
+  /** Largest WebSocket message; also the largest clipboard text a viewer may send. */
   maxPayloadBytes: number;
   pingIntervalMs: number;
   missedPongsAllowed: number;
   nodeId: string;
+  /** Every viewer's policy before the session's own narrows it (from the configured caps). */
+  basePolicy: ViewerPolicy;
 }
 
 export interface VncGatewayHooks {
@@ -30,18 +37,28 @@ export interface VncGatewayHooks {
   consumeWsConnect?(userId: string): Promise<void>;
   onViewerRtt?(ms: number): void;
   onViewerClosed?(code: number): void;
+  /** One viewer's desktop→viewer rate over one usage sample (an activity flush interval), kbit/s. */
+  onViewerKbps?(kbps: number): void;
 }
 
 interface Viewer {
   id: string;
   userId: string;
   sessionId: string;
+  instanceId: string;
   ws: WebSocket;
   relay: Relay | null;
   missedPongs: number;
   pingSentAt: number;
   bytesSeen: number;
+  /** What was already handed to the activity buffer as usage, and when. */
+  sampledToViewer: number;
+  sampledFromViewer: number;
+  sampledAt: number;
 }
+
+/** Samples shorter than this are added to the totals but not observed as a rate (too noisy). */
+const MIN_RATE_SAMPLE_MS = 1000;
 
 const TICKET_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 const LEASE_RENEW_MS = 15_000;
@@ -144,21 +161,26 @@ export class VncGateway {
 
   private attach(ws: WebSocket, endpoint: SessionEndpoint): void {
     const { session, target, handle } = endpoint;
+    const now = this.deps.clock.now();
     const viewer: Viewer = {
       id: randomBytes(9).toString('base64url'),
       userId: session.user_id,
       sessionId: session.id,
+      instanceId: session.instance_id,
       ws,
       relay: null,
       missedPongs: 0,
       pingSentAt: 0,
       bytesSeen: 0,
+      sampledToViewer: 0,
+      sampledFromViewer: 0,
+      sampledAt: now,
     };
     this.viewers.add(viewer);
     let set = this.bySession.get(session.id);
     if (!set) this.bySession.set(session.id, (set = new Set()));
     set.add(viewer);
-    this.deps.activity.touch(session.id, this.deps.clock.now());
+    this.deps.activity.touch(session.id, now);
     ws.on('pong', () => {
       viewer.missedPongs = 0;
       if (viewer.pingSentAt > 0) this.deps.hooks?.onViewerRtt?.(Date.now() - viewer.pingSentAt);
@@ -174,11 +196,20 @@ export class VncGateway {
       );
 
     const log = this.deps.logger.child({ sessionId: session.id, viewerId: viewer.id });
-    const streamPromise = this.deps.desktops.openStream(target, handle);
-    const relay = new Relay(ws, this.options, (r) => {
-      this.closedBytesToViewer += r.bytesToViewer;
-      this.closedBytesFromViewer += r.bytesFromViewer;
-    });
+    // The one place a viewer's policy is decided; the relay and its parser only enforce it.
+    const policy = tightenPolicy(this.options.basePolicy, endpoint.policy);
+    const streamPromise = this.deps.desktops.openStream(target, handle, { budgetKbps: policy.maxKbps });
+    const relay = new Relay(
+      ws,
+      { ...this.options, maxCutTextBytes: this.options.maxPayloadBytes },
+      (r) => {
+        this.closedBytesToViewer += r.bytesToViewer;
+        this.closedBytesFromViewer += r.bytesFromViewer;
+      },
+      // With the tcp transport the gateway plays the server's handshake: the viewer's stream reaches the
+      // parser at ClientInit.
+      { policy, streamStart: handle.transport === 'tcp' ? 'client-init' : 'version' },
+    );
     viewer.relay = relay;
     if (handle.transport === 'tcp') {
       // The gateway answered the VNC password itself: play the server's handshake to the viewer.
@@ -206,13 +237,46 @@ export class VncGateway {
     const set = this.bySession.get(viewer.sessionId);
     set?.delete(viewer);
     if (set?.size === 0) this.bySession.delete(viewer.sessionId);
-    this.deps.activity.touch(viewer.sessionId, this.deps.clock.now());
+    const now = this.deps.clock.now();
+    this.sampleViewer(viewer, now);
+    this.deps.activity.touch(viewer.sessionId, now);
     this.deps.hooks?.onViewerClosed?.(code);
     void this.deps.coordinator
       .removeViewer(viewer.sessionId, viewer.id)
       .catch((e: unknown) =>
         this.deps.logger.debug({ err: e }, 'could not remove viewer lease; it will lapse'),
       );
+  }
+
+  /**
+   * Hands every live viewer's usage since its last sample to the activity buffer (which calls this
+   * just before it writes, see app.ts). Viewers that left were sampled as they left.
+   */
+  sampleUsage(): void {
+    const now = this.deps.clock.now();
+    for (const v of this.viewers) this.sampleViewer(v, now);
+  }
+
+  private sampleViewer(v: Viewer, now: number): void {
+    const toViewer = v.relay?.bytesToViewer ?? 0;
+    const fromViewer = v.relay?.bytesFromViewer ?? 0;
+    const elapsedMs = Math.max(0, now - v.sampledAt);
+    const delta = {
+      bytesToViewer: toViewer - v.sampledToViewer,
+      bytesFromViewer: fromViewer - v.sampledFromViewer,
+      viewerSeconds: elapsedMs / 1000,
+    };
+    v.sampledToViewer = toViewer;
+    v.sampledFromViewer = fromViewer;
+    v.sampledAt = now;
+    this.deps.activity.addUsage(
+      { sessionId: v.sessionId, userId: v.userId, instanceId: v.instanceId },
+      delta,
+      now,
+    );
+    if (elapsedMs >= MIN_RATE_SAMPLE_MS) {
+      this.deps.hooks?.onViewerKbps?.((delta.bytesToViewer * 8) / elapsedMs);
+    }
   }
 
   /** Closes this process's viewers of a session (the session ended somewhere in the cluster). */
@@ -282,7 +346,11 @@ export class VncGateway {
   async close(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.leaseTimer) clearInterval(this.leaseTimer);
-    for (const v of [...this.viewers]) v.ws.terminate();
+    for (const v of [...this.viewers]) {
+      v.ws.terminate();
+      // Now rather than on its 'close' event, so its last usage is in the activity buffer's final flush.
+      this.detach(v, 1006);
+    }
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 }

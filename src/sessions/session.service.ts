@@ -13,6 +13,7 @@ import type { InstanceService } from '../instances/instance.service.js';
 import type { DesktopHandle, DesktopService } from '../desktop/desktop.service.js';
 import type { SshTarget } from '../ssh/ssh-pool.js';
 import { isDesktopEnvironmentId, type DesktopEnvironmentId } from '../desktop/desktop-environments.js';
+import type { ViewerPolicyOverrides } from '../rfb/viewer-policy.js';
 
 export interface SessionServiceOptions {
   maxPerUser: number;
@@ -41,6 +42,10 @@ export interface PublicSession {
   endedAt: string | null;
   endReason: string | null;
   viewers: number;
+  /** Usage so far, as of the last activity flush (ACTIVITY_FLUSH_MS). */
+  bytesToViewer: number;
+  bytesFromViewer: number;
+  viewerSeconds: number;
 }
 
 /** What the relay needs to reach a session's desktop. */
@@ -48,6 +53,11 @@ export interface SessionEndpoint {
   session: SessionRow;
   target: SshTarget;
   handle: DesktopHandle;
+  /**
+   * What this ticket's viewer is held to beyond the configured caps (it can only tighten them): e.g.
+   * `{ viewOnly: true }` for a guest of a view-only share. The owner's own tickets carry none.
+   */
+  policy?: ViewerPolicyOverrides;
 }
 
 export class SessionService {
@@ -222,6 +232,9 @@ export class SessionService {
         last_activity_at: now,
         ended_at: null,
         end_reason: null,
+        bytes_to_viewer: 0,
+        bytes_from_viewer: 0,
+        viewer_seconds: 0,
       };
       await this.deps.sessions.create(row);
       return row;
@@ -326,5 +339,8 @@ function toPublicSession(r: SessionRow, viewers: number): PublicSession {
     endedAt: iso(r.ended_at),
     endReason: r.end_reason,
     viewers,
+    bytesToViewer: Number(r.bytes_to_viewer),
+    bytesFromViewer: Number(r.bytes_from_viewer),
+    viewerSeconds: Math.round(Number(r.viewer_seconds)),
   };
 }

@@ -29,13 +29,29 @@ import {
   closedBeforeReady,
   isConnectionLost,
 } from './ssh-errors.js';
-import type { ExecOptions, ExecResult, PoolStats, SshAuth, SshPoolOptions, SshTarget } from './ssh.types.js';
-import { openWithStreamWindow } from './stream-window.js';
+import type {
+  ExecOptions,
+  ExecResult,
+  PoolStats,
+  SshAuth,
+  SshPoolOptions,
+  SshTarget,
+  StreamOptions,
+} from './ssh.types.js';
+import { openWithStreamWindow, streamWindowFor } from './stream-window.js';
 import { coalesceWrites } from './coalesce-writes.js';
 
 const { Client, utils } = ssh2;
 
-export type { SshAuth, SshTarget, SshPoolOptions, ExecOptions, ExecResult, PoolStats } from './ssh.types.js';
+export type {
+  SshAuth,
+  SshTarget,
+  SshPoolOptions,
+  ExecOptions,
+  ExecResult,
+  PoolStats,
+  StreamOptions,
+} from './ssh.types.js';
 export { fingerprintOf } from './host-key.js';
 
 interface Connection {
@@ -193,9 +209,12 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
   async openUnixStream(
     target: SshTarget,
     socketPath: string,
+    stream: StreamOptions = {},
   ): Promise<{ channel: ClientChannel; hostKeyFingerprint: string }> {
     const { channel, conn } = await this.openChannel(target, (client, cb) =>
-      this.openStream(client, cb, (opened) => client.openssh_forwardOutStreamLocal(socketPath, opened)),
+      this.openStream(client, stream, cb, (opened) =>
+        client.openssh_forwardOutStreamLocal(socketPath, opened),
+      ),
     );
     return { channel, hostKeyFingerprint: conn.fingerprint ?? '' };
   }
@@ -205,20 +224,28 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     target: SshTarget,
     host: string,
     port: number,
+    stream: StreamOptions = {},
   ): Promise<{ channel: ClientChannel; hostKeyFingerprint: string }> {
     const { channel, conn } = await this.openChannel(target, (client, cb) =>
-      this.openStream(client, cb, (opened) => client.forwardOut('127.0.0.1', 0, host, port, opened)),
+      this.openStream(client, stream, cb, (opened) => client.forwardOut('127.0.0.1', 0, host, port, opened)),
     );
     return { channel, hostKeyFingerprint: conn.fingerprint ?? '' };
   }
 
-  /** Opens a byte-stream channel with the configured receive window (see stream-window.ts). */
+  /**
+   * Opens a byte-stream channel with the configured receive window, or the smaller one a budgeted
+   * reader gets (see stream-window.ts).
+   */
   private openStream(
     client: Ssh2Client,
+    stream: StreamOptions,
     cb: (err: Error | undefined, channel: ClientChannel) => void,
     open: (cb: (err: Error | undefined, channel: ClientChannel) => void) => void,
   ): void {
-    const { streamWindowBytes: window, streamBufferBytes: buffer } = this.opts;
+    const { windowBytes: window, bufferBytes: buffer } = streamWindowFor(stream.budgetKbps ?? 0, {
+      windowBytes: this.opts.streamWindowBytes,
+      bufferBytes: this.opts.streamBufferBytes,
+    });
     if (window > 0 && openWithStreamWindow(client, window, buffer, open, cb)) return;
     if (window > 0 && !this.warnedStreamWindow) {
       this.warnedStreamWindow = true;

@@ -47,6 +47,12 @@ export interface SshPoolOptions {
   streamBufferBytes?: number;
 }
 
+/** How a byte-stream channel will be read. */
+export interface StreamOptions {
+  /** The reader takes at most this many kbit/s (a viewer's budget): the channel gets a window to match. */
+  budgetKbps?: number;
+}
+
 export interface ExecOptions {
   /** Written to the command's stdin, which is then closed. */
   stdin?: string;

@@ -15,6 +15,33 @@
 // test/ssh-pool.test.ts shows the bound on the installed version.
 import type { Client as Ssh2Client, ClientChannel } from 'ssh2';
 
+/** ssh2's own receive window, which a window of 0 ("not capped") leaves in place. */
+export const SSH2_DEFAULT_WINDOW_BYTES = 2 * 1024 * 1024;
+/** How much of a budgeted stream may be in flight, in seconds of its budget. */
+export const BUDGET_WINDOW_SECONDS = 0.25;
+/** The smallest window worth asking for: two full 32 KiB SSH packets, so a grant never stalls a packet. */
+export const MIN_STREAM_WINDOW_BYTES = 64 * 1024;
+
+export interface StreamWindow {
+  windowBytes: number;
+  bufferBytes: number;
+}
+
+/**
+ * The window and buffer of a stream whose reader takes at most `budgetKbps` (0: no budget, the configured
+ * ones). A budget pause stops the reader, but what the instance may still send — the window plus the
+ * buffer — keeps arriving, and is older by the time it is sent: a 512 KiB window under a 2 Mbit/s budget
+ * is ~2 s of stale frames. So a budgeted stream gets about BUDGET_WINDOW_SECONDS of its budget (at
+ * least MIN_STREAM_WINDOW_BYTES, never more than configured) and a buffer of a quarter of that.
+ */
+export function streamWindowFor(budgetKbps: number, configured: StreamWindow): StreamWindow {
+  if (budgetKbps <= 0) return configured;
+  const ceiling = configured.windowBytes > 0 ? configured.windowBytes : SSH2_DEFAULT_WINDOW_BYTES;
+  const wanted = Math.round(((budgetKbps * 1000) / 8) * BUDGET_WINDOW_SECONDS);
+  const windowBytes = Math.min(ceiling, Math.max(MIN_STREAM_WINDOW_BYTES, wanted));
+  return { windowBytes, bufferBytes: Math.min(configured.bufferBytes, windowBytes >> 2) };
+}
+
 interface ProtocolInternals {
   channelWindowAdjust(remoteId: number, amount: number): void;
   openssh_directStreamLocal(localId: number, window: number, packetSize: number, cfg: unknown): void;

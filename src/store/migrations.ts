@@ -95,4 +95,36 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('refresh_tokens').dropColumn('parent_id').execute();
     },
   },
+  // Usage per session (issue 13): bytes each way and viewer-seconds, added by the activity flush, and
+  // the same per user, instance and UTC day for GET /api/usage. The daily rows outlive the instance (no
+  // foreign key to it): what was used stays on record after the instance is deleted.
+  '0003_session_usage': {
+    async up(db: Kysely<unknown>) {
+      for (const column of ['bytes_to_viewer', 'bytes_from_viewer']) {
+        await db.schema
+          .alterTable('sessions')
+          .addColumn(column, 'bigint', (c) => c.notNull().defaultTo(0))
+          .execute();
+      }
+      await db.schema
+        .alterTable('sessions')
+        .addColumn('viewer_seconds', 'double precision', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .createTable('usage_daily')
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('day', 'text', (c) => c.notNull())
+        .addColumn('instance_id', 'text', (c) => c.notNull())
+        .addColumn('bytes_to_viewer', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('bytes_from_viewer', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('viewer_seconds', 'double precision', (c) => c.notNull().defaultTo(0))
+        .addPrimaryKeyConstraint('usage_daily_pk', ['user_id', 'day', 'instance_id'])
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('usage_daily').execute();
+      for (const column of ['viewer_seconds', 'bytes_from_viewer', 'bytes_to_viewer'])
+        await db.schema.alterTable('sessions').dropColumn(column).execute();
+    },
+  },
 };

@@ -56,6 +56,21 @@ export interface SessionsTable {
   last_activity_at: number;
   ended_at: number | null;
   end_reason: string | null;
+  /** Usage so far (every viewer, every gateway process), as of the last activity flush. */
+  bytes_to_viewer: number;
+  bytes_from_viewer: number;
+  viewer_seconds: number;
+}
+
+/** Usage per user, instance and UTC day (the flush adds to it); kept when the instance is deleted. */
+export interface UsageDailyTable {
+  user_id: string;
+  instance_id: string;
+  /** YYYY-MM-DD, UTC. */
+  day: string;
+  bytes_to_viewer: number;
+  bytes_from_viewer: number;
+  viewer_seconds: number;
 }
 
 export interface Database {
@@ -63,4 +78,5 @@ export interface Database {
   refresh_tokens: RefreshTokensTable;
   instances: InstancesTable;
   sessions: SessionsTable;
+  usage_daily: UsageDailyTable;
 }

@@ -56,10 +56,16 @@ export class RfbTestClient {
   closeCode: number | null = null;
   readonly closed: Promise<number>;
   serverInit: ServerInit | null = null;
+  /** Every byte this viewer received and sent over its WebSocket. */
+  bytesReceived = 0;
+  bytesSent = 0;
 
   private constructor(ws: WebSocket) {
     this.ws = ws;
-    ws.on('message', (d: Buffer) => this.queue.push(d));
+    ws.on('message', (d: Buffer) => {
+      this.bytesReceived += d.length;
+      this.queue.push(d);
+    });
     this.closed = new Promise((resolve) => {
       ws.on('close', (code) => {
         this.closeCode = code;
@@ -103,7 +109,9 @@ export class RfbTestClient {
   }
 
   send(bytes: Buffer | number[]): void {
-    this.ws.send(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes));
+    const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes);
+    this.bytesSent += b.length;
+    this.ws.send(b);
   }
 
   /** Version, security None, ClientInit (shared), ServerInit. */

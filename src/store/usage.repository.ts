@@ -1,0 +1,125 @@
+// Usage: bytes each way and viewer-seconds, added as deltas to each session's totals and to the daily
+// table (per user, instance and UTC day) in one transaction per activity flush.
+import type { Kysely } from 'kysely';
+import type { Database } from './schema.js';
+
+export interface UsageDelta {
+  bytesToViewer: number;
+  bytesFromViewer: number;
+  viewerSeconds: number;
+}
+
+/** Usage of one session on one UTC day, not yet written. */
+export interface UsageEntry extends UsageDelta {
+  sessionId: string;
+  userId: string;
+  instanceId: string;
+  /** YYYY-MM-DD, UTC. */
+  day: string;
+}
+
+export interface DailyUsageRow extends UsageDelta {
+  day: string;
+  instanceId: string;
+  /** Null once the instance was deleted (its usage stays). */
+  instanceName: string | null;
+}
+
+/** Rows per multi-row upsert (well inside PostgreSQL's 65535 parameters and SQLite's 32766). */
+const UPSERT_ROWS = 500;
+
+export class UsageRepository {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Adds every entry to its session's totals and to its user's day, in one transaction. */
+  async addMany(entries: readonly UsageEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    // One row per (user, day, instance): PostgreSQL refuses an upsert that touches a row twice.
+    const daily = new Map<string, UsageEntry>();
+    for (const e of entries) {
+      const key = `${e.userId} ${e.day} ${e.instanceId}`;
+      const held = daily.get(key);
+      if (!held) daily.set(key, { ...e });
+      else {
+        held.bytesToViewer += e.bytesToViewer;
+        held.bytesFromViewer += e.bytesFromViewer;
+        held.viewerSeconds += e.viewerSeconds;
+      }
+    }
+    await this.db.transaction().execute(async (trx) => {
+      for (const e of entries) {
+        await trx
+          .updateTable('sessions')
+          .set((eb) => ({
+            bytes_to_viewer: eb('bytes_to_viewer', '+', e.bytesToViewer),
+            bytes_from_viewer: eb('bytes_from_viewer', '+', e.bytesFromViewer),
+            viewer_seconds: eb('viewer_seconds', '+', e.viewerSeconds),
+          }))
+          .where('id', '=', e.sessionId)
+          .execute();
+      }
+      // A user deleted meanwhile has nobody to bill: their usage goes with them (and must not make the
+      // batch fail on the foreign key for ever).
+      const userIds = [...new Set(entries.map((e) => e.userId))];
+      const existing = new Set(
+        (await trx.selectFrom('users').select('id').where('id', 'in', userIds).execute()).map((r) => r.id),
+      );
+      const rows = [...daily.values()]
+        .filter((e) => existing.has(e.userId))
+        .map((e) => ({
+          user_id: e.userId,
+          day: e.day,
+          instance_id: e.instanceId,
+          bytes_to_viewer: e.bytesToViewer,
+          bytes_from_viewer: e.bytesFromViewer,
+          viewer_seconds: e.viewerSeconds,
+        }));
+      for (let i = 0; i < rows.length; i += UPSERT_ROWS) {
+        await trx
+          .insertInto('usage_daily')
+          .values(rows.slice(i, i + UPSERT_ROWS))
+          .onConflict((oc) =>
+            oc.columns(['user_id', 'day', 'instance_id']).doUpdateSet((eb) => ({
+              bytes_to_viewer: eb('usage_daily.bytes_to_viewer', '+', eb.ref('excluded.bytes_to_viewer')),
+              bytes_from_viewer: eb(
+                'usage_daily.bytes_from_viewer',
+                '+',
+                eb.ref('excluded.bytes_from_viewer'),
+              ),
+              viewer_seconds: eb('usage_daily.viewer_seconds', '+', eb.ref('excluded.viewer_seconds')),
+            })),
+          )
+          .execute();
+      }
+    });
+  }
+
+  /** A user's usage per day and instance, `from`…`to` inclusive (YYYY-MM-DD), oldest first. */
+  async listDaily(userId: string, from: string, to: string): Promise<DailyUsageRow[]> {
+    const rows = await this.db
+      .selectFrom('usage_daily as u')
+      .leftJoin('instances as i', 'i.id', 'u.instance_id')
+      .select([
+        'u.day',
+        'u.instance_id',
+        'i.name as instance_name',
+        'u.bytes_to_viewer',
+        'u.bytes_from_viewer',
+        'u.viewer_seconds',
+      ])
+      .where('u.user_id', '=', userId)
+      .where('u.day', '>=', from)
+      .where('u.day', '<=', to)
+      .orderBy('u.day')
+      .orderBy('u.instance_id')
+      .execute();
+    return rows.map((r) => ({
+      day: r.day,
+      instanceId: r.instance_id,
+      instanceName: r.instance_name,
+      bytesToViewer: Number(r.bytes_to_viewer),
+      bytesFromViewer: Number(r.bytes_from_viewer),
+      viewerSeconds: Number(r.viewer_seconds),
+    }));
+  }
+}
