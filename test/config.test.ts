@@ -156,3 +156,50 @@ test('instance address blocks: INSTANCE_DENY_PRIVATE is off by default; a block 
     },
   );
 });
+
+test('the gateway caps: defaults, and bad values reported together', () => {
+  const config = loadConfig({ ...TEST_SECRETS, DATA_DIR: '/tmp/unused-clouddesk' });
+  assert.deepEqual(config.caps, {
+    quality: { min: 0, max: 8 },
+    compressionMin: 2,
+    sessionMaxKbps: 0,
+    maxGeometry: { width: 1920, height: 1080 },
+  });
+  const set = loadConfig({
+    ...TEST_SECRETS,
+    DATA_DIR: '/tmp/unused-clouddesk',
+    QUALITY_MIN: '3',
+    QUALITY_MAX: '3',
+    COMPRESSION_MIN: '0',
+    SESSION_MAX_KBPS: '2000',
+    DESKTOP_MAX_GEOMETRY: '2560x1440',
+  });
+  assert.deepEqual(set.caps, {
+    quality: { min: 3, max: 3 },
+    compressionMin: 0,
+    sessionMaxKbps: 2000,
+    maxGeometry: { width: 2560, height: 1440 },
+  });
+  assert.throws(
+    () =>
+      loadConfig({
+        ...TEST_SECRETS,
+        QUALITY_MIN: '7',
+        QUALITY_MAX: '4',
+        COMPRESSION_MIN: '10',
+        SESSION_MAX_KBPS: '50',
+        DESKTOP_MAX_GEOMETRY: 'huge',
+      }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      const text = e.problems.join('\n');
+      for (const name of ['QUALITY_MAX', 'COMPRESSION_MIN', 'SESSION_MAX_KBPS', 'DESKTOP_MAX_GEOMETRY'])
+        assert.match(text, new RegExp(name));
+      return true;
+    },
+  );
+  assert.throws(
+    () => loadConfig({ ...TEST_SECRETS, DESKTOP_GEOMETRY: '1920x1200', DESKTOP_MAX_GEOMETRY: '1920x1080' }),
+    /must fit within DESKTOP_MAX_GEOMETRY/,
+  );
+});

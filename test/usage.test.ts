@@ -1,6 +1,6 @@
 // Usage per session: the activity buffer's batched deltas (kept across a failed flush, written at
 // shutdown), the session fields in the API, and GET /api/usage with its range checks. SQLite here; the
-// repository itself runs on both dialects in store.test.ts, and through a real relay in usage-e2e.test.ts.
+// repository itself runs on both dialects in store.test.ts, and through a real relay in viewer-e2e.test.ts.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -67,7 +67,9 @@ describe('usage per session', () => {
   }
 
   const getSession = async (user: typeof alice, id: string) =>
-    (await gw.app.inject({ method: 'GET', url: `/api/sessions/${id}`, headers: user.auth })).json().data;
+    (await gw.app.inject({ method: 'GET', url: `/api/sessions/${id}`, headers: user.auth })).json<{
+      data: { bytesToViewer: number; bytesFromViewer: number; viewerSeconds: number };
+    }>().data;
   const getUsage = (user: typeof alice, query = '') =>
     gw.app.inject({ method: 'GET', url: `/api/usage${query}`, headers: user.auth });
 
