@@ -31,6 +31,8 @@ export interface RelayOptions {
   maxCutTextBytes: number;
   /** Monotonic milliseconds for the budget; default performance.now. */
   now?: () => number;
+  /** Told about a failure that is not the viewer's fault (a bug): the viewer is closed with INTERNAL. */
+  onInternalError?: (e: unknown) => void;
 }
 
 /** What this one viewer is: its policy, and where its RFB stream starts. */
@@ -170,8 +172,12 @@ export class Relay implements RelayStats {
     try {
       this.parser.push(chunk);
     } catch (e) {
-      if (e instanceof RfbProtocolError) this.close(CloseCode.PROTOCOL_ERROR, `RFB: ${e.message}`);
-      else this.close(CloseCode.INTERNAL, 'internal error');
+      if (e instanceof RfbProtocolError) {
+        this.close(CloseCode.PROTOCOL_ERROR, `RFB: ${e.message}`);
+        return;
+      }
+      this.options.onInternalError?.(e);
+      this.close(CloseCode.INTERNAL, 'internal error');
     }
   };
 

@@ -201,7 +201,11 @@ export class VncGateway {
     const streamPromise = this.deps.desktops.openStream(target, handle, { budgetKbps: policy.maxKbps });
     const relay = new Relay(
       ws,
-      { ...this.options, maxCutTextBytes: this.options.maxPayloadBytes },
+      {
+        ...this.options,
+        maxCutTextBytes: this.options.maxPayloadBytes,
+        onInternalError: (e) => log.error({ err: e }, 'relay failed on a viewer message'),
+      },
       (r) => {
         this.closedBytesToViewer += r.bytesToViewer;
         this.closedBytesFromViewer += r.bytesFromViewer;

@@ -13,6 +13,10 @@
 // A stalled channel then holds at most windowBytes + bufferBytes. If ssh2's internals ever change shape,
 // `supportsStreamWindow` is false, the pool logs it once and the channel keeps ssh2's defaults;
 // test/ssh-pool.test.ts shows the bound on the installed version.
+//
+// A stream read under a viewer's budget (SESSION_MAX_KBPS) gets a smaller window still, sized from the
+// budget (streamWindowFor): what is in flight when the budget pauses the channel is what the viewer
+// sees late, so it is kept to about a quarter second of the budget.
 import type { Client as Ssh2Client, ClientChannel } from 'ssh2';
 
 /** ssh2's own receive window, which a window of 0 ("not capped") leaves in place. */
