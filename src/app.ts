@@ -259,6 +259,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       const s = vnc.stats();
       return { toViewer: s.bytesToViewer, fromViewer: s.bytesFromViewer };
     },
+    relayBudgetPauses: () => vnc.stats().budgetPauses,
   });
   const metricsServer: MetricsServer | null = await exposeMetrics(app, metrics, {
     token: config.metrics.token,

@@ -46,7 +46,15 @@ void describe('Metrics', () => {
   });
 
   void it('reads live numbers on scrape; relay byte totals become counters', async () => {
-    const live = { sessions: 3, viewers: 7, conns: 2, channels: 7, toViewer: 1000, fromViewer: 40 };
+    const live = {
+      sessions: 3,
+      viewers: 7,
+      conns: 2,
+      channels: 7,
+      toViewer: 1000,
+      fromViewer: 40,
+      pauses: 4,
+    };
     const m = new Metrics({
       worker: '0',
       node: 'n1',
@@ -57,6 +65,7 @@ void describe('Metrics', () => {
         sshConnections: () => live.conns,
         sshChannels: () => live.channels,
         relayBytes: () => ({ toViewer: live.toViewer, fromViewer: live.fromViewer }),
+        relayBudgetPauses: () => live.pauses,
       },
     });
     after(() => m.close());
@@ -67,13 +76,15 @@ void describe('Metrics', () => {
     assert.equal(sample(text, 'clouddesk_ssh_channels'), 7);
     assert.equal(sample(text, 'clouddesk_relay_bytes_total', { direction: 'to_viewer' }), 1000);
     assert.equal(sample(text, 'clouddesk_relay_bytes_total', { direction: 'from_viewer' }), 40);
+    assert.equal(sample(text, 'clouddesk_relay_budget_pauses_total'), 4);
 
-    Object.assign(live, { sessions: 1, viewers: 0, toViewer: 5000, fromViewer: 90 });
+    Object.assign(live, { sessions: 1, viewers: 0, toViewer: 5000, fromViewer: 90, pauses: 9 });
     text = await m.render();
     assert.equal(sample(text, 'clouddesk_sessions_active'), 1);
     assert.equal(sample(text, 'clouddesk_viewers_live'), 0);
     assert.equal(sample(text, 'clouddesk_relay_bytes_total', { direction: 'to_viewer' }), 5000);
     assert.equal(sample(text, 'clouddesk_relay_bytes_total', { direction: 'from_viewer' }), 90);
+    assert.equal(sample(text, 'clouddesk_relay_budget_pauses_total'), 9);
 
     // Sources connected later (the app builds its services after the metrics).
     m.setSources({ liveViewers: () => 12 });
@@ -83,6 +94,8 @@ void describe('Metrics', () => {
   void it('records setup durations, RTTs, rejections, errors, closes and connects', async () => {
     const m = new Metrics({ worker: '3', node: 'n', processMetrics: false });
     after(() => m.close());
+    m.viewerKbps(0.3);
+    m.viewerKbps(1919);
     m.sessionSetup(1500, 'ok');
     m.sessionSetup(300, 'error');
     m.viewerRttMs(12);
@@ -107,6 +120,9 @@ void describe('Metrics', () => {
     );
     assert.equal(sample(text, 'clouddesk_session_setup_duration_seconds_count', { outcome: 'error' }), 1);
     assert.equal(sample(text, 'clouddesk_viewer_rtt_seconds_count'), 2);
+    assert.equal(sample(text, 'clouddesk_viewer_bandwidth_kbps_count'), 2);
+    assert.equal(sample(text, 'clouddesk_viewer_bandwidth_kbps_bucket', { le: '1' }), 1);
+    assert.equal(sample(text, 'clouddesk_viewer_bandwidth_kbps_bucket', { le: '2000' }), 2);
     assert.equal(sample(text, 'clouddesk_viewer_rtt_seconds_bucket', { le: '0.025' }), 1);
     assert.equal(sample(text, 'clouddesk_rate_limit_rejections_total', { limit: 'sign-in-pair' }), 2);
     assert.equal(sample(text, 'clouddesk_errors_total', { code: 'HOST_KEY_MISMATCH' }), 1);

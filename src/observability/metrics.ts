@@ -27,6 +27,8 @@ export interface MetricsSources {
   sshConnections?(): number;
   sshChannels?(): number;
   relayBytes?(): { toViewer: number; fromViewer: number };
+  /** Times a viewer's budget (SESSION_MAX_KBPS) paused its channel, closed relays included. */
+  relayBudgetPauses?(): number;
 }
 
 export interface MetricsOptions {
@@ -106,6 +108,19 @@ export class Metrics {
           if (delta > 0) this.inc({ direction: label }, delta);
           seenBytes[key] = totals[key];
         }
+      },
+    });
+
+    let seenPauses = 0;
+    new Counter({
+      name: 'clouddesk_relay_budget_pauses_total',
+      help: "Times a viewer's downstream budget (SESSION_MAX_KBPS) paused its SSH channel",
+      registers: register,
+      collect() {
+        const total = readSources().relayBudgetPauses?.();
+        if (total === undefined) return;
+        if (total > seenPauses) this.inc(total - seenPauses);
+        seenPauses = total;
       },
     });
 

@@ -73,6 +73,7 @@ export class VncGateway {
   /** Bytes of relays that already ended; live relays are added on read. */
   private closedBytesToViewer = 0;
   private closedBytesFromViewer = 0;
+  private closedBudgetPauses = 0;
 
   constructor(
     private readonly deps: {
@@ -109,18 +110,27 @@ export class VncGateway {
     return this.viewers.size;
   }
 
-  stats(): { viewers: number; sessions: number; bytesToViewer: number; bytesFromViewer: number } {
+  stats(): {
+    viewers: number;
+    sessions: number;
+    bytesToViewer: number;
+    bytesFromViewer: number;
+    budgetPauses: number;
+  } {
     let toViewer = this.closedBytesToViewer;
     let fromViewer = this.closedBytesFromViewer;
+    let budgetPauses = this.closedBudgetPauses;
     for (const v of this.viewers) {
       toViewer += v.relay?.bytesToViewer ?? 0;
       fromViewer += v.relay?.bytesFromViewer ?? 0;
+      budgetPauses += v.relay?.budgetPauses ?? 0;
     }
     return {
       viewers: this.viewers.size,
       sessions: this.bySession.size,
       bytesToViewer: toViewer,
       bytesFromViewer: fromViewer,
+      budgetPauses,
     };
   }
 
@@ -209,6 +219,7 @@ export class VncGateway {
       (r) => {
         this.closedBytesToViewer += r.bytesToViewer;
         this.closedBytesFromViewer += r.bytesFromViewer;
+        this.closedBudgetPauses += r.budgetPauses;
       },
       // With the tcp transport the gateway plays the server's handshake: the viewer's stream reaches the
       // parser at ClientInit.
