@@ -121,9 +121,11 @@ export class VncGateway {
     let fromViewer = this.closedBytesFromViewer;
     let budgetPauses = this.closedBudgetPauses;
     for (const v of this.viewers) {
-      toViewer += v.relay?.bytesToViewer ?? 0;
-      fromViewer += v.relay?.bytesFromViewer ?? 0;
-      budgetPauses += v.relay?.budgetPauses ?? 0;
+      // A relay that ended is in the closed totals already (its viewer may not have detached yet).
+      if (!v.relay || v.relay.closed) continue;
+      toViewer += v.relay.bytesToViewer;
+      fromViewer += v.relay.bytesFromViewer;
+      budgetPauses += v.relay.budgetPauses;
     }
     return {
       viewers: this.viewers.size,
