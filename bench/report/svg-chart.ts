@@ -15,12 +15,12 @@ const LABELS: Record<string, string> = {
   clouddesk: 'CloudDesk',
 };
 
-function esc(s: string): string {
+export function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
 /** 1, 2, 5 × 10^n ticks covering 0..max. */
-function ticks(max: number): number[] {
+export function ticks(max: number): number[] {
   if (max <= 0) return [0, 1];
   const raw = max / 5;
   const mag = 10 ** Math.floor(Math.log10(raw));
@@ -30,7 +30,7 @@ function ticks(max: number): number[] {
   return out;
 }
 
-function fmt(v: number): string {
+export function fmt(v: number): string {
   return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, '') || '0';
 }
 
