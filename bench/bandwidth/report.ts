@@ -288,6 +288,20 @@ export function renderBandwidthReport(result: BandwidthResult, paths: ReportPath
       lines.push(`| ${id} | ${cells.join(' | ')} |`);
     }
     lines.push('');
+    const diffs = measured.flatMap((s) => s.phases.flatMap((p) => (p.screen ? [p.screen.diff] : [])));
+    const inexact = diffs.filter((d) => d.differing > 0).length;
+    if (inexact > 0) {
+      const maxDelta = Math.max(...diffs.map((d) => d.maxDelta));
+      const visible = diffs.filter((d) => d.visible > 0).length;
+      const typical = [...diffs.map((d) => d.maxDelta)].sort((a, b) => a - b)[Math.floor(diffs.length / 2)]!;
+      lines.push(
+        `${inexact} of ${diffs.length} settled screens differ from the framebuffer; in ${diffs.length - visible} of them no pixel is off by more ` +
+          `than 8 levels (the median largest difference is ${typical} levels, the largest anywhere ${maxDelta}). ` +
+          'Small differences spread over the screen are what a high-quality JPEG leaves behind: TigerVNC’s refresh of a settled area ' +
+          'comes near-lossless, not lossless.',
+        '',
+      );
+    }
     const shots = measured.filter((s) => s.screenshot !== null);
     if (shots.length > 0) {
       lines.push('Screenshots, taken in the middle of the photo phase (a second after a new photo):', '');

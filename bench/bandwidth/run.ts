@@ -120,7 +120,10 @@ async function main(): Promise<void> {
 
   const result: BandwidthResult = {
     label: o.label,
-    command: `npm run bench:bandwidth -- ${process.argv.slice(2).join(' ')}`.trim(),
+    command: [
+      'npm run bench:bandwidth',
+      ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : []),
+    ].join(' '),
     options: {
       ...o,
       outDir: relative(repoDir, outDir),
