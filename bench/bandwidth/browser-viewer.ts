@@ -104,6 +104,7 @@ export class BrowserViewer {
   /** Received frames (time, bytes), for "has the screen settled"; trimmed to the last minute. */
   private readonly recent: { t: number; bytes: number }[] = [];
   private readonly vncSockets = new Set<string>();
+  private readonly waiters = new Set<() => void>();
   /** Bytes received since the last reset, for first-frame and phase windows. */
   private constructor(
     readonly context: BrowserContext,
@@ -146,6 +147,7 @@ export class BrowserViewer {
       viewer.counters.framesReceived += 1;
       viewer.recent.push({ t: Date.now(), bytes });
       while (viewer.recent.length > 0 && viewer.recent[0]!.t < Date.now() - 60_000) viewer.recent.shift();
+      for (const wake of viewer.waiters) wake();
     });
     cdp.on('Network.webSocketFrameSent', (e) => {
       if (viewer.vncSockets.has(e.requestId))
@@ -231,6 +233,26 @@ export class BrowserViewer {
       if (now - start >= maxMs) return { settled: false, waitedMs: now - start };
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /**
+   * Resolves once the browser has received `bytes` in all (what the gateway says it sent has arrived:
+   * DevTools events trail the socket on a busy machine), or after `timeoutMs`; true if it arrived.
+   */
+  waitReceived(bytes: number, timeoutMs: number): Promise<boolean> {
+    if (this.counters.received >= bytes) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(ok);
+      };
+      const check = () => {
+        if (this.counters.received >= bytes) done(true);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.waiters.add(check);
+    });
   }
 
   async readCanvas(): Promise<RgbImage | null> {

@@ -170,8 +170,10 @@ export async function runSetting(setting: BandwidthSetting, ctx: RunContext): Pr
       ctx.options.byteSource === 'usage-api'
         ? usageApiByteSource(gw.url, sessionId, token, USAGE_FLUSH_MS)
         : metricsByteSource(`http://127.0.0.1:${metricsPort}`, metricsToken);
+    // At a settled moment the browser's count is made to catch up with what the gateway says it sent.
     const snap = async (): Promise<SideCount> => {
       const g = await source.read();
+      await viewer.waitReceived(g.toViewer, 10_000);
       return {
         gatewayToViewer: g.toViewer,
         gatewayFromViewer: g.fromViewer,
