@@ -3,50 +3,16 @@
 // viewer). Pages live in views/; this module only decides which one to mount.
 import { ApiClient, webLocksRefreshLock } from './api/api-client.js';
 import { ApiError, describeError } from './api/api-error.js';
-import type { User } from './api/types.js';
+import type { AppContext, Flash, View } from './app-context.js';
 import { h, icon } from './lib/dom.js';
-import { loadPrefs, savePrefs, type Prefs } from './lib/prefs.js';
+import { loadPrefs, savePrefs } from './lib/prefs.js';
 import { Router, type Route } from './lib/router.js';
+import { brandMark } from './ui/brand.js';
 import { toast } from './ui/toast.js';
 import { authView } from './views/auth.view.js';
 import { instancesView } from './views/instances.view.js';
 import { sessionsView } from './views/sessions.view.js';
 import { desktopView } from './views/desktop.view.js';
-
-export interface View {
-  element: HTMLElement;
-  title: string;
-  /** Pages without the app header (the desktop viewer fills the window). */
-  immersive?: boolean;
-  destroy?(): void;
-}
-
-export interface Flash {
-  message: string;
-  tone: 'info' | 'error';
-}
-
-/** A session the connect dialog just started: the viewer uses its ticket instead of asking again. */
-export interface PendingConnect {
-  websocketUrl: string;
-  instanceName: string;
-  desktopEnvironment: string;
-  display: number;
-}
-
-export interface AppContext {
-  api: ApiClient;
-  user: User | null;
-  prefs: Prefs;
-  go(path: string, options?: { replace?: boolean }): void;
-  savePrefs(): void;
-  /** A message for the next page to show once (e.g. "Your session has expired"). */
-  setFlash(flash: Flash): void;
-  takeFlash(): Flash | null;
-  pendingConnects: Map<string, PendingConnect>;
-  signedIn(user: User): void;
-  signOut(): Promise<void>;
-}
 
 const ROUTES = {
   signIn: '/sign-in',
@@ -245,12 +211,6 @@ function buildHeader(ctx: AppContext): { element: HTMLElement; update(routeName:
       }
     },
   };
-}
-
-export function brandMark(): HTMLElement {
-  const mark = h('span', { class: 'brand-mark', 'aria-hidden': 'true' });
-  mark.append(icon('monitor', 18));
-  return mark;
 }
 
 function splash(): HTMLElement {

@@ -2,8 +2,8 @@
 // attempts and when to retry, server down); the error line has its space reserved so the form does
 // not jump when one appears.
 import { describeError, isApiError } from '../api/api-error.js';
-import type { AppContext, View } from '../app.js';
-import { brandMark } from '../app.js';
+import type { AppContext, View } from '../app-context.js';
+import { brandMark } from '../ui/brand.js';
 import { h, uid } from '../lib/dom.js';
 
 type Mode = 'sign-in' | 'sign-up';

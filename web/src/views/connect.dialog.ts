@@ -3,7 +3,7 @@
 // environments the instance actually has) and "Waiting for the display", which the viewer finishes.
 import { describeError, isApiError } from '../api/api-error.js';
 import type { ConnectionTestResult, Instance } from '../api/types.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../app-context.js';
 import { desktopLabel } from '../lib/format.js';
 import { h, icon, uid } from '../lib/dom.js';
 import { openDialog } from '../ui/dialog.js';

@@ -4,7 +4,7 @@
 // connecting.
 import { ApiError, describeError, isApiError } from '../api/api-error.js';
 import type { ConnectionTestResult, Instance } from '../api/types.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../app-context.js';
 import { desktopLabel } from '../lib/format.js';
 import { h, icon, uid } from '../lib/dom.js';
 

@@ -3,7 +3,7 @@
 // size, round trip, kbit/s) and overlays for connecting, reconnecting, ended and failed — drawn over
 // the desktop so nothing around it moves.
 import { describeError } from '../api/api-error.js';
-import type { AppContext, View } from '../app.js';
+import type { AppContext, View } from '../app-context.js';
 import { h, icon, uid } from '../lib/dom.js';
 import { desktopLabel, formatRate, formatRtt } from '../lib/format.js';
 import type { Quality, Scaling } from '../lib/prefs.js';

@@ -3,7 +3,7 @@
 // stored and replaces it only when a new one is given.
 import { describeError, isApiError } from '../api/api-error.js';
 import type { Instance, InstanceAuthInput, InstanceInput, InstancePatch } from '../api/types.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../app-context.js';
 import { h, icon, uid } from '../lib/dom.js';
 import { openDialog } from '../ui/dialog.js';
 import { inspectPrivateKey } from './private-key.js';

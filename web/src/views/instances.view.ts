@@ -2,7 +2,7 @@
 // last test result), and the actions — connect or resume, test, edit, delete, add.
 import { describeError } from '../api/api-error.js';
 import type { ActiveSession, ConnectionTestResult, Instance } from '../api/types.js';
-import type { AppContext, View } from '../app.js';
+import type { AppContext, View } from '../app-context.js';
 import { h, icon } from '../lib/dom.js';
 import { desktopLabel, formatAgo, formatDateTime } from '../lib/format.js';
 import { confirmDialog, openDialog } from '../ui/dialog.js';

@@ -2,7 +2,7 @@
 // resume one or end it (which stops the desktop on the instance). Refreshes itself while visible.
 import { describeError } from '../api/api-error.js';
 import type { ActiveSession } from '../api/types.js';
-import type { AppContext, View } from '../app.js';
+import type { AppContext, View } from '../app-context.js';
 import { h, icon } from '../lib/dom.js';
 import { desktopLabel, formatAgo, formatDateTime, formatDuration } from '../lib/format.js';
 import { confirmDialog } from '../ui/dialog.js';
