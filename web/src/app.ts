@@ -8,7 +8,7 @@ import { h, icon } from './lib/dom.js';
 import { loadPrefs, savePrefs } from './lib/prefs.js';
 import { Router, type Route } from './lib/router.js';
 import { brandMark } from './ui/brand.js';
-import { toast } from './ui/toast.js';
+import { clearToasts, toast } from './ui/toast.js';
 import { authView } from './views/auth.view.js';
 import { instancesView } from './views/instances.view.js';
 import { sessionsView } from './views/sessions.view.js';
@@ -108,6 +108,8 @@ export function startApp(root: HTMLElement): void {
       return router.go('/instances', { replace: true });
     }
     current?.destroy?.();
+    // Notices belong to the signed-in pages they came from, not to the sign-in form.
+    if (route && PUBLIC_ROUTES.has(route.name)) clearToasts();
     current = createView(ctx, route);
     document.title = `${current.title} · CloudDesk`;
     root.classList.toggle('immersive', current.immersive === true);
@@ -125,7 +127,10 @@ export function startApp(root: HTMLElement): void {
   const router = new Router(ROUTES, mount);
 
   root.replaceChildren(splash());
-  api.restore().then(
+  // Only a browser that was signed in has a refresh cookie to trade: a first visit asks nothing, so
+  // the console shows no 401 (issue 14 point 12). The cookie is httpOnly; this flag stands in for it.
+  const restored = prefs.wasSignedIn ? api.restore() : Promise.resolve(null);
+  restored.then(
     (user) => {
       if (user) ctx.user = user;
       else if (prefs.wasSignedIn) {

@@ -122,3 +122,15 @@ describe('ReconnectSchedule', () => {
     expect(s.remainingMs()).toBe(defaultReconnectOptions.giveUpAfterMs - 60_000);
   });
 });
+
+describe('ticket retries while the gateway is down', () => {
+  it('back off to every 5 s instead of hammering it every second', () => {
+    const s = new ReconnectSchedule(
+      () => 0,
+      () => 0.5,
+    );
+    expect([1, 2, 3, 4, 5, 9].map((n) => s.ticketRetryDelay(n))).toEqual([
+      1000, 2000, 3000, 5000, 5000, 5000,
+    ]);
+  });
+});

@@ -33,8 +33,8 @@ export function formatDateTime(iso: string | null): string {
 }
 
 /** Bits per second → "840 kbit/s" / "12.4 Mbit/s". */
-export function formatRate(bitsPerSecond: number): string {
-  if (!Number.isFinite(bitsPerSecond) || bitsPerSecond < 0) return '—';
+export function formatRate(bitsPerSecond: number | null): string {
+  if (bitsPerSecond === null || !Number.isFinite(bitsPerSecond) || bitsPerSecond < 0) return '—';
   const kbit = bitsPerSecond / 1000;
   if (kbit < 1000) return `${Math.round(kbit)} kbit/s`;
   return `${(kbit / 1000).toFixed(kbit < 10_000 ? 1 : 0)} Mbit/s`;

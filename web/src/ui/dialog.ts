@@ -1,6 +1,7 @@
 // Modal dialogs on the native <dialog> element: it traps focus, closes on Escape and restores focus
 // to whatever opened it, which is most of what accessible modals need.
 import { h, icon, uid } from '../lib/dom.js';
+import { raiseToasts } from './toast.js';
 
 export interface DialogHandle {
   element: HTMLDialogElement;
@@ -65,6 +66,7 @@ export function openDialog(options: {
   });
   document.body.append(element);
   element.showModal();
+  raiseToasts();
   return { element, body, footer, close, closed };
 }
 

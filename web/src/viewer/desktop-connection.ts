@@ -1,13 +1,23 @@
-// One viewer's link to a desktop: the WebSocket (opened here so its close code is known), noVNC's RFB
-// on top of it, automatic reconnection with fresh tickets, and the link statistics. The page that
-// shows it (views/desktop.view.ts) only renders the states this reports.
+// One viewer's link to a desktop: the WebSocket (opened here so its close code and reason are known),
+// noVNC's RFB on top of it, automatic reconnection with fresh tickets, the link statistics, the
+// Automatic quality preset, and pausing updates while the page is hidden. The page that shows it
+// (views/desktop.view.ts) only renders the states this reports.
 import RFB from '@novnc/novnc';
-import { ApiError } from '../api/api-error.js';
-import type { Quality, Scaling } from '../lib/prefs.js';
+import { ApiError, describeError } from '../api/api-error.js';
+import type { Scaling } from '../lib/prefs.js';
+import { busyMessage, busyRetryDelayMs, isBusy } from '../lib/retry-after.js';
+import {
+  automaticLevels,
+  automaticTier,
+  ThroughputEstimator,
+  type AutomaticTier,
+} from './automatic-quality.js';
 import { sendCombo, type KeyCombo } from './key-combos.js';
 import { RateMeter, RoundTripMeter, probeMessage } from './link-stats.js';
-import { qualityPresets } from './quality.js';
-import { classifyClose, ReconnectSchedule } from './reconnect-policy.js';
+import { fixedPresets, type QualityName, type QualitySettings } from './quality.js';
+import { describeClose, ReconnectSchedule } from './reconnect-policy.js';
+import { keysymsFor, MAX_TYPED_CHARACTERS } from './typed-text.js';
+import { UpdatePause } from './update-pause.js';
 
 export type ViewerState =
   | { kind: 'connecting' }
@@ -17,19 +27,26 @@ export type ViewerState =
   | { kind: 'signed-out'; message: string }
   | { kind: 'failed'; message: string };
 
+/** The status line's figures; null while there is no working connection (nothing to measure). */
 export interface LinkStats {
-  downBitsPerSecond: number;
-  upBitsPerSecond: number;
+  downBitsPerSecond: number | null;
+  upBitsPerSecond: number | null;
   rttMs: number | null;
   width: number;
   height: number;
+  /** What the Automatic preset picked (null with a fixed preset or while disconnected). */
+  automatic: QualitySettings | null;
+  /** Updates are paused because the page is hidden. */
+  paused: boolean;
 }
 
 export interface ViewerSettings {
   scaling: Scaling;
-  quality: Quality;
+  quality: QualityName;
   viewOnly: boolean;
 }
+
+export type TypeResult = 'typing' | 'too-long' | 'not-connected';
 
 export interface DesktopConnectionDeps {
   /** Where noVNC draws. */
@@ -44,12 +61,15 @@ export interface DesktopConnectionDeps {
   onStats(stats: LinkStats): void;
   onDesktopName?(name: string): void;
   now?: () => number;
+  random?: () => number;
 }
 
 const STATS_INTERVAL_MS = 1_000;
 const PROBE_EVERY_MS = 2_000;
 /** Probe only when the desktop has been quiet this long, so the answer is ours and not a screen update. */
 const PROBE_QUIET_MS = 150;
+/** Key presses sent per task when typing text, so a long text does not hold up the page. */
+const KEYS_PER_TASK = 40;
 
 export class DesktopConnection {
   private rfb: RFB | null = null;
@@ -61,6 +81,9 @@ export class DesktopConnection {
   private readonly down = new RateMeter();
   private readonly up = new RateMeter();
   private readonly rtt = new RoundTripMeter();
+  private readonly throughput = new ThroughputEstimator();
+  private readonly pause = new UpdatePause();
+  private tier: AutomaticTier | null = null;
   private lastInboundAt = 0;
   private lastProbeAt = 0;
   private statsTimer: number | undefined;
@@ -69,10 +92,13 @@ export class DesktopConnection {
   private settings: ViewerSettings;
   private connectedNow = false;
   private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly onVisibility = () => this.applyVisibility();
 
   constructor(private readonly deps: DesktopConnectionDeps) {
     this.now = deps.now ?? (() => performance.now());
-    this.schedule = new ReconnectSchedule(this.now);
+    this.random = deps.random ?? Math.random;
+    this.schedule = new ReconnectSchedule(this.now, this.random);
     this.settings = { ...deps.settings };
   }
 
@@ -84,6 +110,7 @@ export class DesktopConnection {
   start(websocketUrl?: string): void {
     this.stopped = false;
     this.statsTimer ??= window.setInterval(() => this.tickStats(), STATS_INTERVAL_MS);
+    document.addEventListener('visibilitychange', this.onVisibility);
     this.deps.onState({ kind: 'connecting' });
     if (websocketUrl) {
       this.schedule.opened();
@@ -100,6 +127,7 @@ export class DesktopConnection {
     this.generation += 1;
     window.clearInterval(this.statsTimer);
     this.statsTimer = undefined;
+    document.removeEventListener('visibilitychange', this.onVisibility);
     this.cancelSleep();
     this.connectedNow = false;
     this.rfb?.disconnect();
@@ -121,9 +149,10 @@ export class DesktopConnection {
     if (this.rfb) applyScaling(this.rfb, scaling);
   }
 
-  setQuality(quality: Quality): void {
+  setQuality(quality: QualityName): void {
     this.settings.quality = quality;
-    if (this.rfb) applyQuality(this.rfb, quality);
+    this.tier = null;
+    if (this.rfb) this.applyQuality(this.rfb);
   }
 
   setViewOnly(viewOnly: boolean): void {
@@ -139,10 +168,30 @@ export class DesktopConnection {
     rfb.focus({ preventScroll: true });
   }
 
+  /** Puts text into the desktop's clipboard (and primary selection: TigerVNC sets both). */
   pasteToDesktop(text: string): boolean {
     if (!this.rfb || !this.connectedNow || this.settings.viewOnly) return false;
     this.rfb.clipboardPasteFrom(text);
     return true;
+  }
+
+  /** Types text into the focused program on the desktop, key by key. */
+  typeText(text: string): TypeResult {
+    const rfb = this.rfb;
+    if (!rfb || !this.connectedNow || this.settings.viewOnly) return 'not-connected';
+    if ([...text].length > MAX_TYPED_CHARACTERS) return 'too-long';
+    const keysyms = keysymsFor(text);
+    const generation = this.generation;
+    let next = 0;
+    const step = () => {
+      if (generation !== this.generation || this.rfb !== rfb || !this.connectedNow) return;
+      const end = Math.min(next + KEYS_PER_TASK, keysyms.length);
+      for (; next < end; next++) rfb.sendKey(keysyms[next]!, null);
+      if (next < keysyms.length) window.setTimeout(step, 0);
+    };
+    step();
+    rfb.focus({ preventScroll: true });
+    return 'typing';
   }
 
   focus(): void {
@@ -155,14 +204,17 @@ export class DesktopConnection {
     const generation = ++this.generation;
     const socket = new WebSocket(toWebSocketUrl(websocketUrl), ['binary']);
     this.socket = socket;
-    this.countOutgoing(socket);
+    this.pause.reset();
+    this.throughput.reset();
+    this.tier = null;
+    this.interceptOutgoing(socket);
     const rfb = new RFB(this.deps.target, socket, { shared: true });
     this.rfb = rfb;
     rfb.background = 'transparent';
     rfb.showDotCursor = true;
     rfb.focusOnClick = true;
     applyScaling(rfb, this.settings.scaling);
-    applyQuality(rfb, this.settings.quality);
+    this.applyQuality(rfb);
     rfb.viewOnly = this.settings.viewOnly;
 
     const current = () => generation === this.generation && !this.stopped;
@@ -175,6 +227,7 @@ export class DesktopConnection {
       this.deps.ghost.replaceChildren();
       this.rtt.reset();
       this.deps.onState({ kind: 'connected' });
+      this.applyVisibility();
       // Keyboard to the desktop, unless the person is busy in the toolbar.
       const active = document.activeElement;
       if (active === null || active === document.body || this.deps.target.contains(active))
@@ -201,60 +254,65 @@ export class DesktopConnection {
     socket.addEventListener('message', (event: MessageEvent<ArrayBuffer | string>) => {
       if (!current()) return;
       const t = this.now();
+      const size = typeof event.data === 'string' ? event.data.length : event.data.byteLength;
       this.lastInboundAt = t;
-      this.down.add(typeof event.data === 'string' ? event.data.length : event.data.byteLength, t);
+      this.down.add(size, t);
+      this.throughput.received(size, t);
       this.rtt.received(t);
     });
     socket.addEventListener('close', (event) => {
       if (!current()) return;
-      this.dropped(event.code);
+      this.dropped(event.code, event.reason);
     });
   }
 
-  private dropped(code: number): void {
+  private dropped(code: number, reason: string): void {
     this.connectedNow = false;
     // noVNC has taken its canvas out of the page; keep showing the last frame, dimmed.
     if (this.screen && !this.deps.target.contains(this.screen)) this.deps.ghost.replaceChildren(this.screen);
     this.screen = null;
     this.rfb = null;
     this.socket = null;
-    this.down.reset();
-    this.up.reset();
-    switch (classifyClose(code)) {
+    this.clearStats();
+    const outcome = describeClose(code, reason);
+    switch (outcome.kind) {
       case 'ended':
-        this.finish({ kind: 'ended', message: 'This session has ended.' });
+        this.finish({ kind: 'ended', message: outcome.message });
         return;
       case 'signed-out':
-        this.finish({ kind: 'signed-out', message: 'You were signed out.' });
+        this.finish({ kind: 'signed-out', message: outcome.message });
         return;
       case 'fatal':
-        this.fail(`The connection to the desktop broke (code ${code}).`);
+        this.fail(outcome.message);
         return;
       case 'reconnect':
         this.schedule.dropped();
-        void this.reconnectLoop(false);
+        void this.reconnectLoop(false, outcome.message);
         return;
     }
   }
 
-  private async reconnectLoop(firstConnect: boolean): Promise<void> {
+  private async reconnectLoop(firstConnect: boolean, why = ''): Promise<void> {
     const generation = ++this.generation;
     const alive = () => generation === this.generation && !this.stopped;
     let firstAttempt = true;
+    let lastProblem = why;
+    const reconnecting = (detail: string) =>
+      this.deps.onState({
+        kind: 'reconnecting',
+        attempt: this.schedule.attempts + 1,
+        remainingMs: this.schedule.remainingMs(),
+        detail,
+      });
     for (;;) {
       if (!alive()) return;
       if (this.schedule.expired()) {
-        this.fail('Could not reconnect to the desktop. It may still be running: try again in a moment.');
+        this.fail(
+          `Could not reach the desktop for ${Math.round(this.schedule.giveUpAfterMs / 1000)} s. ${lastProblem || 'The connection kept dropping.'} The desktop may still be running: try again in a moment.`,
+        );
         return;
       }
-      if (!firstConnect) {
-        this.deps.onState({
-          kind: 'reconnecting',
-          attempt: this.schedule.attempts + 1,
-          remainingMs: this.schedule.remainingMs(),
-          detail: 'The connection dropped. Reconnecting to the same desktop…',
-        });
-      }
+      if (!firstConnect) reconnecting(why || 'Reconnecting to the same desktop…');
       // The very first ticket of a page load needs no wait; every other attempt backs off.
       const delay = firstConnect && firstAttempt ? 0 : this.schedule.nextOpenDelay();
       firstAttempt = false;
@@ -262,30 +320,40 @@ export class DesktopConnection {
       if (!alive()) return;
 
       let url: string | null = null;
+      let failures = 0;
       while (url === null) {
         try {
           url = (await this.deps.tickets.ticket(this.deps.sessionId)).websocketUrl;
         } catch (e) {
           if (!alive()) return;
+          failures += 1;
           const outcome = ticketFailure(e);
           if (outcome) {
             this.finish(outcome);
             return;
           }
           if (this.schedule.expired()) {
-            this.fail('CloudDesk is not answering, so the desktop cannot be reached. Try again in a moment.');
+            this.fail(`${describeError(e)} The desktop cannot be reached right now; try again in a moment.`);
             return;
           }
+          if (isBusy(e) || (e instanceof ApiError && e.status === 429)) {
+            // The gateway said when to come back: follow it, with a countdown.
+            lastProblem = 'The server was busy.';
+            const wait = busyRetryDelayMs(e, this.random);
+            const until = this.now() + wait;
+            while (this.now() < until) {
+              reconnecting(busyMessage(until - this.now()));
+              await this.sleep(Math.min(1_000, until - this.now()));
+              if (!alive()) return;
+            }
+            continue;
+          }
+          lastProblem = 'CloudDesk was not answering.';
           if (!firstConnect || !(e instanceof ApiError && e.isTransient)) {
-            this.deps.onState({
-              kind: 'reconnecting',
-              attempt: this.schedule.attempts + 1,
-              remainingMs: this.schedule.remainingMs(),
-              detail: 'Waiting for CloudDesk to answer…',
-            });
+            reconnecting('Waiting for CloudDesk to answer…');
           }
           firstConnect = false;
-          await this.sleep(this.schedule.ticketRetryDelay());
+          await this.sleep(this.schedule.ticketRetryDelay(failures));
           if (!alive()) return;
         }
       }
@@ -302,6 +370,7 @@ export class DesktopConnection {
     this.connectedNow = false;
     this.rfb?.disconnect();
     this.rfb = null;
+    this.clearStats();
     this.deps.onState(state);
   }
 
@@ -327,32 +396,88 @@ export class DesktopConnection {
     wake?.();
   }
 
+  // ---- quality and hidden pages ----
+
+  private applyQuality(rfb: RFB): void {
+    const levels =
+      this.settings.quality === 'auto'
+        ? automaticLevels[(this.tier ??= automaticTier(this.throughput.bitsPerSecond()))]
+        : fixedPresets[this.settings.quality];
+    if (rfb.qualityLevel !== levels.qualityLevel) rfb.qualityLevel = levels.qualityLevel;
+    if (rfb.compressionLevel !== levels.compressionLevel) rfb.compressionLevel = levels.compressionLevel;
+  }
+
+  /** Automatic: move to another tier when the estimate crossed a threshold. */
+  private followThroughput(): void {
+    if (this.settings.quality !== 'auto' || !this.rfb || !this.connectedNow) return;
+    const next = automaticTier(this.throughput.bitsPerSecond(), this.tier);
+    if (next === this.tier) return;
+    this.tier = next;
+    this.applyQuality(this.rfb);
+  }
+
+  private applyVisibility(): void {
+    if (!this.connectedNow || !this.socket) return;
+    const canvas = this.deps.target.querySelector('canvas');
+    const width = canvas?.width ?? 0;
+    const height = canvas?.height ?? 0;
+    const hidden = document.visibilityState === 'hidden';
+    const messages = hidden ? this.pause.pause(width, height) : this.pause.resume(width, height);
+    for (const m of messages) this.socket.send(m);
+    if (!hidden && messages.length > 0 && this.pause.continuousUpdates) {
+      // noVNC learned from the server's EndOfContinuousUpdates that they were off; they are on again.
+      const internals = this.rfb as unknown as { _enabledContinuousUpdates?: boolean } | null;
+      if (internals && '_enabledContinuousUpdates' in internals) internals._enabledContinuousUpdates = true;
+    }
+    this.tickStats();
+  }
+
   // ---- statistics ----
 
-  private countOutgoing(socket: WebSocket): void {
+  /** Counts what goes out, and holds back update requests while the page is hidden. */
+  private interceptOutgoing(socket: WebSocket): void {
     const send = socket.send.bind(socket);
     socket.send = (data: string | ArrayBufferLike | Blob | ArrayBufferView) => {
+      if (ArrayBuffer.isView(data)) {
+        const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+        if (!this.pause.allow(bytes)) return;
+      }
       const size =
         typeof data === 'string'
           ? data.length
           : data instanceof Blob
             ? data.size
-            : (data as ArrayBufferLike).byteLength;
+            : ArrayBuffer.isView(data)
+              ? data.byteLength
+              : (data as ArrayBufferLike).byteLength;
       this.up.add(size, this.now());
       send(data);
     };
   }
 
+  private clearStats(): void {
+    this.down.reset();
+    this.up.reset();
+    this.rtt.reset();
+    this.tickStats();
+  }
+
   private tickStats(): void {
     const t = this.now();
-    if (this.connectedNow && this.socket?.readyState === WebSocket.OPEN) this.maybeProbe(t);
+    const live = this.connectedNow && this.socket?.readyState === WebSocket.OPEN;
+    if (live) {
+      this.maybeProbe(t);
+      this.followThroughput();
+    }
     const canvas = this.deps.target.querySelector('canvas');
     this.deps.onStats({
-      downBitsPerSecond: this.down.bitsPerSecond(t),
-      upBitsPerSecond: this.up.bitsPerSecond(t),
-      rttMs: this.rtt.value(),
-      width: canvas?.width ?? 0,
-      height: canvas?.height ?? 0,
+      downBitsPerSecond: live ? this.down.bitsPerSecond(t) : null,
+      upBitsPerSecond: live ? this.up.bitsPerSecond(t) : null,
+      rttMs: live ? this.rtt.value() : null,
+      width: live ? (canvas?.width ?? 0) : 0,
+      height: live ? (canvas?.height ?? 0) : 0,
+      automatic: live && this.settings.quality === 'auto' && this.tier ? automaticLevels[this.tier] : null,
+      paused: live && this.pause.paused,
     });
   }
 
@@ -374,19 +499,15 @@ function ticketFailure(e: unknown): ViewerState | null {
     return { kind: 'ended', message: 'There is no such session. It may have ended long ago.' };
   }
   if (e.status === 401) return { kind: 'signed-out', message: 'Your session has expired. Sign in again.' };
-  return null;
+  if (e.isTransient || e.status === 429) return null;
+  // Any other refusal (403, 404, 422, …) will be the same on the next attempt.
+  return { kind: 'failed', message: describeError(e) };
 }
 
 function applyScaling(rfb: RFB, scaling: Scaling): void {
   rfb.scaleViewport = scaling === 'fit';
   rfb.resizeSession = scaling === 'remote';
   rfb.clipViewport = false;
-}
-
-function applyQuality(rfb: RFB, quality: Quality): void {
-  const preset = qualityPresets[quality];
-  rfb.qualityLevel = preset.qualityLevel;
-  rfb.compressionLevel = preset.compressionLevel;
 }
 
 export function toWebSocketUrl(path: string, base: string = location.href): string {

@@ -8,6 +8,9 @@ import { h, uid } from '../lib/dom.js';
 
 type Mode = 'sign-in' | 'sign-up';
 
+const MIN_PASSWORD = 8;
+const PASSWORD_RULE = 'At least 8 characters.';
+
 export function authView(ctx: AppContext, mode: Mode): View {
   const next = safeNext(new URLSearchParams(location.search).get('next'));
   const flash = ctx.takeFlash();
@@ -34,7 +37,7 @@ export function authView(ctx: AppContext, mode: Mode): View {
     type: 'password',
     autocomplete: isSignUp ? 'new-password' : 'current-password',
     required: true,
-    minlength: isSignUp ? 8 : 1,
+    minlength: isSignUp ? MIN_PASSWORD : 1,
     maxlength: 256,
     'aria-describedby': isSignUp ? `${hintId} ${errorId}` : errorId,
   });
@@ -51,6 +54,17 @@ export function authView(ctx: AppContext, mode: Mode): View {
   });
 
   const error = h('p', { id: errorId, class: 'form-error', role: 'alert', 'data-testid': 'auth-error' });
+  // One line says how long the password must be; a too-short one turns that line red instead of
+  // adding a second sentence that says the same (issue 14 point 12).
+  const hint = h('p', { id: hintId, class: 'field-hint', 'data-testid': 'password-hint' }, PASSWORD_RULE);
+  const markShort = (short: boolean) => {
+    hint.classList.toggle('field-error', short);
+    if (short) password.setAttribute('aria-invalid', 'true');
+    else password.removeAttribute('aria-invalid');
+  };
+  password.addEventListener('input', () => {
+    if (password.value.length >= MIN_PASSWORD) markShort(false);
+  });
   const submit = h(
     'button',
     { type: 'submit', class: 'btn btn-primary btn-block' },
@@ -66,7 +80,7 @@ export function authView(ctx: AppContext, mode: Mode): View {
       { class: 'field' },
       h('label', { for: passwordId }, 'Password'),
       h('div', { class: 'input-group' }, password, reveal),
-      isSignUp ? h('p', { id: hintId, class: 'field-hint' }, 'At least 8 characters.') : null,
+      isSignUp ? hint : null,
     ),
     error,
     submit,
@@ -82,8 +96,9 @@ export function authView(ctx: AppContext, mode: Mode): View {
     event.preventDefault();
     error.textContent = '';
     const problem = validate(email.value.trim(), password.value, isSignUp);
+    markShort(problem?.message === PASSWORD_RULE);
     if (problem) {
-      error.textContent = problem.message;
+      if (problem.message !== PASSWORD_RULE) error.textContent = problem.message;
       (problem.field === 'email' ? email : password).focus();
       return;
     }
@@ -154,7 +169,7 @@ function validate(
   if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email))
     return { field: 'email', message: 'Enter a valid email address.' };
   if (password === '') return { field: 'password', message: 'Enter your password.' };
-  if (isSignUp && password.length < 8) return { field: 'password', message: 'Use at least 8 characters.' };
+  if (isSignUp && password.length < MIN_PASSWORD) return { field: 'password', message: PASSWORD_RULE };
   return null;
 }
 

@@ -7,6 +7,7 @@ import type { ConnectionTestResult, Instance } from '../api/types.js';
 import type { AppContext } from '../app-context.js';
 import { desktopLabel } from '../lib/format.js';
 import { h, icon, uid } from '../lib/dom.js';
+import { forgetInstance, rememberInstance } from './instance-knowledge.js';
 
 type RowState = 'idle' | 'running' | 'ok' | 'warn' | 'error';
 
@@ -89,7 +90,15 @@ export function connectionCheck(ctx: AppContext, initial: Instance, options: Che
     live,
   );
 
+  /** Runs the test and keeps what it found (or forgets what was known when it failed). */
   const run = async (): Promise<ConnectionTestResult | null> => {
+    const result = await test();
+    if (result) rememberInstance(ctx, instance.id, result);
+    else forgetInstance(ctx, instance.id);
+    return result;
+  };
+
+  const test = async (): Promise<ConnectionTestResult | null> => {
     ssh.set('running', `Logging in as ${instance.username}@${instance.host}:${instance.port}…`);
     hostKey.set('idle', 'Waiting for the login');
     vnc.set('idle', 'Waiting for the login');
@@ -274,7 +283,7 @@ export function connectionCheck(ctx: AppContext, initial: Instance, options: Che
             instance = updated;
             options.onInstanceChanged?.(updated);
             // Check again with the new key pinned: the rest of the lines were not checked yet.
-            run().then(resolve, () => resolve(null));
+            test().then(resolve, () => resolve(null));
           },
           (e: unknown) => {
             retrust.disabled = false;

@@ -1,22 +1,24 @@
 // The desktop viewer page: a compact toolbar (scaling, quality, view only, keys, clipboard, full
 // screen, end session), the desktop filling the rest of the window, a one-line status bar (state,
 // size, round trip, kbit/s) and overlays for connecting, reconnecting, ended and failed — drawn over
-// the desktop so nothing around it moves.
+// the desktop so nothing around it moves. Every toolbar action hands the keyboard back to the desktop
+// (issue 14 point 9). In full screen the toolbar and status bar hide until the pointer reaches the top
+// edge.
 import { describeError } from '../api/api-error.js';
 import type { AppContext, View } from '../app-context.js';
 import { h, icon, uid } from '../lib/dom.js';
 import { desktopLabel, formatRate, formatRtt } from '../lib/format.js';
-import type { Quality, Scaling } from '../lib/prefs.js';
+import type { Scaling } from '../lib/prefs.js';
 import { confirmDialog } from '../ui/dialog.js';
 import { toast } from '../ui/toast.js';
 import { DesktopConnection, type LinkStats, type ViewerState } from '../viewer/desktop-connection.js';
 import { keyCombos } from '../viewer/key-combos.js';
-import { qualityPresets } from '../viewer/quality.js';
+import { isQualityName, qualityMenu } from '../viewer/quality.js';
 import { progressSteps } from './progress-steps.js';
 
 const SCALING: Array<{ value: Scaling; label: string; title: string }> = [
+  { value: 'remote', label: 'Resize', title: 'Resize the remote desktop to this window (sharp text)' },
   { value: 'fit', label: 'Fit', title: 'Scale the desktop to fit the window' },
-  { value: 'remote', label: 'Resize', title: 'Resize the remote desktop to this window' },
   { value: 'native', label: '1:1', title: 'Actual pixels, scroll if larger than the window' },
 ];
 
@@ -63,6 +65,7 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
       ctx.prefs.scaling = option.value;
       ctx.savePrefs();
       connection.setScaling(option.value);
+      connection.focus();
     });
     scaling.append(
       input,
@@ -72,16 +75,23 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
 
   const qualityId = uid('quality');
   const quality = h('select', { id: qualityId, class: 'select select-dark', 'data-testid': 'quality' });
-  for (const [value, preset] of Object.entries(qualityPresets)) {
-    const option = h('option', { value, title: preset.hint }, preset.label);
-    option.selected = ctx.prefs.quality === value;
+  for (const preset of qualityMenu) {
+    const option = h('option', { value: preset.name, title: preset.hint }, preset.label);
+    option.selected = ctx.prefs.quality === preset.name;
+    quality.append(option);
+  }
+  if (!qualityMenu.some((p) => p.name === ctx.prefs.quality)) {
+    // A preset set outside the menu (the bandwidth benchmark's "novnc"): shown, not offered.
+    const option = h('option', { value: ctx.prefs.quality, hidden: true }, ctx.prefs.quality);
+    option.selected = true;
     quality.append(option);
   }
   quality.addEventListener('change', () => {
-    const value = quality.value as Quality;
-    ctx.prefs.quality = value;
+    if (!isQualityName(quality.value)) return;
+    ctx.prefs.quality = quality.value;
     ctx.savePrefs();
-    connection.setQuality(value);
+    connection.setQuality(quality.value);
+    connection.focus();
   });
 
   const viewOnlyButton = h(
@@ -101,7 +111,9 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     viewOnlyButton.setAttribute('aria-pressed', String(viewOnly));
     connection.setViewOnly(viewOnly);
     root.classList.toggle('is-view-only', viewOnly);
-    if (!viewOnly) connection.focus();
+    viewOnlyBadge.hidden = !viewOnly;
+    if (connection.connected) stateText.textContent = connectedText();
+    connection.focus();
   });
 
   // Keys: a disclosure menu of combinations the browser would otherwise keep.
@@ -139,16 +151,49 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
   });
   const sendClipboard = h(
     'button',
-    { type: 'button', class: 'btn btn-primary btn-sm', 'data-testid': 'clipboard-send' },
-    'Send to desktop',
+    {
+      type: 'button',
+      class: 'btn btn-secondary btn-sm',
+      'data-testid': 'clipboard-send',
+      title: 'Put the text on the desktop’s clipboard, to paste it there',
+    },
+    'Send to clipboard',
+  );
+  const typeClipboard = h(
+    'button',
+    {
+      type: 'button',
+      class: 'btn btn-primary btn-sm',
+      'data-testid': 'clipboard-type',
+      title: 'Type the text into the focused program, key by key (works where pasting does not)',
+    },
+    icon('keyboard', 16),
+    'Type it',
   );
   const copyLocal = h('button', { type: 'button', class: 'btn btn-secondary btn-sm' }, 'Copy');
-  const clipboardStatus = h('p', { class: 'field-hint', 'aria-live': 'polite' });
+  const clipboardStatus = h('p', {
+    class: 'field-hint',
+    'aria-live': 'polite',
+    'data-testid': 'clipboard-status',
+  });
   sendClipboard.addEventListener('click', () => {
     const ok = connection.pasteToDesktop(clipboardText.value);
-    clipboardStatus.textContent = ok
-      ? 'Sent. Paste it on the desktop (e.g. Ctrl+Shift+V in a terminal).'
-      : 'Not connected (or view only).';
+    clipboardStatus.textContent = ok ? PASTE_HINT : 'Not connected (or view only).';
+    if (ok) {
+      clipboardMenu.open = false;
+      toast(PASTE_HINT, 'info', 8000);
+      connection.focus();
+    }
+  });
+  typeClipboard.addEventListener('click', () => {
+    const result = connection.typeText(clipboardText.value);
+    clipboardStatus.textContent =
+      result === 'typing'
+        ? 'Typed into the program that has the keyboard on the desktop.'
+        : result === 'too-long'
+          ? 'That is too long to type (at most 10,000 characters). Send it to the clipboard instead.'
+          : 'Not connected (or view only).';
+    if (result === 'typing') clipboardMenu.open = false;
   });
   copyLocal.addEventListener('click', () => {
     navigator.clipboard?.writeText(clipboardText.value).then(
@@ -159,19 +204,29 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     );
   });
   const clipboardMenu = h('details', { class: 'menu menu-wide' });
+  const clipboardBadge = h('span', {
+    class: 'toolbar-badge',
+    hidden: true,
+    'data-testid': 'clipboard-badge',
+    'aria-label': 'new text from the desktop',
+  });
+  clipboardMenu.addEventListener('toggle', () => {
+    if (clipboardMenu.open) clipboardBadge.hidden = true;
+  });
   clipboardMenu.append(
     h(
       'summary',
-      { class: 'btn btn-toolbar', title: 'Clipboard' },
+      { class: 'btn btn-toolbar', title: 'Clipboard', 'data-testid': 'clipboard-menu' },
       icon('clipboard', 16),
       h('span', { class: 'toolbar-label' }, 'Clipboard'),
+      clipboardBadge,
     ),
     h(
       'div',
       { class: 'menu-panel clipboard-panel' },
       h('label', { for: clipboardText.id, class: 'label' }, 'Clipboard'),
       clipboardText,
-      h('div', { class: 'menu-actions' }, copyLocal, sendClipboard),
+      h('div', { class: 'menu-actions' }, copyLocal, sendClipboard, typeClipboard),
       clipboardStatus,
     ),
   );
@@ -182,9 +237,12 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     icon('maximize', 16),
     h('span', { class: 'toolbar-label' }, 'Full screen'),
   );
+  fullscreen.setAttribute('data-testid', 'fullscreen');
   fullscreen.addEventListener('click', () => toggleFullscreen(root));
   const onFullscreenChange = () => {
     const on = document.fullscreenElement === root;
+    root.classList.toggle('is-fullscreen', on);
+    root.classList.remove('reveal-chrome');
     fullscreen.setAttribute('aria-pressed', String(on));
     fullscreen.replaceChildren(
       icon(on ? 'minimize' : 'maximize', 16),
@@ -194,6 +252,15 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     connection.focus();
   };
   document.addEventListener('fullscreenchange', onFullscreenChange);
+  // Full screen: the toolbar and status bar come back while the pointer is at the top edge or over them.
+  const REVEAL_EDGE_PX = 4;
+  const onPointerMove = (event: PointerEvent) => {
+    if (!root.classList.contains('is-fullscreen')) return;
+    const overChrome = toolbar.contains(event.target as Node) || status.contains(event.target as Node);
+    if (event.clientY <= REVEAL_EDGE_PX) root.classList.add('reveal-chrome');
+    else if (!overChrome && !keysMenu.open && !clipboardMenu.open) root.classList.remove('reveal-chrome');
+  };
+  document.addEventListener('pointermove', onPointerMove);
 
   const endButton = h(
     'button',
@@ -254,6 +321,7 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     for (const menu of [keysMenu, clipboardMenu]) {
       if (menu.open && !menu.contains(event.target as Node)) menu.open = false;
     }
+    if (target.contains(event.target as Node)) root.classList.remove('reveal-chrome');
   };
   document.addEventListener('pointerdown', closeMenus);
 
@@ -261,7 +329,14 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
   const target = h('div', { class: 'viewer-screen', 'data-testid': 'screen' });
   const ghost = h('div', { class: 'viewer-ghost', 'aria-hidden': 'true' });
   const overlay = h('div', { class: 'viewer-overlay', hidden: true });
-  const stage = h('div', { class: 'viewer-stage' }, ghost, target, overlay);
+  const viewOnlyBadge = h(
+    'div',
+    { class: 'viewer-badge', hidden: true, 'data-testid': 'view-only-badge' },
+    icon('eye', 14),
+    'View only — your keyboard and mouse are not sent',
+  );
+  const hint = h('div', { class: 'viewer-hint', hidden: true, 'data-testid': 'desktop-hint' });
+  const stage = h('div', { class: 'viewer-stage' }, ghost, target, overlay, viewOnlyBadge, hint);
 
   // ---- status line ----
   const stateText = h('span', { class: 'status-state', 'data-testid': 'viewer-status' }, 'Connecting…');
@@ -269,11 +344,17 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
   const sizeText = h('span', { class: 'status-item' });
   const rttText = h('span', { class: 'status-item', 'data-testid': 'rtt' }, 'RTT —');
   const rateText = h('span', { class: 'status-item', 'data-testid': 'rate' }, '↓ — ↑ —');
+  const autoText = h('span', {
+    class: 'status-item',
+    'data-testid': 'auto-quality',
+    title: 'What the Automatic preset picked from the measured throughput',
+  });
   const status = h(
     'footer',
     { class: 'viewer-status' },
     h('span', { class: 'status-live', role: 'status', 'aria-live': 'polite' }, stateDot, stateText),
     h('span', { class: 'status-spacer' }),
+    autoText,
     sizeText,
     h('span', { title: 'Round trip to the desktop' }, rttText),
     h('span', { title: 'Current throughput: from the desktop ↓, to the desktop ↑' }, rateText),
@@ -344,9 +425,10 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
         );
         break;
       case 'connected':
-        stateText.textContent = 'Connected';
+        stateText.textContent = connectedText();
         steps.set(2, 'done');
         showOverlay(null);
+        maybeShowHint();
         break;
       case 'reconnecting':
         stateText.textContent =
@@ -410,10 +492,50 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     }
   };
 
+  const connectedText = () => (viewOnly ? 'Connected · view only' : 'Connected');
+
+  let paused = false;
   const renderStats = (stats: LinkStats) => {
     sizeText.textContent = stats.width > 0 ? `${stats.width}×${stats.height}` : '';
     rttText.textContent = `RTT ${formatRtt(stats.rttMs)}`;
     rateText.textContent = `↓ ${formatRate(stats.downBitsPerSecond)} ↑ ${formatRate(stats.upBitsPerSecond)}`;
+    autoText.textContent = stats.automatic ? `Automatic: quality ${stats.automatic.qualityLevel}` : '';
+    root.dataset.updates = stats.paused ? 'paused' : 'live';
+    if (stats.paused !== paused) {
+      paused = stats.paused;
+      if (connection.connected)
+        stateText.textContent = paused ? 'Paused while this tab is hidden' : connectedText();
+    }
+  };
+
+  // One-time hints for a desktop that opens without any (openbox is a bare screen: issue 14 point 8).
+  let desktopEnvironment = pending?.desktopEnvironment ?? null;
+  const maybeShowHint = () => {
+    if (desktopEnvironment !== 'openbox' || ctx.prefs.hintsShown.includes('openbox-menu')) return;
+    if (!connection.connected || !hint.hidden) return;
+    const gotIt = h('button', { type: 'button', class: 'btn btn-secondary btn-sm' }, 'Got it');
+    const seen = () => {
+      hint.hidden = true;
+      if (!ctx.prefs.hintsShown.includes('openbox-menu')) ctx.prefs.hintsShown.push('openbox-menu');
+      ctx.savePrefs();
+      target.removeEventListener('contextmenu', seen);
+    };
+    gotIt.addEventListener('click', () => {
+      seen();
+      connection.focus();
+    });
+    // A right-click into the desktop is the hint followed: it need not show again.
+    target.addEventListener('contextmenu', seen);
+    hint.replaceChildren(
+      h(
+        'p',
+        null,
+        h('strong', null, 'Openbox: '),
+        'right-click the desktop to open its menu (terminal, programs, log out).',
+      ),
+      gotIt,
+    );
+    hint.hidden = false;
   };
 
   const connection = new DesktopConnection({
@@ -426,9 +548,17 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     onStats: renderStats,
     onClipboard: (text) => {
       clipboardText.value = text;
-      clipboardStatus.textContent = `Received ${text.length} character${text.length === 1 ? '' : 's'} from the desktop.`;
+      const chars = `${text.length} character${text.length === 1 ? '' : 's'}`;
+      clipboardStatus.textContent = `Received ${chars} from the desktop.`;
+      if (!clipboardMenu.open) clipboardBadge.hidden = false;
       // Straight into the local clipboard when the browser allows it (focused page, secure context).
-      navigator.clipboard?.writeText(text).catch(() => undefined);
+      const local = navigator.clipboard?.writeText(text);
+      if (!local) toast(`The desktop copied ${chars}: it is in the Clipboard panel.`, 'info');
+      else
+        local.then(
+          () => toast(`The desktop copied ${chars}: also on this computer’s clipboard now.`, 'info'),
+          () => toast(`The desktop copied ${chars}: it is in the Clipboard panel.`, 'info'),
+        );
     },
   });
 
@@ -460,6 +590,8 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
       (list) => {
         const s = list.find((x) => x.id === sessionId);
         if (!s) return;
+        desktopEnvironment = s.desktopEnvironment;
+        maybeShowHint();
         title.textContent = s.instanceName ?? 'Desktop';
         subtitle.textContent = `${desktopLabel(s.desktopEnvironment)}${s.display !== null ? ` · :${s.display}` : ''}`;
         document.title = `${title.textContent} · CloudDesk`;
@@ -476,6 +608,7 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
       connection.stop();
       document.removeEventListener('fullscreenchange', onFullscreenChange);
       document.removeEventListener('pointerdown', closeMenus);
+      document.removeEventListener('pointermove', onPointerMove);
       if (document.fullscreenElement) void document.exitFullscreen().catch(() => undefined);
     },
   };
@@ -498,3 +631,7 @@ async function lockKeyboard(): Promise<void> {
     // not supported or not allowed: the Keys menu still works
   }
 }
+
+/** Where pasting works on the desktop: TigerVNC puts the text on both the clipboard and the primary selection. */
+const PASTE_HINT =
+  'On the desktop’s clipboard now. Paste with Shift+Insert or a middle click in xterm, Ctrl+Shift+V in most other terminals, Ctrl+V elsewhere.';

@@ -10,6 +10,7 @@ import { toast } from '../ui/toast.js';
 import { openConnectDialog } from './connect.dialog.js';
 import { connectionCheck } from './connection-check.js';
 import { openInstanceForm } from './instance-form.dialog.js';
+import { knownDesktops, preferredDesktop } from './instance-knowledge.js';
 
 /** Results of tests run while this page is open, so the list can say "reachable" without re-testing. */
 type TestNote = { ok: true; result: ConnectionTestResult; at: number } | { ok: false; at: number };
@@ -167,7 +168,28 @@ export function instancesView(ctx: AppContext): View {
           icon('play', 16),
           'Connect',
         );
-    if (!session) primary.addEventListener('click', () => openConnectDialog(ctx, instance, replace));
+    // A known instance connects in one click with the desktop chosen here; others are tested first.
+    const desktops = session ? null : knownDesktops(ctx, instance);
+    let choice: HTMLSelectElement | null = null;
+    if (desktops && desktops.length > 1) {
+      choice = h('select', {
+        class: 'select select-sm',
+        'data-testid': 'desktop-choice',
+        'aria-label': `Desktop environment for ${instance.name}`,
+      });
+      const preferred = preferredDesktop(ctx, instance.id, desktops);
+      for (const de of desktops) {
+        const option = h('option', { value: de }, desktopLabel(de));
+        option.selected = de === preferred;
+        choice.append(option);
+      }
+    }
+    if (!session) {
+      primary.addEventListener('click', () => {
+        const desktop = choice?.value ?? (desktops ? preferredDesktop(ctx, instance.id, desktops) : null);
+        openConnectDialog(ctx, instance, replace, desktop ?? undefined);
+      });
+    }
 
     const test = h(
       'button',
@@ -229,7 +251,7 @@ export function instancesView(ctx: AppContext): View {
           badges,
         ),
       ),
-      h('div', { class: 'instance-actions' }, primary, test, edit, remove),
+      h('div', { class: 'instance-actions' }, primary, choice, test, edit, remove),
     );
   };
 
