@@ -427,7 +427,7 @@ void test(
       'focus went back to the desktop',
     );
     await page.keyboard.type(' ################', { delay: 10 });
-    const typedAfterMenu = await waitForCanvas(
+    await waitForCanvas(
       (f) => f.marker !== null && f.marker.text > typed.marker!.text + 150,
       'text typed right after choosing a quality',
     );
@@ -475,8 +475,15 @@ void test(
     // Full screen: only the desktop (at the screen's size); the toolbar comes back at the top edge.
     await page.click('[data-testid="fullscreen"]');
     await page.waitForSelector('[data-testid="viewer"].is-fullscreen');
-    const toolbarHidden = await page.locator('.viewer-toolbar').boundingBox();
-    assert.ok(toolbarHidden && toolbarHidden.y + toolbarHidden.height <= 1, 'the toolbar slid away');
+    // The bars slide away (a short transition): wait until the toolbar is above the screen.
+    await poll(
+      async () => {
+        const bar = await page.locator('.viewer-toolbar').boundingBox();
+        return bar && bar.y + bar.height <= 1 ? true : null;
+      },
+      'the toolbar slide away in full screen',
+      () => '',
+    );
     const full = await page.evaluate<{ width: number; height: number }>(
       `(() => { const s = document.querySelector('[data-testid="screen"]'); return { width: s.clientWidth, height: s.clientHeight }; })()`,
     );
@@ -500,6 +507,7 @@ void test(
 
     // The gateway restarts (drains: viewers are told to reconnect), then crashes outright: each time
     // the page reconnects by itself to the same desktop, with the typed text still on screen.
+    const settled = await waitForCanvas((f) => f.marker !== null, 'the xterm before the restarts');
     for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
       const url = page.url();
       const reconnecting = page.waitForSelector('[data-testid="viewer"][data-state="reconnecting"]', {
@@ -510,7 +518,7 @@ void test(
       await waitForViewerState('connected');
       assert.equal(page.url(), url, 'no page reload, same session');
       const again = await waitForCanvas(
-        (f) => f.marker !== null && f.marker.text > typedAfterMenu.marker!.text * 0.6,
+        (f) => f.marker !== null && f.marker.text > settled.marker!.text * 0.8,
         `the same xterm with its text after ${signal}`,
       );
       assert.ok(Math.abs(again.marker!.x0 - typed.marker!.x0) <= 2, 'the xterm did not move: same desktop');
@@ -579,7 +587,8 @@ async function hiddenTabCostsNothing(): Promise<void> {
 
   await setHidden(false);
   await page.waitForSelector('[data-testid="viewer"][data-updates="live"]');
-  const back = await bytesOver(WINDOW_MS);
+  let back = 0;
+  for (let i = 0; i < 10 && back < 100_000; i++) back = await bytesOver(WINDOW_MS);
   assert.ok(back >= 100_000, `updates resume on return (${back} bytes in ${WINDOW_MS} ms)`);
   await onDesktop(`kill "$(cat "$HOME/.clouddesk-busy.pid")"; rm -f "$HOME/.clouddesk-busy.pid"`);
   await cdp.detach();
