@@ -34,6 +34,21 @@ describe('loadPrefs', () => {
     expect(prefs.hintsShown).toEqual(['openbox-menu']);
   });
 
+  it('moves what earlier clients saved as their defaults to the new ones, keeping real choices', () => {
+    expect(loadPrefs(storage({ scaling: 'fit', quality: 'medium', lastDesktop: {} }))).toMatchObject({
+      scaling: 'remote',
+      quality: 'auto',
+    });
+    expect(loadPrefs(storage({ scaling: 'native', quality: 'low', lastDesktop: {} }))).toMatchObject({
+      scaling: 'native',
+      quality: 'low',
+    });
+    expect(loadPrefs(storage({ scaling: 'fit', quality: 'medium', version: 2 }))).toMatchObject({
+      scaling: 'fit',
+      quality: 'medium',
+    });
+  });
+
   it('survives garbage', () => {
     expect(loadPrefs(storage('{not json'))).toEqual(defaultPrefs());
     expect(loadPrefs(storage('null'))).toEqual(defaultPrefs());

@@ -26,9 +26,12 @@ export interface Prefs {
   /** One-time hints already shown (e.g. 'openbox-menu'). */
   hintsShown: string[];
   wasSignedIn: boolean;
+  /** 2 since Resize and Automatic became the defaults. */
+  version: number;
 }
 
 const KEY = 'clouddesk.prefs';
+const VERSION = 2; // since Resize and Automatic became the defaults
 
 export function defaultPrefs(): Prefs {
   // Resize: the remote desktop matches the window, so text is drawn 1:1 and sharp (issue 14 point 11);
@@ -40,6 +43,7 @@ export function defaultPrefs(): Prefs {
     known: {},
     hintsShown: [],
     wasSignedIn: false,
+    version: VERSION,
   };
 }
 
@@ -57,6 +61,13 @@ export function loadPrefs(storage: Pick<Storage, 'getItem'> | null = safeStorage
     if (Array.isArray(parsed.hintsShown))
       prefs.hintsShown = parsed.hintsShown.filter((x): x is string => typeof x === 'string');
     prefs.wasSignedIn = parsed.wasSignedIn === true;
+    // Earlier clients saved their defaults (Fit, Balanced) as if chosen, always with `lastDesktop` and
+    // no `version`: those become the new defaults; a choice that differed from them is kept. (A
+    // benchmark that sets only `quality` gets exactly that preset.)
+    if (parsed.version === undefined && 'lastDesktop' in parsed) {
+      if (prefs.scaling === 'fit') prefs.scaling = 'remote';
+      if (prefs.quality === 'medium') prefs.quality = 'auto';
+    }
   } catch {
     // unreadable: start from the defaults
   }
