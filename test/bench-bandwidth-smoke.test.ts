@@ -101,10 +101,10 @@ void test(
       'every phase ran, in order',
     );
     assert.ok(s.firstFrame !== null && s.firstFrame.gatewayToViewer > 0, 'first frame counted');
-    assert.equal(
-      s.firstFrame.browserReceived,
-      s.firstFrame.gatewayToViewer,
-      'first frame: both counts agree',
+    // Read like the phases below: while the screen stands still, so at most a probe answer falls between.
+    assert.ok(
+      Math.abs(s.firstFrame.browserReceived - s.firstFrame.gatewayToViewer) <= 256,
+      `first frame: both counts agree (${s.firstFrame.gatewayToViewer} vs ${s.firstFrame.browserReceived})`,
     );
     for (const p of s.phases) {
       for (const side of ['gatewayToViewer', 'browserReceived'] as const) {

@@ -188,9 +188,12 @@ export class BrowserViewer {
     await check.locator('[data-testid="trust-host-key"]').click();
     await page.waitForSelector('text=Trusted and pinned');
     await page.click('dialog >> text=Done');
-    await page.click('[data-testid="instance"] [data-testid="connect"]');
-    await page.click('[data-testid="de-xfce"]');
-    await page.click('[data-testid="start-desktop"]');
+    // A tested instance connects in one click, with the desktop picked on its card when it has several.
+    const card = page.locator('[data-testid="instance"]');
+    await card.locator('[data-testid="connect"]').waitFor();
+    const choice = card.locator('[data-testid="desktop-choice"]');
+    if ((await choice.count()) > 0) await choice.selectOption('xfce');
+    await card.locator('[data-testid="connect"]').click();
     await page.waitForURL(/\/desktop\//);
     await this.waitConnected();
     return decodeURIComponent(new URL(page.url()).pathname.split('/').pop() ?? '');
