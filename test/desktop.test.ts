@@ -270,6 +270,16 @@ void describe('DesktopService', () => {
     const uid = sshd.users[0]!.uid;
     await waitFor('ssh-agent and gpg-agent', async () => (await agentsOf(uid)).length >= 2);
     const agents = await agentsOf(uid);
+    assert.deepEqual(agents.map(comm).sort(), ['gpg-agent', 'ssh-agent']);
+    // A session that is slow to end (as a loaded machine makes xfce): one of its processes ignores TERM,
+    // so the stop runs for seconds before it KILLs it. The agents are still the desktop's.
+    await pool.exec(
+      target,
+      `${desktopMarker(handle)} setsid sh -c 'trap "" TERM; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &`,
+    );
+    await waitFor('the slow process', async () =>
+      (await leftovers(handle)).marked.some((p) => comm(p) === 'sh'),
+    );
 
     await service.stop(target, handle);
     const left = await leftovers(handle);

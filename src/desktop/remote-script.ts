@@ -257,13 +257,20 @@ marked() (
   done
 )
 
-# Seconds since process $1 started (field 22 of /proc/PID/stat, in clock ticks since boot).
-age() {
+# When process $1 started, in clock ticks since boot: field 22 of /proc/PID/stat, counted after the command
+# name's closing parenthesis (the name may hold spaces). Only run for a few processes: it forks.
+start_tick() {
   _st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20)
-  [ -n "$_st" ] || return 1
-  _up=$(cut -d' ' -f1 /proc/uptime | cut -d. -f1)
-  _hz=$(getconf CLK_TCK 2>/dev/null) || _hz=100
-  say $((_up - _st / _hz))
+  is_int "$_st"
+}
+
+# True when process $1 belongs to us: the real uid in /proc/PID/status, which stays readable (a non-dumpable
+# process's other /proc files, and on some kernels its folder, belong to root).
+ours() {
+  { while IFS= read -r _l; do
+      case $_l in Uid:*) set -f; set -- $_l; set +f; [ "$2" = "$MY_UID" ]; return ;; esac
+    done < "/proc/$1/status"; } 2>/dev/null
+  return 1
 }
 
 # Agents the desktop advertised to its programs (ssh-agent makes itself unreadable, but says where it is).
@@ -279,26 +286,32 @@ other_desktops() {
 }
 
 # Key agents (ssh-agent, gpg-agent, …) mark themselves non-dumpable, which makes their environment — and
-# our marker in it — unreadable. Taken as ours: unreadable, an agent, not older than the desktop. (Not only
-# children of init: one still daemonizing has a parent for a moment.) Only looked for when no other desktop
-# of this user runs, as such agents are per-user singletons that desktop may be using.
+# our marker in it — unreadable. Taken as ours: ours by uid, unreadable, an agent, started at or after the
+# desktop's start tick $1 (xfce4-session starts them, gpg starts gpg-agent on demand, a socket can start it
+# later). Compared as start ticks, not ages: a stop that takes seconds must not turn an agent that started
+# with the desktop into an older one. (Not only children of init: one still daemonizing has a parent for a
+# moment.) Only looked for when no other desktop of this user runs, as such agents are per-user singletons
+# that desktop may be using.
 hidden_agents() {
-  for _p in $(ls /proc); do
-    case $_p in ''|*[!0-9]*) continue ;; esac
-    [ -O "/proc/$_p" ] && [ ! -r "/proc/$_p/environ" ] || continue
-    case $(cat "/proc/$_p/comm" 2>/dev/null) in
+  for _p in $(cd /proc && echo [0-9]*); do
+    _d=/proc/$_p
+    [ "$_p" != "$$" ] || continue
+    _c=
+    { IFS= read -r _c < "$_d/comm"; } 2>/dev/null || continue
+    case $_c in
       ssh-agent|gpg-agent|scdaemon|dirmngr|keyboxd|gnome-keyring-d) ;;
       *) continue ;;
     esac
-    _a=$(age "$_p") || continue
-    [ "$_a" -le $(($1 + 1)) ] && say "$_p"
+    ours "$_p" && [ ! -r "$_d/environ" ] || continue
+    start_tick "$_p" || continue
+    [ "$_st" -ge "$1" ] && say "$_p"
   done
 }
 
 kill_agents() {
   _hidden=
   for _p in $1; do
-    if [ -O "/proc/$_p" ] && proc_alive "$_p"; then _hidden="$_hidden $_p"; fi
+    if ours "$_p" && proc_alive "$_p"; then _hidden="$_hidden $_p"; fi
   done
   [ -n "$_hidden" ] || return 0
   kill -s TERM $_hidden 2>/dev/null
@@ -319,12 +332,17 @@ cmd_stop() {
   is_int "$n" && is_int "$pid" || fail 14 bad-arguments
   marker="CLOUDDESK_DESKTOP=$n-$pid"
   grep_z || :
-  # How long this desktop has run: from Xvnc, or from its PID file if Xvnc is already gone.
-  dage=
-  if [ "$pid" -gt 1 ] && proc_alive "$pid" && has_env "$pid" "$marker"; then
-    dage=$(age "$pid")
+  MY_UID=$(id -u)
+  # When this desktop started, in ticks since boot: Xvnc's own start, or (Xvnc already gone) its PID file's
+  # time on the wall clock less the boot time, a second early for the file time's whole seconds.
+  dstart=
+  if [ "$pid" -gt 1 ] && proc_alive "$pid" && has_env "$pid" "$marker" && start_tick "$pid"; then
+    dstart=$_st
   elif runtime_dir && [ "$(tr -cd 0-9 < "$RDIR/$n.pid" 2>/dev/null)" = "$pid" ]; then
-    dage=$(($(date +%s) - $(stat -c %Y "$RDIR/$n.pid") + 1))
+    _hz=$(getconf CLK_TCK 2>/dev/null) || _hz=100
+    _bt=$(sed -n 's/^btime \([0-9][0-9]*\)$/\1/p' /proc/stat)
+    _mt=$(stat -c %Y "$RDIR/$n.pid" 2>/dev/null)
+    if is_int "$_hz" && is_int "$_bt" && is_int "$_mt"; then dstart=$(((_mt - _bt - 1) * _hz)); fi
   fi
   agents=$(advertised "$(marked "$marker")")
   if [ "$pid" -gt 1 ] && proc_alive "$pid" && has_env "$pid" "$marker"; then
@@ -347,7 +365,7 @@ cmd_stop() {
   done
   # Two passes: an agent the session launched just before it died may only now finish daemonizing.
   for _pass in 1 2; do
-    if [ -n "$dage" ] && ! other_desktops "$marker"; then agents="$agents $(hidden_agents "$dage")"; fi
+    if [ -n "$dstart" ] && ! other_desktops "$marker"; then agents="$agents $(hidden_agents "$dstart")"; fi
     kill_agents "$agents"
     agents=
     [ "$_pass" = 1 ] && sleep 0.5
