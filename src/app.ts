@@ -85,19 +85,26 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const logger = deps.logger;
   const clock = deps.clock ?? systemClock;
   const newId = deps.newId ?? randomId;
-  const store = deps.store ?? (await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }));
+  const metrics = new Metrics({ worker: deps.worker ?? '0', node: config.cluster.nodeId });
+  const store =
+    deps.store ??
+    (await openStore({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      retryBudgetMs: config.databaseRetryMs,
+      onRetry: (failure) => metrics.storeRetried(failure),
+    }));
   const coordinator = deps.coordinator ?? createCoordinator(config, { clock, logger });
   const coordinationKind = coordinator instanceof RedisCoordinator ? 'redis' : 'memory';
-  const metrics = new Metrics({ worker: deps.worker ?? '0', node: config.cluster.nodeId });
   const rateLimits = createRateLimits(config, coordinator, {
     onRejected: (limit) => metrics.rateLimited(limit),
   });
 
   const secrets = new SecretBox(config.secrets.encryption.currentKeyId, config.secrets.encryption.keys);
-  const users = new UserRepository(store.db);
-  const instanceRepo = new InstanceRepository(store.db);
-  const sessionRepo = new SessionRepository(store.db);
-  const usageRepo = new UsageRepository(store.db);
+  const users = new UserRepository(store);
+  const instanceRepo = new InstanceRepository(store);
+  const sessionRepo = new SessionRepository(store);
+  const usageRepo = new UsageRepository(store);
 
   const sshPool = new SshPool({ ...config.ssh, logger: logger.child({ component: 'ssh' }), clock });
   const desktops = new DesktopService({
@@ -144,7 +151,9 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       startTimeoutMs: config.desktop.startTimeoutMs,
     },
   );
-  const activity = new ActivityBuffer(sessionRepo, usageRepo, logger);
+  const activity = new ActivityBuffer(sessionRepo, usageRepo, logger, {
+    onDropped: (d) => metrics.bufferDropped(d.buffer, d.reason, d.count),
+  });
   const usage = new UsageService({ usage: usageRepo, clock });
   const vnc = new VncGateway(
     {

@@ -86,10 +86,10 @@ for (const dialect of dialects) {
 
     before(async () => {
       ({ store, cleanup } = await dialect.open());
-      users = new UserRepository(store.db);
-      instances = new InstanceRepository(store.db);
-      sessions = new SessionRepository(store.db);
-      usage = new UsageRepository(store.db);
+      users = new UserRepository(store);
+      instances = new InstanceRepository(store);
+      sessions = new SessionRepository(store);
+      usage = new UsageRepository(store);
     });
     after(async () => {
       await store.close();

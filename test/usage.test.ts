@@ -41,7 +41,7 @@ describe('usage per session', () => {
     assert.equal(res.statusCode, 201, res.body);
     const instanceId = res.json().data.id as string;
     const sessionId = randomUUID();
-    await new SessionRepository(gw.store.db).create({
+    await new SessionRepository(gw.store).create({
       id: sessionId,
       user_id: user.id,
       instance_id: instanceId,
@@ -95,11 +95,11 @@ describe('usage per session', () => {
 
   test('a flush that fails keeps the usage for the next one: nothing lost, nothing counted twice', async () => {
     const s = await newSession(alice);
-    const real = new UsageRepository(gw.store.db);
+    const real = new UsageRepository(gw.store);
     let failNext = true;
     const calls: number[] = [];
     const buffer = new ActivityBuffer(
-      new SessionRepository(gw.store.db),
+      new SessionRepository(gw.store),
       {
         addMany(entries: readonly UsageEntry[]) {
           calls.push(entries.length);

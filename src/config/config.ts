@@ -14,6 +14,8 @@ export interface Config {
   http: { host: string; port: number; trustProxy: boolean; bodyLimitBytes: number; publicDir: string | null };
   dataDir: string;
   databaseUrl: string | null;
+  /** How long a request retries a safe statement across a database failover before 503 (0 = never). */
+  databaseRetryMs: number;
   redisUrl: string | null;
   secrets: {
     jwtAccessSecret: string;
@@ -324,6 +326,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
     },
     dataDir,
     databaseUrl,
+    databaseRetryMs: r.int('DATABASE_RETRY_MS', 5000, 0, 60_000),
     redisUrl,
     secrets: {
       jwtAccessSecret: envAccess ?? stored?.jwtAccessSecret ?? '',

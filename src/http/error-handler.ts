@@ -1,9 +1,11 @@
 // The one error mapper: an AppError becomes its status and `{ error: { code, message } }`; Fastify's
 // own request errors (validation, bad JSON, size) get catalogue codes; a lost database becomes
-// STORE_UNAVAILABLE; anything else is a 500 with a generic message and the request id. Internal text
+// STORE_UNAVAILABLE (whichever path it took: the repositories' retry rule, or a raw pool error from
+// code outside them); anything else is a 500 with a generic message and the request id. Internal text
 // never reaches the client.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, errorCatalogue, isAppError, isPeerGoneError, type ErrorCode } from '../errors/errors.js';
+import { isStoreUnavailable } from '../store/store-retry.js';
 
 export interface ErrorHooks {
   onError?(code: ErrorCode, status: number): void;
@@ -16,33 +18,6 @@ const fastifyCodes: Partial<Record<string, ErrorCode>> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'MALFORMED_JSON',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'VALIDATION_FAILED',
 };
-
-/** Error codes of a PostgreSQL server that went away or refuses connections. */
-const storeDownCodes = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'ETIMEDOUT',
-  '57P01',
-  '57P02',
-  '57P03',
-  '08000',
-  '08001',
-  '08003',
-  '08006',
-]);
-
-export function isStoreUnavailable(e: unknown): boolean {
-  const err = e as { code?: unknown; message?: unknown } | null;
-  if (typeof err?.code === 'string' && storeDownCodes.has(err.code)) return true;
-  const msg = typeof err?.message === 'string' ? err.message : '';
-  return (
-    msg.includes('Connection terminated') ||
-    msg.includes('timeout exceeded when trying to connect') ||
-    msg.includes('Query read timeout') ||
-    msg.includes('database ping timed out') ||
-    msg.includes('Client has encountered a connection error')
-  );
-}
 
 export function toAppError(e: unknown): AppError | null {
   if (isAppError(e)) return e;

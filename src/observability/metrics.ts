@@ -80,6 +80,8 @@ export class Metrics {
   private readonly errors: Counter<'code'>;
   private readonly wsCloses: Counter<'code'>;
   private readonly viewerConnects: Counter<'kind'>;
+  private readonly storeRetries: Counter<'failure'>;
+  private readonly bufferDrops: Counter<'buffer' | 'reason'>;
   private readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
   private readonly viewerBandwidth: Histogram;
 
@@ -205,6 +207,18 @@ export class Metrics {
       labelNames: ['kind'] as const,
       registers: register,
     });
+    this.storeRetries = new Counter({
+      name: 'clouddesk_store_retries_total',
+      help: 'Database statements retried across an outage or failover (unsent = never ran; in-doubt = connection lost mid-statement)',
+      labelNames: ['failure'] as const,
+      registers: register,
+    });
+    this.bufferDrops = new Counter({
+      name: 'clouddesk_buffer_dropped_total',
+      help: 'Write-behind entries dropped: overflow (memory bound hit during a long outage) or refused (the store refused the batch repeatedly)',
+      labelNames: ['buffer', 'reason'] as const,
+      registers: register,
+    });
     this.httpDuration = new Histogram({
       name: 'clouddesk_http_request_duration_seconds',
       help: 'HTTP requests by route template and status',
@@ -252,6 +266,14 @@ export class Metrics {
 
   error(code: string): void {
     this.errors.inc({ code });
+  }
+
+  storeRetried(failure: string): void {
+    this.storeRetries.inc({ failure });
+  }
+
+  bufferDropped(buffer: string, reason: string, count: number): void {
+    this.bufferDrops.inc({ buffer, reason }, count);
   }
 
   wsClosed(code: number): void {

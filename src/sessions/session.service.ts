@@ -264,7 +264,7 @@ export class SessionService {
     const now = this.deps.clock.now();
     const sealed =
       handle.transport === 'tcp' ? this.deps.secrets.seal(handle.vncPassword, `session:${session.id}`) : null;
-    await this.deps.sessions.update(session.id, {
+    await this.recordStarted(session, target, handle, {
       status: 'active',
       display: handle.display,
       transport: handle.transport,
@@ -282,6 +282,29 @@ export class SessionService {
       websocketUrl: await this.websocketUrl(session.user_id, session.id),
       display: handle.display,
     };
+  }
+
+  /**
+   * Records a started desktop. When that write fails (the store went away mid-connect), the desktop
+   * is stopped again: the caller gets an error, so nobody would ever use or end it.
+   */
+  private async recordStarted(
+    session: SessionRow,
+    target: SshTarget,
+    handle: DesktopHandle,
+    patch: Parameters<SessionRepository['update']>[1],
+  ): Promise<void> {
+    try {
+      await this.deps.sessions.update(session.id, patch);
+    } catch (e) {
+      await this.deps.desktops.stop(target, handle).catch((stopError: unknown) => {
+        this.deps.logger.warn(
+          { err: stopError, sessionId: session.id },
+          'could not stop a desktop whose start was not recorded',
+        );
+      });
+      throw e;
+    }
   }
 
   private async end(row: SessionRow, reason: string): Promise<void> {

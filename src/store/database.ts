@@ -1,5 +1,7 @@
 // The store seam's connection: embedded SQLite (better-sqlite3, in the data folder) by default,
 // PostgreSQL when DATABASE_URL is set. Kysely gives both one query layer; migrations run at start.
+// The PostgreSQL pool survives a failover by itself (a broken client is dropped, the next one connects
+// through the balancer to the new primary); store-retry.ts decides what a request may retry meanwhile.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
@@ -15,12 +17,23 @@ import {
 import pg from 'pg';
 import { migrations } from './migrations.js';
 import type { Database } from './schema.js';
+import {
+  createStoreRetry,
+  StoreConnectError,
+  type StoreRetry,
+  type StoreRetryOptions,
+} from './store-retry.js';
 
 export type Dialect = 'sqlite' | 'postgres';
+
+/** What a repository needs of the store: the query builder and the retry rule. */
+export type StoreAccess = Pick<Store, 'db' | 'retry'>;
 
 export interface Store {
   db: Kysely<Database>;
   dialect: Dialect;
+  /** The retry rule every repository runs its statements under. */
+  retry: StoreRetry;
   /** `SELECT 1` bounded by a timeout; throws when the database does not answer. */
   ping(timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
@@ -34,6 +47,9 @@ export interface StoreOptions {
   dataDir: string;
   /** Pool size per process for PostgreSQL. */
   poolSize?: number;
+  /** How long a safe statement is retried across a failover before STORE_UNAVAILABLE (default 5 s). */
+  retryBudgetMs?: number;
+  onRetry?: StoreRetryOptions['onRetry'];
 }
 
 export async function openStore(options: StoreOptions): Promise<Store> {
@@ -48,10 +64,25 @@ export async function openStore(options: StoreOptions): Promise<Store> {
       idleTimeoutMillis: 30_000,
       // A query must not hang a request forever when the server stalls.
       query_timeout: 10_000,
+      // A primary that vanished without a FIN (host down, partition) is noticed by the kernel.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
     });
-    // An idle client losing its server emits here; without a listener the process would crash.
+    // An idle client losing its server emits here; without a listener the process would crash. The
+    // pool has already dropped that client.
     pool.on('error', () => undefined);
-    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    db = new Kysely<Database>({
+      dialect: new PostgresDialect({
+        pool: {
+          // A failed connect is tagged, so the retry rule knows the statement never reached a server.
+          connect: () =>
+            pool.connect().catch((e: unknown) => {
+              throw new StoreConnectError(e);
+            }),
+          end: () => pool.end(),
+        },
+      }),
+    });
   } else {
     dialect = 'sqlite';
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
@@ -66,6 +97,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   return {
     db,
     dialect,
+    retry: createStoreRetry({ budgetMs: options.retryBudgetMs ?? 5000, onRetry: options.onRetry }),
     async ping(timeoutMs = 2000) {
       let timer: NodeJS.Timeout | undefined;
       try {

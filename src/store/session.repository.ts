@@ -1,121 +1,166 @@
 // Desktop sessions: who, which instance, where the desktop runs on it, and when it was last used.
 import type { Kysely, Updateable } from 'kysely';
+import type { StoreAccess } from './database.js';
 import type { Database, SessionsTable } from './schema.js';
+import type { StoreRetry } from './store-retry.js';
 
 export type SessionRow = SessionsTable;
 
 export class SessionRepository {
-  constructor(private readonly db: Kysely<Database>) {}
+  private readonly db: Kysely<Database>;
+  private readonly retry: StoreRetry;
+
+  constructor(store: StoreAccess) {
+    this.db = store.db;
+    this.retry = store.retry;
+  }
 
   async create(row: SessionRow): Promise<void> {
-    await this.db.insertInto('sessions').values(row).execute();
+    // Idempotent: the id is fresh and random, so a row already holding it is this insert's own. A
+    // conflict on another constraint (one live session per instance) still fails.
+    await this.retry.run('idempotent', () =>
+      this.db
+        .insertInto('sessions')
+        .values(row)
+        .onConflict((oc) => oc.column('id').doNothing())
+        .execute(),
+    );
   }
 
   findById(id: string): Promise<SessionRow | undefined> {
-    return this.db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst();
+    return this.retry.run('read', () =>
+      this.db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst(),
+    );
   }
 
   findOwned(userId: string, id: string): Promise<SessionRow | undefined> {
-    return this.db
-      .selectFrom('sessions')
-      .selectAll()
-      .where('id', '=', id)
-      .where('user_id', '=', userId)
-      .executeTakeFirst();
+    return this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('id', '=', id)
+        .where('user_id', '=', userId)
+        .executeTakeFirst(),
+    );
   }
 
   findLive(userId: string, instanceId: string): Promise<SessionRow | undefined> {
-    return this.db
-      .selectFrom('sessions')
-      .selectAll()
-      .where('user_id', '=', userId)
-      .where('instance_id', '=', instanceId)
-      .where('status', '<>', 'ended')
-      .executeTakeFirst();
+    return this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .where('instance_id', '=', instanceId)
+        .where('status', '<>', 'ended')
+        .executeTakeFirst(),
+    );
   }
 
   async countLive(userId: string): Promise<number> {
-    const row = await this.db
-      .selectFrom('sessions')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('user_id', '=', userId)
-      .where('status', '<>', 'ended')
-      .executeTakeFirstOrThrow();
+    const row = await this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('user_id', '=', userId)
+        .where('status', '<>', 'ended')
+        .executeTakeFirstOrThrow(),
+    );
     return Number(row.n);
   }
 
   /** Sessions not ended, cluster-wide (the capacity gauge). */
   async countAllLive(): Promise<number> {
-    const row = await this.db
-      .selectFrom('sessions')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('status', '<>', 'ended')
-      .executeTakeFirstOrThrow();
+    const row = await this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('status', '<>', 'ended')
+        .executeTakeFirstOrThrow(),
+    );
     return Number(row.n);
   }
 
   listLiveByUser(userId: string): Promise<(SessionRow & { instance_name: string })[]> {
-    return this.db
-      .selectFrom('sessions')
-      .innerJoin('instances', 'instances.id', 'sessions.instance_id')
-      .selectAll('sessions')
-      .select('instances.name as instance_name')
-      .where('sessions.user_id', '=', userId)
-      .where('sessions.status', '<>', 'ended')
-      .orderBy('sessions.created_at', 'asc')
-      .execute();
+    return this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .innerJoin('instances', 'instances.id', 'sessions.instance_id')
+        .selectAll('sessions')
+        .select('instances.name as instance_name')
+        .where('sessions.user_id', '=', userId)
+        .where('sessions.status', '<>', 'ended')
+        .orderBy('sessions.created_at', 'asc')
+        .execute(),
+    );
   }
 
   /** Active sessions whose last activity is older than `before`: candidates for the idle sweeper. */
   listIdleCandidates(before: number, limit: number): Promise<SessionRow[]> {
-    return this.db
-      .selectFrom('sessions')
-      .selectAll()
-      .where('status', '=', 'active')
-      .where('last_activity_at', '<', before)
-      .orderBy('last_activity_at', 'asc')
-      .limit(limit)
-      .execute();
+    return this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('status', '=', 'active')
+        .where('last_activity_at', '<', before)
+        .orderBy('last_activity_at', 'asc')
+        .limit(limit)
+        .execute(),
+    );
   }
 
   /** Sessions stuck in 'starting' (their gateway died mid-start). */
   listStaleStarting(before: number, limit: number): Promise<SessionRow[]> {
-    return this.db
-      .selectFrom('sessions')
-      .selectAll()
-      .where('status', '=', 'starting')
-      .where('created_at', '<', before)
-      .limit(limit)
-      .execute();
+    return this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('status', '=', 'starting')
+        .where('created_at', '<', before)
+        .limit(limit)
+        .execute(),
+    );
   }
 
+  /** Sets values (never adds to them): idempotent. */
   async update(id: string, patch: Updateable<SessionsTable>): Promise<void> {
-    await this.db.updateTable('sessions').set(patch).where('id', '=', id).execute();
+    await this.retry.run('idempotent', () =>
+      this.db.updateTable('sessions').set(patch).where('id', '=', id).execute(),
+    );
   }
 
-  /** Ends a session unless it already ended; true when this call ended it. */
+  /**
+   * Ends a session unless it already ended; true when this call ended it. Not retried when in doubt:
+   * a second run would answer false for an end that worked.
+   */
   async markEnded(id: string, reason: string, now: number): Promise<boolean> {
-    const result = await this.db
-      .updateTable('sessions')
-      .set({ status: 'ended', ended_at: now, end_reason: reason })
-      .where('id', '=', id)
-      .where('status', '<>', 'ended')
-      .executeTakeFirst();
+    const result = await this.retry.run('write', () =>
+      this.db
+        .updateTable('sessions')
+        .set({ status: 'ended', ended_at: now, end_reason: reason })
+        .where('id', '=', id)
+        .where('status', '<>', 'ended')
+        .executeTakeFirst(),
+    );
     return Number(result.numUpdatedRows) === 1;
   }
 
-  /** One write for a batch of activity timestamps (never moves a timestamp backwards). */
+  /**
+   * One write for a batch of activity timestamps (never moves a timestamp backwards, so running the
+   * transaction twice is harmless: idempotent).
+   */
   async touchMany(entries: ReadonlyMap<string, number>): Promise<void> {
     if (entries.size === 0) return;
-    await this.db.transaction().execute(async (trx) => {
-      for (const [id, at] of entries) {
-        await trx
-          .updateTable('sessions')
-          .set({ last_activity_at: at })
-          .where('id', '=', id)
-          .where('last_activity_at', '<', at)
-          .execute();
-      }
-    });
+    await this.retry.run('idempotent', () =>
+      this.db.transaction().execute(async (trx) => {
+        for (const [id, at] of entries) {
+          await trx
+            .updateTable('sessions')
+            .set({ last_activity_at: at })
+            .where('id', '=', id)
+            .where('last_activity_at', '<', at)
+            .execute();
+        }
+      }),
+    );
   }
 }

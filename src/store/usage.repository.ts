@@ -1,7 +1,9 @@
 // Usage: bytes each way and viewer-seconds, added as deltas to each session's totals and to the daily
 // table (per user, instance and UTC day) in one transaction per activity flush.
 import type { Kysely } from 'kysely';
+import type { StoreAccess } from './database.js';
 import type { Database } from './schema.js';
+import type { StoreRetry } from './store-retry.js';
 
 export interface UsageDelta {
   bytesToViewer: number;
@@ -29,11 +31,26 @@ export interface DailyUsageRow extends UsageDelta {
 const UPSERT_ROWS = 500;
 
 export class UsageRepository {
-  constructor(private readonly db: Kysely<Database>) {}
+  private readonly db: Kysely<Database>;
+  private readonly retry: StoreRetry;
 
-  /** Adds every entry to its session's totals and to its user's day, in one transaction. */
+  constructor(store: StoreAccess) {
+    this.db = store.db;
+    this.retry = store.retry;
+  }
+
+  /**
+   * Adds every entry to its session's totals and to its user's day, in one transaction. It adds, so
+   * it is a plain write: retried only when it certainly never ran. A batch that fails in doubt goes
+   * back to the activity buffer and is written with the next one (so a commit whose answer was lost
+   * is counted twice: at most one flush interval of usage, only across a failover).
+   */
   async addMany(entries: readonly UsageEntry[]): Promise<void> {
     if (entries.length === 0) return;
+    await this.retry.run('write', () => this.addBatch(entries));
+  }
+
+  private async addBatch(entries: readonly UsageEntry[]): Promise<void> {
     // One row per (user, day, instance): PostgreSQL refuses an upsert that touches a row twice.
     const daily = new Map<string, UsageEntry>();
     for (const e of entries) {
@@ -96,7 +113,19 @@ export class UsageRepository {
 
   /** A user's usage per day and instance, `from`…`to` inclusive (YYYY-MM-DD), oldest first. */
   async listDaily(userId: string, from: string, to: string): Promise<DailyUsageRow[]> {
-    const rows = await this.db
+    const rows = await this.retry.run('read', () => this.dailyRows(userId, from, to));
+    return rows.map((r) => ({
+      day: r.day,
+      instanceId: r.instance_id,
+      instanceName: r.instance_name,
+      bytesToViewer: Number(r.bytes_to_viewer),
+      bytesFromViewer: Number(r.bytes_from_viewer),
+      viewerSeconds: Number(r.viewer_seconds),
+    }));
+  }
+
+  private dailyRows(userId: string, from: string, to: string) {
+    return this.db
       .selectFrom('usage_daily as u')
       .leftJoin('instances as i', 'i.id', 'u.instance_id')
       .select([
@@ -113,13 +142,5 @@ export class UsageRepository {
       .orderBy('u.day')
       .orderBy('u.instance_id')
       .execute();
-    return rows.map((r) => ({
-      day: r.day,
-      instanceId: r.instance_id,
-      instanceName: r.instance_name,
-      bytesToViewer: Number(r.bytes_to_viewer),
-      bytesFromViewer: Number(r.bytes_from_viewer),
-      viewerSeconds: Number(r.viewer_seconds),
-    }));
   }
 }
