@@ -29,6 +29,7 @@ import { SessionService } from './sessions/session.service.js';
 import { registerSessionRoutes } from './sessions/session.routes.js';
 import { ActivityBuffer } from './sessions/activity-buffer.js';
 import { IdleSweeper } from './sessions/idle-sweeper.js';
+import type { DesktopStopperOptions } from './sessions/desktop-stopper.js';
 import { UsageService } from './usage/usage.service.js';
 import { registerUsageRoutes } from './usage/usage.routes.js';
 import { SshPool } from './ssh/ssh-pool.js';
@@ -54,6 +55,13 @@ export interface AppDeps {
   gatewayHooks?: VncGatewayHooks;
   /** node:cluster worker label for metrics ('0' for a single process). */
   worker?: string;
+  /**
+   * What sessions use to start, stop and check desktops, around the real service (tests hold a start or
+   * a stop at a gate, or make a stop fail).
+   */
+  wrapDesktops?: (real: DesktopService) => Pick<DesktopService, 'start' | 'stop' | 'isAlive'>;
+  /** Backoff and bounds of the background desktop stop beyond DESKTOP_STOPS_IN_FLIGHT (tests). */
+  desktopStops?: Omit<DesktopStopperOptions, 'concurrency'>;
 }
 
 export interface Gateway {
@@ -143,12 +151,30 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     newId,
   });
   const sessions = new SessionService(
-    { sessions: sessionRepo, instances, desktops, coordinator, secrets, clock, newId, logger },
+    {
+      sessions: sessionRepo,
+      instances,
+      desktops: deps.wrapDesktops ? deps.wrapDesktops(desktops) : desktops,
+      coordinator,
+      secrets,
+      clock,
+      newId,
+      logger,
+      onStartRejected: (reason) => metrics.desktopStartRejected(reason),
+      onStopOutcome: (outcome) => metrics.desktopStop(outcome),
+    },
     {
       maxPerUser: config.sessions.maxPerUser,
       idleTimeoutMs: config.sessions.idleTimeoutMs,
       ticketTtlMs: config.sessions.ticketTtlMs,
       startTimeoutMs: config.desktop.startTimeoutMs,
+      startQueue: {
+        inFlight: config.admission.startsInFlight,
+        inFlightPerInstance: config.admission.startsInFlightPerInstance,
+        maxQueued: config.admission.startQueue,
+        maxWaitMs: config.admission.startQueueWaitMs,
+      },
+      stops: { concurrency: config.admission.stopsInFlight, ...deps.desktopStops },
     },
   );
   const activity = new ActivityBuffer(sessionRepo, usageRepo, logger, {
@@ -269,6 +295,9 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       return { toViewer: s.bytesToViewer, fromViewer: s.bytesFromViewer };
     },
     relayBudgetPauses: () => vnc.stats().budgetPauses,
+    desktopStartQueue: () => sessions.startQueue.depth,
+    desktopStartsInFlight: () => sessions.startQueue.inFlight,
+    desktopStopsPending: () => sessions.stopper.pending,
   });
   const metricsServer: MetricsServer | null = await exposeMetrics(app, metrics, {
     token: config.metrics.token,
@@ -307,6 +336,8 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       await vnc.drain(Math.max(100, config.shutdown.timeoutMs - 2000));
       await app.close();
       await vnc.close();
+      // Stops not finished by then stay due in the store for another gateway's sweep.
+      await sessions.stopper.close(2_000);
       await activity.stop();
       await sshPool.close();
       await metricsServer?.close();

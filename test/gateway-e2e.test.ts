@@ -91,6 +91,8 @@ describe('gateway end to end (sshd + TigerVNC)', () => {
     });
     assert.equal(end.statusCode, 200);
     assert.equal(await viewer.closed, 4000);
+    // The desktop is stopped in the background (admission.test.ts shows the answer does not wait for it).
+    await gw.sessions.stopper.settled();
     assert.equal(isProcessAlive(desktop_pid), false, 'Xvnc is gone on the instance');
     assert.equal((await sessionRow(sessionId)).status, 'ended');
     const ticket = await gw.app.inject({
@@ -243,6 +245,7 @@ describe('gateway end to end (sshd + TigerVNC)', () => {
     const row = await sessionRow(sessionId);
     assert.equal(row.status, 'ended');
     assert.equal(row.end_reason, 'idle-timeout');
+    await gw.sessions.stopper.settled();
     assert.equal(isProcessAlive(desktop_pid!), false);
   });
 

@@ -71,6 +71,8 @@ function sessionRow(userId: string, instanceId: string, o: Partial<SessionRow> =
     bytes_to_viewer: 0,
     bytes_from_viewer: 0,
     viewer_seconds: 0,
+    stop_due_at: null,
+    stop_attempts: 0,
     ...o,
   };
 }

@@ -62,6 +62,8 @@ describe('usage per session', () => {
       bytes_to_viewer: 0,
       bytes_from_viewer: 0,
       viewer_seconds: 0,
+      stop_due_at: null,
+      stop_attempts: 0,
     });
     return { sessionId, instanceId, userId: user.id };
   }

@@ -64,6 +64,22 @@ export interface Config {
     geometry: string;
   };
   /**
+   * Admission control for desktop starts and the background stop (sessions/start-queue.ts,
+   * sessions/desktop-stopper.ts). Every bound is per gateway process.
+   */
+  admission: {
+    /** Desktop starts running at once in this process. */
+    startsInFlight: number;
+    /** Of those, at most this many on one instance (host and SSH port). */
+    startsInFlightPerInstance: number;
+    /** Connects waiting for a start slot; past this they are answered 503 OVERLOADED at once. */
+    startQueue: number;
+    /** Longest wait in the queue before a connect is answered 503 OVERLOADED. */
+    startQueueWaitMs: number;
+    /** Desktop stops (after a disconnect or the idle timeout) running at once in this process. */
+    stopsInFlight: number;
+  };
+  /**
    * What every viewer gets at attach (rfb/viewer-policy.ts): quality bounds and a compression floor applied
    * to SetEncodings, a desktop→viewer budget (0 = none) and a ceiling for SetDesktopSize.
    */
@@ -363,6 +379,13 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       transport: r.oneOf<DesktopTransport>('DESKTOP_TRANSPORT', 'auto', ['auto', 'unix', 'tcp']),
       startTimeoutMs: r.int('DESKTOP_START_TIMEOUT_MS', 20_000, 1000, 600_000),
       geometry,
+    },
+    admission: {
+      startsInFlight: r.int('DESKTOP_STARTS_IN_FLIGHT', 8, 1, 1000),
+      startsInFlightPerInstance: r.int('DESKTOP_STARTS_IN_FLIGHT_PER_INSTANCE', 4, 1, 1000),
+      startQueue: r.int('DESKTOP_START_QUEUE', 32, 0, 100_000),
+      startQueueWaitMs: r.int('DESKTOP_START_QUEUE_WAIT_MS', 5_000, 0, 600_000),
+      stopsInFlight: r.int('DESKTOP_STOPS_IN_FLIGHT', 4, 1, 1000),
     },
     caps: {
       quality: { min: qualityMin, max: qualityMax },

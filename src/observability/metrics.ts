@@ -29,6 +29,12 @@ export interface MetricsSources {
   relayBytes?(): { toViewer: number; fromViewer: number };
   /** Times a viewer's budget (SESSION_MAX_KBPS) paused its channel, closed relays included. */
   relayBudgetPauses?(): number;
+  /** Connects waiting in this process's desktop start queue. */
+  desktopStartQueue?(): number;
+  /** Desktop starts running in this process. */
+  desktopStartsInFlight?(): number;
+  /** Background desktop stops queued or running in this process. */
+  desktopStopsPending?(): number;
 }
 
 export interface MetricsOptions {
@@ -84,6 +90,8 @@ export class Metrics {
   private readonly bufferDrops: Counter<'buffer' | 'reason'>;
   private readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
   private readonly viewerBandwidth: Histogram;
+  private readonly startRejections: Counter<'reason'>;
+  private readonly desktopStops: Counter<'outcome'>;
 
   constructor(options: MetricsOptions) {
     this.sources = options.sources ?? {};
@@ -150,6 +158,21 @@ export class Metrics {
     );
     gaugeFromSource('clouddesk_ssh_connections', 'Pooled SSH connections open', (s) => s.sshConnections?.());
     gaugeFromSource('clouddesk_ssh_channels', 'SSH channels open (one per viewer)', (s) => s.sshChannels?.());
+    gaugeFromSource(
+      'clouddesk_desktop_start_queue_depth',
+      'Connects waiting for a desktop start slot in this process (DESKTOP_START_QUEUE bounds it)',
+      (s) => s.desktopStartQueue?.(),
+    );
+    gaugeFromSource(
+      'clouddesk_desktop_starts_in_flight',
+      'Desktop starts running in this process (DESKTOP_STARTS_IN_FLIGHT bounds it)',
+      (s) => s.desktopStartsInFlight?.(),
+    );
+    gaugeFromSource(
+      'clouddesk_desktop_stops_pending',
+      'Background desktop stops queued or running in this process',
+      (s) => s.desktopStopsPending?.(),
+    );
 
     // Event-loop lag over the last scrape interval (reset after each scrape), in seconds.
     this.loopDelay = options.loopDelay ?? monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
@@ -236,6 +259,19 @@ export class Metrics {
       registers: register,
     });
 
+    this.startRejections = new Counter({
+      name: 'clouddesk_desktop_start_rejected_total',
+      help: 'Connects answered 503 OVERLOADED instead of starting a desktop: queue_full, queue_timeout, client_gone',
+      labelNames: ['reason'] as const,
+      registers: register,
+    });
+    this.desktopStops = new Counter({
+      name: 'clouddesk_desktop_stops_total',
+      help: 'Background desktop stop tries: stopped, retry (failed, tried again later), gave_up',
+      labelNames: ['outcome'] as const,
+      registers: register,
+    });
+
     // In a worker of our supervisor, answer the primary's aggregation requests from this registry.
     if (cluster.isWorker && isSupervisedWorker()) {
       AggregatorRegistry.setRegistries([this.registry]);
@@ -258,6 +294,14 @@ export class Metrics {
 
   viewerKbps(kbps: number): void {
     this.viewerBandwidth.observe(kbps);
+  }
+
+  desktopStartRejected(reason: string): void {
+    this.startRejections.inc({ reason });
+  }
+
+  desktopStop(outcome: string): void {
+    this.desktopStops.inc({ outcome });
   }
 
   rateLimited(limit: string): void {

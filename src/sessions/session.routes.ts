@@ -25,10 +25,16 @@ export function registerSessionRoutes(
 
   r.post('/api/sessions/connect', { preHandler, schema: { body: ConnectBody } }, async (request, reply) => {
     const started = performance.now();
+    // A client that gives up while its connect waits for a start slot leaves the line.
+    const gone = new AbortController();
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) gone.abort();
+    });
     const { created, ...result } = await sessions.connect(
       request.userId,
       request.body.instanceId,
       request.body.desktopEnvironment,
+      gone.signal,
     );
     if (created) deps.onSetupDuration?.(performance.now() - started);
     request.log.info({ sessionId: result.sessionId, created }, 'session connect');
@@ -47,6 +53,8 @@ export function registerSessionRoutes(
     data(await sessions.get(request.userId, request.params.id)),
   );
 
+  // Answers once the session is ended (its viewers closed everywhere); the desktop is stopped in the
+  // background (desktop-stopper.ts), so the stop script is not on the request.
   r.post(
     '/api/sessions/disconnect/:id',
     { preHandler, schema: { params: IdParams } },

@@ -1,6 +1,11 @@
 // Desktop sessions: connect (start or reuse the user's desktop on an instance), tickets for the
 // WebSocket, listing, ending, and the idle sweep. Cluster-safe through the coordinator: per-user and
 // per-instance locks, viewer leases, and an "end session" command every node acts on.
+//
+// Starts go through a bounded queue (start-queue.ts): a burst is answered 503 OVERLOADED + Retry-After at
+// once past the queue. The ticket is minted only when the desktop answers, so no ticket ages while its
+// owner waits in line. Ending a session answers once the record is ended; the desktop is stopped in the
+// background (desktop-stopper.ts), bounded, retried, and picked up by any node's sweep if this one dies.
 import { AppError, isAppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { IdGenerator } from '../lib/ids.js';
@@ -14,12 +19,18 @@ import type { DesktopHandle, DesktopService } from '../desktop/desktop.service.j
 import type { SshTarget } from '../ssh/ssh-pool.js';
 import { isDesktopEnvironmentId, type DesktopEnvironmentId } from '../desktop/desktop-environments.js';
 import type { ViewerPolicyOverrides } from '../rfb/viewer-policy.js';
+import { StartQueue, type StartQueueOptions, type StartRejection } from './start-queue.js';
+import { DesktopStopper, type DesktopStopperOptions, type StopOutcome } from './desktop-stopper.js';
 
 export interface SessionServiceOptions {
   maxPerUser: number;
   idleTimeoutMs: number;
   ticketTtlMs: number;
   startTimeoutMs: number;
+  /** Admission control for desktop starts (per process). */
+  startQueue: StartQueueOptions;
+  /** The background stop of ended sessions' desktops. */
+  stops: DesktopStopperOptions;
 }
 
 export interface ConnectResult {
@@ -71,14 +82,43 @@ export class SessionService {
       clock: Clock;
       newId: IdGenerator;
       logger: Logger;
+      onStartRejected?: (reason: StartRejection) => void;
+      onStopOutcome?: (outcome: StopOutcome) => void;
     },
     private readonly options: SessionServiceOptions,
-  ) {}
+  ) {
+    this.startQueue = new StartQueue(options.startQueue, { onRejected: deps.onStartRejected });
+    this.stopper = new DesktopStopper(
+      {
+        sessions: deps.sessions,
+        coordinator: deps.coordinator,
+        clock: deps.clock,
+        logger: deps.logger,
+        stop: (row) => this.stopDesktopOf(row),
+        onOutcome: (outcome) => deps.onStopOutcome?.(outcome),
+      },
+      options.stops,
+    );
+  }
 
-  async connect(userId: string, instanceId: string, desktopEnvironment: string): Promise<ConnectResult> {
+  /** Desktop starts of this process: running, and waiting in line. */
+  readonly startQueue: StartQueue;
+  /** Desktop stops of ended sessions, in the background. */
+  readonly stopper: DesktopStopper;
+
+  /**
+   * Starts (or reuses) the user's desktop on the instance. A new start waits for a slot in the start
+   * queue; an aborted `signal` (the client went away) takes it out of the line.
+   */
+  async connect(
+    userId: string,
+    instanceId: string,
+    desktopEnvironment: string,
+    signal?: AbortSignal,
+  ): Promise<ConnectResult> {
     if (!isDesktopEnvironmentId(desktopEnvironment)) throw new AppError('DESKTOP_ENVIRONMENT_UNKNOWN');
     const instance = await this.deps.instances.getRow(userId, instanceId);
-    const lockWait = this.options.startTimeoutMs + 15_000;
+    const lockWait = this.options.startQueue.maxWaitMs + this.options.startTimeoutMs + 15_000;
     // One connect at a time per user and instance: a second click waits and gets the same desktop.
     return this.deps.coordinator.withLock(
       `connect:${userId}:${instanceId}`,
@@ -90,8 +130,16 @@ export class SessionService {
           const reused = await this.tryReuse(live, instance);
           if (reused) return reused;
         }
-        const session = await this.reserve(userId, instance, desktopEnvironment);
-        return this.startDesktop(session, instance, desktopEnvironment);
+        const target = await this.deps.instances.target(instance);
+        // The session slot is taken only once a start slot is: a connect turned away leaves nothing behind.
+        return this.startQueue.run(
+          `${target.host}:${target.port}`,
+          async () => {
+            const session = await this.reserve(userId, instance, desktopEnvironment);
+            return this.startDesktop(session, instance, target, desktopEnvironment);
+          },
+          signal,
+        );
       },
     );
   }
@@ -128,9 +176,10 @@ export class SessionService {
     await this.end(row, 'disconnected');
   }
 
+  /** Before the instance is deleted (its sessions go with it): the desktop is stopped on the request. */
   async endAllForInstance(userId: string, instanceId: string): Promise<void> {
     const live = await this.deps.sessions.findLive(userId, instanceId);
-    if (live) await this.end(live, 'instance-deleted');
+    if (live) await this.end(live, 'instance-deleted', { stopNow: true });
   }
 
   /** Redeems a WebSocket ticket and returns where the viewer must be connected. */
@@ -172,6 +221,8 @@ export class SessionService {
     for (const s of await this.deps.sessions.listStaleStarting(now - this.options.startTimeoutMs * 3, 100)) {
       if (await this.deps.sessions.markEnded(s.id, 'start-abandoned', now)) ended++;
     }
+    // Desktop stops that are due and nobody runs: left by a gateway that died or drained, or retries.
+    await this.stopper.sweep();
     return ended;
   }
 
@@ -235,6 +286,8 @@ export class SessionService {
         bytes_to_viewer: 0,
         bytes_from_viewer: 0,
         viewer_seconds: 0,
+        stop_due_at: null,
+        stop_attempts: 0,
       };
       await this.deps.sessions.create(row);
       return row;
@@ -244,12 +297,11 @@ export class SessionService {
   private async startDesktop(
     session: SessionRow,
     instance: InstanceRow,
+    target: SshTarget,
     desktopEnvironment: DesktopEnvironmentId,
   ): Promise<ConnectResult> {
     let handle: DesktopHandle;
-    let target: SshTarget;
     try {
-      target = await this.deps.instances.target(instance);
       // Displays are per machine, whoever asks: the desktop service reserves each display it tries
       // cluster-wide (see app.ts), so starts on one instance run side by side.
       const started = await this.deps.desktops.start(target, desktopEnvironment);
@@ -264,8 +316,7 @@ export class SessionService {
     const now = this.deps.clock.now();
     const sealed =
       handle.transport === 'tcp' ? this.deps.secrets.seal(handle.vncPassword, `session:${session.id}`) : null;
-    await this.recordStarted(session, target, handle, {
-      status: 'active',
+    const desktop = {
       display: handle.display,
       transport: handle.transport,
       socket_path: handle.transport === 'unix' ? handle.socketPath : null,
@@ -273,9 +324,19 @@ export class SessionService {
       vnc_password_ciphertext: sealed?.ciphertext ?? null,
       vnc_password_key_id: sealed?.keyId ?? null,
       desktop_pid: handle.pid,
-      started_at: now,
-      last_activity_at: now,
-    });
+    };
+    if (
+      !(await this.recordStarted(session, target, handle, {
+        ...desktop,
+        started_at: now,
+        last_activity_at: now,
+      }))
+    ) {
+      // Ended while it started (disconnected, or swept): its new desktop is stopped like any other.
+      await this.deps.sessions.update(session.id, { ...desktop, stop_due_at: now, stop_attempts: 0 });
+      this.stopper.enqueue(session.id);
+      throw new AppError('SESSION_ENDED');
+    }
     return {
       created: true,
       sessionId: session.id,
@@ -285,17 +346,18 @@ export class SessionService {
   }
 
   /**
-   * Records a started desktop. When that write fails (the store went away mid-connect), the desktop
-   * is stopped again: the caller gets an error, so nobody would ever use or end it.
+   * Records a started desktop: false when the session was ended meanwhile (nothing written). When that
+   * write fails (the store went away mid-connect), the desktop is stopped again: the caller gets an
+   * error, so nobody would ever use or end it.
    */
   private async recordStarted(
     session: SessionRow,
     target: SshTarget,
     handle: DesktopHandle,
-    patch: Parameters<SessionRepository['update']>[1],
-  ): Promise<void> {
+    patch: Parameters<SessionRepository['activate']>[1],
+  ): Promise<boolean> {
     try {
-      await this.deps.sessions.update(session.id, patch);
+      return await this.deps.sessions.activate(session.id, patch);
     } catch (e) {
       await this.deps.desktops.stop(target, handle).catch((stopError: unknown) => {
         this.deps.logger.warn(
@@ -307,18 +369,32 @@ export class SessionService {
     }
   }
 
-  private async end(row: SessionRow, reason: string): Promise<void> {
+  /**
+   * Ends the session (viewers closed everywhere) and has its desktop stopped: in the background, or with
+   * `stopNow` before returning (once, not retried: the instance is about to be deleted).
+   */
+  private async end(row: SessionRow, reason: string, opts: { stopNow?: boolean } = {}): Promise<void> {
     const now = this.deps.clock.now();
-    if (!(await this.deps.sessions.markEnded(row.id, reason, now))) return;
+    const hasDesktop = row.status === 'active' && row.display !== null;
+    const background = hasDesktop && !opts.stopNow;
+    if (!(await this.deps.sessions.markEnded(row.id, reason, now, background))) return;
     await this.deps.coordinator.publish({ type: 'end-session', sessionId: row.id, reason });
-    if (row.status !== 'active' || row.display === null) return;
-    try {
-      const instance = await this.deps.instances.getRow(row.user_id, row.instance_id);
-      await this.deps.desktops.stop(await this.deps.instances.target(instance), this.handleOf(row));
-    } catch (e) {
-      // The record is ended either way; a desktop we could not reach is logged for the operator.
-      this.deps.logger.warn({ err: e, sessionId: row.id }, 'could not stop the desktop of an ended session');
+    if (background) {
+      this.stopper.enqueue(row.id);
+    } else if (hasDesktop) {
+      await this.stopDesktopOf(row).catch((e: unknown) => {
+        // The record is ended either way; a desktop we could not reach is logged for the operator.
+        this.deps.logger.warn(
+          { err: e, sessionId: row.id },
+          'could not stop the desktop of an ended session',
+        );
+      });
     }
+  }
+
+  private async stopDesktopOf(row: SessionRow): Promise<void> {
+    const instance = await this.deps.instances.getRow(row.user_id, row.instance_id);
+    await this.deps.desktops.stop(await this.deps.instances.target(instance), this.handleOf(row));
   }
 
   private handleOf(row: SessionRow): DesktopHandle {

@@ -127,4 +127,22 @@ export const migrations: Record<string, Migration> = {
         await db.schema.alterTable('sessions').dropColumn(column).execute();
     },
   },
+  // Desktops are stopped in the background after a session ends (issue 9): a session whose desktop still
+  // has to be stopped carries when the next try is due and how many failed, so a stop this process could
+  // not finish (it died, the instance was down) is picked up again by any gateway's sweeper.
+  '0004_session_desktop_stop': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('sessions').addColumn('stop_due_at', 'bigint').execute();
+      await db.schema
+        .alterTable('sessions')
+        .addColumn('stop_attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.createIndex('sessions_stop_due').on('sessions').column('stop_due_at').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('sessions_stop_due').execute();
+      for (const column of ['stop_attempts', 'stop_due_at'])
+        await db.schema.alterTable('sessions').dropColumn(column).execute();
+    },
+  },
 };

@@ -60,6 +60,10 @@ export interface SessionsTable {
   bytes_to_viewer: number;
   bytes_from_viewer: number;
   viewer_seconds: number;
+  /** The desktop of this ended session still has to be stopped: the next try is due then (null: nothing to do). */
+  stop_due_at: number | null;
+  /** Stop tries that failed so far. */
+  stop_attempts: number;
 }
 
 /** Usage per user, instance and UTC day (the flush adds to it); kept when the instance is deleted. */

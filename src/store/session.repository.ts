@@ -130,18 +130,65 @@ export class SessionRepository {
 
   /**
    * Ends a session unless it already ended; true when this call ended it. Not retried when in doubt:
-   * a second run would answer false for an end that worked.
+   * a second run would answer false for an end that worked. With `stopDesktop` its desktop is due to be
+   * stopped from `now` on (desktop-stopper.ts), in the same write.
    */
-  async markEnded(id: string, reason: string, now: number): Promise<boolean> {
+  async markEnded(id: string, reason: string, now: number, stopDesktop = false): Promise<boolean> {
     const result = await this.retry.run('write', () =>
       this.db
         .updateTable('sessions')
-        .set({ status: 'ended', ended_at: now, end_reason: reason })
+        .set({
+          status: 'ended',
+          ended_at: now,
+          end_reason: reason,
+          ...(stopDesktop ? { stop_due_at: now, stop_attempts: 0 } : {}),
+        })
         .where('id', '=', id)
         .where('status', '<>', 'ended')
         .executeTakeFirst(),
     );
     return Number(result.numUpdatedRows) === 1;
+  }
+
+  /**
+   * A start finished: the session becomes active with its desktop, unless it was ended meanwhile (false;
+   * nothing written). Not retried when in doubt, like markEnded.
+   */
+  async activate(id: string, patch: Updateable<SessionsTable>): Promise<boolean> {
+    const result = await this.retry.run('write', () =>
+      this.db
+        .updateTable('sessions')
+        .set({ ...patch, status: 'active' })
+        .where('id', '=', id)
+        .where('status', '=', 'starting')
+        .executeTakeFirst(),
+    );
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  /** Ended sessions whose desktop stop is due by `now` (oldest first). */
+  listStopsDue(now: number, limit: number): Promise<SessionRow[]> {
+    return this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('stop_due_at', 'is not', null)
+        .where('stop_due_at', '<=', now)
+        .orderBy('stop_due_at', 'asc')
+        .limit(limit)
+        .execute(),
+    );
+  }
+
+  /** Records the outcome of a stop try: `due` null = done (stopped, or given up). Sets values: idempotent. */
+  async setStopDue(id: string, due: number | null, attempts: number): Promise<void> {
+    await this.retry.run('idempotent', () =>
+      this.db
+        .updateTable('sessions')
+        .set({ stop_due_at: due, stop_attempts: attempts })
+        .where('id', '=', id)
+        .execute(),
+    );
   }
 
   /**

@@ -1,0 +1,171 @@
+// Admission control for desktop starts (issue 9). A start costs an SSH login and a few seconds of shell on
+// the instance, so a burst of connects must not start every desktop at once: at most `inFlight` starts run
+// in this process, at most `inFlightPerInstance` of them on one instance, and up to `maxQueued` more wait
+// their turn, in arrival order. Past that a connect is refused at once with 503 OVERLOADED and a
+// Retry-After estimated from the queue and how long starts take, instead of failing after a minute; and
+// no one waits in the queue longer than `maxWaitMs` (then the same answer), so every connect is answered
+// within maxWaitMs + the start's own timeout.
+//
+// A waiter whose instance is at its limit does not hold up a later one for another instance: a freed slot
+// goes to the first waiter that may run.
+import { AppError } from '../errors/errors.js';
+
+export interface StartQueueOptions {
+  inFlight: number;
+  inFlightPerInstance: number;
+  maxQueued: number;
+  maxWaitMs: number;
+  /** The guess of a start's duration before any has finished (Retry-After), ms. Default 2000. */
+  initialStartMs?: number;
+}
+
+export type StartRejection = 'queue_full' | 'queue_timeout' | 'client_gone';
+
+export interface StartQueueHooks {
+  /** A connect was turned away (or gave up) instead of being started. */
+  onRejected?(reason: StartRejection): void;
+}
+
+interface Waiter {
+  key: string;
+  start: () => void;
+}
+
+/** Bounds on the Retry-After a refusal carries. */
+const MIN_RETRY_AFTER_S = 1;
+const MAX_RETRY_AFTER_S = 60;
+/** Weight of the newest start in the running average of start durations. */
+const EWMA_WEIGHT = 0.2;
+
+export class StartQueue {
+  private running = 0;
+  private readonly runningPerKey = new Map<string, number>();
+  private readonly waiting: Waiter[] = [];
+  private averageStartMs: number;
+
+  constructor(
+    private readonly options: StartQueueOptions,
+    private readonly hooks: StartQueueHooks = {},
+  ) {
+    const { inFlight, inFlightPerInstance, maxQueued, maxWaitMs } = options;
+    for (const [name, v, min] of [
+      ['inFlight', inFlight, 1],
+      ['inFlightPerInstance', inFlightPerInstance, 1],
+      ['maxQueued', maxQueued, 0],
+      ['maxWaitMs', maxWaitMs, 0],
+    ] as const) {
+      if (!Number.isInteger(v) || v < min)
+        throw new Error(`StartQueue ${name} must be a whole number >= ${min}`);
+    }
+    this.averageStartMs = options.initialStartMs ?? 2_000;
+  }
+
+  /** Connects waiting for a slot (the queue-depth gauge). */
+  get depth(): number {
+    return this.waiting.length;
+  }
+
+  /** Starts running now in this process. */
+  get inFlight(): number {
+    return this.running;
+  }
+
+  /**
+   * Runs `task` (a desktop start on the instance `key`) when a slot is free: at once, after waiting in
+   * line, or not at all (OVERLOADED with `retryAfterSeconds`). An aborted `signal` (the client went away)
+   * takes a waiter out of the line; a task already running is not interrupted.
+   */
+  async run<T>(key: string, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw this.refuse('client_gone');
+    if (!this.mayStart(key)) {
+      if (this.waiting.length >= this.options.maxQueued) throw this.refuse('queue_full');
+      await this.wait(key, signal);
+    } else {
+      this.take(key);
+    }
+    const started = performance.now();
+    try {
+      return await task();
+    } finally {
+      const took = performance.now() - started;
+      this.averageStartMs += EWMA_WEIGHT * (took - this.averageStartMs);
+      this.release(key);
+    }
+  }
+
+  /** Seconds a turned-away connect should wait: the line ahead of it, at the pace starts finish. */
+  retryAfterSeconds(): number {
+    const ahead = this.waiting.length + 1;
+    const seconds = (ahead / this.options.inFlight) * (this.averageStartMs / 1000);
+    return Math.min(MAX_RETRY_AFTER_S, Math.max(MIN_RETRY_AFTER_S, Math.ceil(seconds)));
+  }
+
+  private mayStart(key: string): boolean {
+    return (
+      this.running < this.options.inFlight &&
+      (this.runningPerKey.get(key) ?? 0) < this.options.inFlightPerInstance
+    );
+  }
+
+  private take(key: string): void {
+    this.running++;
+    this.runningPerKey.set(key, (this.runningPerKey.get(key) ?? 0) + 1);
+  }
+
+  private release(key: string): void {
+    this.running--;
+    const n = (this.runningPerKey.get(key) ?? 1) - 1;
+    if (n > 0) this.runningPerKey.set(key, n);
+    else this.runningPerKey.delete(key);
+    this.dispatch();
+  }
+
+  /** Hands free slots to the first waiters that may run (arrival order, skipping full instances). */
+  private dispatch(): void {
+    for (let i = 0; i < this.waiting.length && this.running < this.options.inFlight;) {
+      const w = this.waiting[i]!;
+      if (this.mayStart(w.key)) {
+        this.waiting.splice(i, 1);
+        this.take(w.key);
+        w.start();
+      } else {
+        i++;
+      }
+    }
+  }
+
+  private wait(key: string, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const leave = (reason: StartRejection) => {
+        const at = this.waiting.indexOf(waiter);
+        if (at < 0) return;
+        this.waiting.splice(at, 1);
+        cleanup();
+        reject(this.refuse(reason));
+      };
+      const onAbort = () => leave('client_gone');
+      const timer = setTimeout(() => leave('queue_timeout'), this.options.maxWaitMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const waiter: Waiter = {
+        key,
+        start: () => {
+          cleanup();
+          resolve();
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.push(waiter);
+    });
+  }
+
+  private refuse(reason: StartRejection): AppError {
+    this.hooks.onRejected?.(reason);
+    return new AppError('OVERLOADED', {
+      message: 'Too many desktops are starting right now; retry shortly',
+      details: { retryAfterSeconds: this.retryAfterSeconds() },
+    });
+  }
+}

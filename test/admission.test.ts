@@ -1,0 +1,268 @@
+// Admission control for desktop starts and the background stop (issue 9), with real parts: OpenSSH sshd,
+// TigerVNC Xvnc + openbox, the gateway listening on loopback and real concurrent HTTP clients. Desktop
+// starts and stops go to the real DesktopService through a wrapper that can hold them at a gate, so what
+// is asserted is order (answered before the start or stop finished), never elapsed time.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { DesktopService } from '../src/desktop/desktop.service.js';
+import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
+import { isProcessAlive, startSshd, type SshdFixture } from './helpers/sshd.js';
+import { RfbTestClient } from './helpers/rfb-client.js';
+
+interface Gate {
+  promise: Promise<void>;
+  open(): void;
+}
+function gate(): Gate {
+  let open!: () => void;
+  const promise = new Promise<void>((r) => (open = r));
+  return { promise, open };
+}
+
+/** Resolves once `count()` reaches `n`, re-checked whenever `poke` is called. */
+class Counter {
+  private n = 0;
+  private waiters: { at: number; resolve: () => void }[] = [];
+  bump(): void {
+    this.n++;
+    this.waiters = this.waiters.filter((w) => (this.n >= w.at ? (w.resolve(), false) : true));
+  }
+  get value(): number {
+    return this.n;
+  }
+  reach(at: number): Promise<void> {
+    if (this.n >= at) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ at, resolve }));
+  }
+}
+
+type DesktopOps = Pick<DesktopService, 'start' | 'stop' | 'isAlive'>;
+
+describe('admission control and background stop (sshd + TigerVNC)', () => {
+  let sshd: SshdFixture;
+  let gw: TestGateway & { base: string };
+  // What the next starts / stops do before going to the real service (replaced per test).
+  let beforeStart: () => Promise<void> = () => Promise.resolve();
+  let beforeStop: () => Promise<void> = () => Promise.resolve();
+  const startsEntered = new Counter();
+  const stopsEntered = new Counter();
+  const stopsDone = new Counter();
+
+  before(async () => {
+    sshd = await startSshd({ users: 1 });
+    gw = await listenTestGateway(
+      {
+        DESKTOP_STARTS_IN_FLIGHT: '2',
+        DESKTOP_STARTS_IN_FLIGHT_PER_INSTANCE: '2',
+        DESKTOP_START_QUEUE: '4',
+        DESKTOP_START_QUEUE_WAIT_MS: '120000',
+        DESKTOP_STOPS_IN_FLIGHT: '2',
+        VNC_DISPLAY_MIN: '40',
+        VNC_DISPLAY_MAX: '99',
+        MAX_SESSIONS_PER_USER: '2',
+        RATE_LIMIT_MAX_REQUESTS: '100000',
+      },
+      {
+        wrapDesktops: (real): DesktopOps => ({
+          start: async (target, de) => {
+            startsEntered.bump();
+            await beforeStart();
+            return real.start(target, de);
+          },
+          stop: async (target, handle) => {
+            stopsEntered.bump();
+            try {
+              await beforeStop();
+              await real.stop(target, handle);
+            } finally {
+              stopsDone.bump();
+            }
+          },
+          isAlive: (target, handle) => real.isAlive(target, handle),
+        }),
+        desktopStops: { baseBackoffMs: 20, maxBackoffMs: 100 },
+      },
+    );
+  });
+  after(async () => {
+    await gw?.cleanup();
+    await sshd?.stop();
+  });
+
+  const target = () => ({ host: sshd.host, port: sshd.port, user: sshd.users[0]! });
+  const post = (path: string, token: string, body?: unknown) =>
+    fetch(`http://${gw.base}${path}`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      // Far beyond what any answer may take here; the old behaviour was a 60 s failure.
+      signal: AbortSignal.timeout(90_000),
+    });
+  const sessionRow = (id: string) =>
+    gw.store.db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  const openViewer = (websocketUrl: string) =>
+    RfbTestClient.open(`ws://${gw.base}${websocketUrl}`, { origin: `http://${gw.base}` });
+  const metric = async (name: string, label: string) => {
+    const text = await gw.metrics.render();
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(label));
+    return line === undefined ? 0 : Number(line.split(' ').at(-1));
+  };
+
+  test('30 connects at once against 2 in flight + a queue of 4: 24 answered 503 OVERLOADED + Retry-After before any start finished, 6 get a desktop and a live ticket', async () => {
+    const users = await Promise.all(Array.from({ length: 30 }, () => newUser(gw)));
+    const instances = await Promise.all(users.map((u) => newInstance(gw, u, target())));
+    const startGate = gate();
+    beforeStart = () => startGate.promise;
+    const startsBefore = startsEntered.value;
+
+    const answered = new Counter();
+    const calls = users.map(async (u, i) => {
+      const res = await post('/api/sessions/connect', u.accessToken, {
+        instanceId: instances[i]!.id,
+        desktopEnvironment: 'openbox',
+      });
+      const body = (await res.json()) as {
+        data?: { sessionId: string; websocketUrl: string };
+        error?: { code: string };
+      };
+      const startedDesktops = startsEntered.value - startsBefore;
+      answered.bump();
+      return {
+        status: res.status,
+        retryAfter: res.headers.get('retry-after'),
+        body,
+        startedDesktops,
+        user: u,
+      };
+    });
+
+    // Every refusal arrives while the two admitted starts are still held at the gate.
+    await answered.reach(24);
+    assert.equal(startsEntered.value - startsBefore, 2, 'two starts run, the rest wait or are refused');
+    assert.equal(gw.sessions.startQueue.inFlight, 2);
+    assert.equal(gw.sessions.startQueue.depth, 4);
+    startGate.open();
+    beforeStart = () => Promise.resolve();
+    const results = await Promise.all(calls);
+
+    const refused = results.filter((r) => r.status === 503);
+    const created = results.filter((r) => r.status === 201);
+    assert.equal(refused.length, 24, JSON.stringify(results.map((r) => [r.status, r.body.error?.code])));
+    assert.equal(created.length, 6);
+    for (const r of refused) {
+      assert.equal(r.body.error?.code, 'OVERLOADED');
+      assert.match(r.retryAfter ?? '', /^[1-9]\d*$/, 'Retry-After in whole seconds');
+      assert.ok(Number(r.retryAfter) <= 60);
+    }
+    assert.equal(await metric('clouddesk_desktop_start_rejected_total', 'reason="queue_full"'), 24);
+    // A refused connect leaves no session behind.
+    const rows = await gw.store.db.selectFrom('sessions').select('id').execute();
+    assert.equal(rows.length, 6);
+
+    // Tickets are minted when the desktop is ready: each still opens its viewer after the wait in line.
+    for (const r of created) {
+      const viewer = await openViewer(r.body.data!.websocketUrl);
+      const init = await viewer.handshake();
+      assert.equal(init.width, 1280);
+      viewer.close();
+      await viewer.closed;
+    }
+    for (const r of created) {
+      const end = await post(`/api/sessions/disconnect/${r.body.data!.sessionId}`, r.user.accessToken);
+      assert.equal(end.status, 200);
+    }
+    await gw.sessions.stopper.settled();
+    for (const r of created) {
+      const row = await sessionRow(r.body.data!.sessionId);
+      assert.equal(row.stop_due_at, null);
+      assert.equal(isProcessAlive(row.desktop_pid!), false);
+    }
+  });
+
+  test('disconnect answers once the session is ended, before the stop script has run; the desktop is then stopped', async () => {
+    const user = await newUser(gw);
+    const instance = await newInstance(gw, user, target());
+    const res = await post('/api/sessions/connect', user.accessToken, {
+      instanceId: instance.id,
+      desktopEnvironment: 'openbox',
+    });
+    assert.equal(res.status, 201);
+    const { sessionId, websocketUrl } = (
+      (await res.json()) as { data: { sessionId: string; websocketUrl: string } }
+    ).data;
+    const viewer = await openViewer(websocketUrl);
+    await viewer.handshake();
+    const { desktop_pid } = await sessionRow(sessionId);
+
+    const stopGate = gate();
+    beforeStop = () => stopGate.promise;
+    const entered = stopsEntered.value;
+    const done = stopsDone.value;
+    const end = await post(`/api/sessions/disconnect/${sessionId}`, user.accessToken);
+    assert.equal(end.status, 200);
+    assert.equal(await viewer.closed, 4000);
+    // Answered; the stop has not finished (it cannot: it waits at the gate), and the desktop still runs.
+    assert.equal(stopsDone.value, done);
+    assert.ok(isProcessAlive(desktop_pid!));
+    const row = await sessionRow(sessionId);
+    assert.equal(row.status, 'ended');
+    assert.notEqual(row.stop_due_at, null, 'the pending stop is on record');
+    await stopsEntered.reach(entered + 1);
+
+    stopGate.open();
+    beforeStop = () => Promise.resolve();
+    await gw.sessions.stopper.settled();
+    assert.equal(isProcessAlive(desktop_pid!), false, 'Xvnc is gone on the instance');
+    assert.equal((await sessionRow(sessionId)).stop_due_at, null);
+  });
+
+  test('a stop that fails is retried with backoff until it succeeds', async () => {
+    const user = await newUser(gw);
+    const instance = await newInstance(gw, user, target());
+    const res = await post('/api/sessions/connect', user.accessToken, {
+      instanceId: instance.id,
+      desktopEnvironment: 'openbox',
+    });
+    const { sessionId } = ((await res.json()) as { data: { sessionId: string } }).data;
+    const { desktop_pid } = await sessionRow(sessionId);
+    let failures = 2;
+    beforeStop = () =>
+      failures-- > 0 ? Promise.reject(new Error('instance unreachable')) : Promise.resolve();
+    const done = stopsDone.value;
+    assert.equal((await post(`/api/sessions/disconnect/${sessionId}`, user.accessToken)).status, 200);
+    await stopsDone.reach(done + 3);
+    await gw.sessions.stopper.settled();
+    beforeStop = () => Promise.resolve();
+    const row = await sessionRow(sessionId);
+    assert.equal(row.stop_attempts, 2);
+    assert.equal(row.stop_due_at, null);
+    assert.equal(isProcessAlive(desktop_pid!), false);
+    assert.equal(await metric('clouddesk_desktop_stops_total', 'outcome="retry"'), 2);
+  });
+
+  test('a stop a gateway left behind (it died after ending the session) is run by the next sweep', async () => {
+    const user = await newUser(gw);
+    const instance = await newInstance(gw, user, target());
+    const res = await post('/api/sessions/connect', user.accessToken, {
+      instanceId: instance.id,
+      desktopEnvironment: 'openbox',
+    });
+    const { sessionId } = ((await res.json()) as { data: { sessionId: string } }).data;
+    const { desktop_pid } = await sessionRow(sessionId);
+    // What a gateway that ended the session and died before its stop ran leaves in the store.
+    await gw.sessions.stopper.settled();
+    await gw.store.db
+      .updateTable('sessions')
+      .set({ status: 'ended', ended_at: Date.now(), end_reason: 'disconnected', stop_due_at: Date.now() - 1 })
+      .where('id', '=', sessionId)
+      .execute();
+    assert.ok(isProcessAlive(desktop_pid!));
+    await gw.sweeper.runOnce();
+    await gw.sessions.stopper.settled();
+    assert.equal(isProcessAlive(desktop_pid!), false);
+    assert.equal((await sessionRow(sessionId)).stop_due_at, null);
+  });
+});

@@ -1,0 +1,155 @@
+// The desktop start queue (admission control, issue 9): limits per process and per instance, arrival
+// order, refusal past the queue with a Retry-After, the wait bound, and clients that give up.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { StartQueue, type StartRejection } from '../src/sessions/start-queue.js';
+import { AppError } from '../src/errors/errors.js';
+
+function gate(): { promise: Promise<void>; open(): void } {
+  let open!: () => void;
+  const promise = new Promise<void>((r) => (open = r));
+  return { promise, open };
+}
+
+function isOverloaded(e: unknown): boolean {
+  return (
+    e instanceof AppError &&
+    e.code === 'OVERLOADED' &&
+    e.status === 503 &&
+    typeof e.details?.retryAfterSeconds === 'number' &&
+    e.details.retryAfterSeconds >= 1
+  );
+}
+
+describe('start queue', () => {
+  test('runs at most inFlight at once, queues the next in arrival order, refuses past the queue at once', async () => {
+    const rejected: StartRejection[] = [];
+    const q = new StartQueue(
+      { inFlight: 2, inFlightPerInstance: 10, maxQueued: 2, maxWaitMs: 60_000 },
+      { onRejected: (r) => rejected.push(r) },
+    );
+    const release = gate();
+    const order: number[] = [];
+    const runs = [0, 1, 2, 3].map((i) =>
+      q.run(`i${i}`, async () => {
+        order.push(i);
+        await release.promise;
+        return i;
+      }),
+    );
+    assert.equal(q.inFlight, 2);
+    assert.equal(q.depth, 2);
+    // The fifth is answered before anything finishes.
+    await assert.rejects(
+      q.run('i4', () => Promise.resolve(4)),
+      isOverloaded,
+    );
+    assert.deepEqual(rejected, ['queue_full']);
+    assert.deepEqual(order, [0, 1]);
+    release.open();
+    assert.deepEqual(await Promise.all(runs), [0, 1, 2, 3]);
+    assert.deepEqual(order, [0, 1, 2, 3]);
+    assert.equal(q.inFlight, 0);
+    assert.equal(q.depth, 0);
+  });
+
+  test('a full instance does not hold up a waiter for another instance', async () => {
+    const q = new StartQueue({ inFlight: 3, inFlightPerInstance: 1, maxQueued: 10, maxWaitMs: 60_000 });
+    const a = gate();
+    const started: string[] = [];
+    const task = (name: string, g: Promise<void>) => async () => {
+      started.push(name);
+      await g;
+    };
+    const a1 = q.run('A', task('a1', a.promise));
+    const a2 = q.run('A', task('a2', a.promise));
+    const b1 = q.run('B', task('b1', Promise.resolve()));
+    await b1;
+    assert.deepEqual(started, ['a1', 'b1'], 'b1 ran although a2 arrived first: A was at its limit');
+    assert.equal(q.depth, 1);
+    a.open();
+    await Promise.all([a1, a2]);
+    assert.deepEqual(started, ['a1', 'b1', 'a2']);
+  });
+
+  test('a task that fails frees its slot for the next waiter', async () => {
+    const q = new StartQueue({ inFlight: 1, inFlightPerInstance: 1, maxQueued: 1, maxWaitMs: 60_000 });
+    const g = gate();
+    const first = q.run('A', async () => {
+      await g.promise;
+      throw new Error('start failed');
+    });
+    const second = q.run('A', () => Promise.resolve('second'));
+    g.open();
+    await assert.rejects(first, /start failed/);
+    assert.equal(await second, 'second');
+  });
+
+  test('no one waits longer than maxWaitMs: then OVERLOADED with Retry-After', async () => {
+    const rejected: StartRejection[] = [];
+    const q = new StartQueue(
+      { inFlight: 1, inFlightPerInstance: 1, maxQueued: 5, maxWaitMs: 50 },
+      { onRejected: (r) => rejected.push(r) },
+    );
+    const g = gate();
+    const running = q.run('A', () => g.promise);
+    await assert.rejects(
+      q.run('A', () => Promise.resolve()),
+      isOverloaded,
+    );
+    assert.deepEqual(rejected, ['queue_timeout']);
+    assert.equal(q.depth, 0);
+    g.open();
+    await running;
+  });
+
+  test('a client that gives up leaves the line', async () => {
+    const rejected: StartRejection[] = [];
+    const q = new StartQueue(
+      { inFlight: 1, inFlightPerInstance: 1, maxQueued: 5, maxWaitMs: 60_000 },
+      { onRejected: (r) => rejected.push(r) },
+    );
+    const g = gate();
+    const running = q.run('A', () => g.promise);
+    const ac = new AbortController();
+    let ran = false;
+    const waiting = q.run(
+      'A',
+      () => {
+        ran = true;
+        return Promise.resolve();
+      },
+      ac.signal,
+    );
+    assert.equal(q.depth, 1);
+    ac.abort();
+    await assert.rejects(waiting, isOverloaded);
+    assert.equal(q.depth, 0);
+    assert.deepEqual(rejected, ['client_gone']);
+    g.open();
+    await running;
+    assert.equal(ran, false);
+  });
+
+  test('Retry-After follows the line ahead and how long starts take', async () => {
+    const q = new StartQueue({
+      inFlight: 2,
+      inFlightPerInstance: 10,
+      maxQueued: 100,
+      maxWaitMs: 60_000,
+      initialStartMs: 3_000,
+    });
+    assert.equal(q.retryAfterSeconds(), 2); // 1 ahead / 2 at once × 3 s, rounded up
+    const g = gate();
+    const runs = Array.from({ length: 12 }, (_, i) => q.run(`i${i}`, () => g.promise));
+    assert.equal(q.depth, 10);
+    assert.equal(q.retryAfterSeconds(), 17); // 11 / 2 × 3 s
+    g.open();
+    await Promise.all(runs);
+  });
+
+  test('refuses nonsense limits', () => {
+    assert.throws(() => new StartQueue({ inFlight: 0, inFlightPerInstance: 1, maxQueued: 0, maxWaitMs: 0 }));
+    assert.throws(() => new StartQueue({ inFlight: 1, inFlightPerInstance: 1, maxQueued: -1, maxWaitMs: 0 }));
+  });
+});
