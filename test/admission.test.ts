@@ -243,6 +243,37 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
     assert.equal(await metric('clouddesk_desktop_stops_total', 'outcome="retry"'), 2);
   });
 
+  test('a session ended while its desktop was starting: the connect answers SESSION_ENDED and the new desktop is stopped', async () => {
+    const user = await newUser(gw);
+    const instance = await newInstance(gw, user, target());
+    const startGate = gate();
+    beforeStart = () => startGate.promise;
+    const entered = startsEntered.value;
+    const connecting = post('/api/sessions/connect', user.accessToken, {
+      instanceId: instance.id,
+      desktopEnvironment: 'openbox',
+    });
+    await startsEntered.reach(entered + 1);
+    const active = await fetch(`http://${gw.base}/api/sessions/active`, {
+      headers: { authorization: `Bearer ${user.accessToken}` },
+    });
+    const [starting] = ((await active.json()) as { data: { id: string; status: string }[] }).data;
+    assert.ok(starting);
+    assert.equal(starting.status, 'starting');
+    assert.equal((await post(`/api/sessions/disconnect/${starting.id}`, user.accessToken)).status, 200);
+    startGate.open();
+    beforeStart = () => Promise.resolve();
+    const res = await connecting;
+    assert.equal(res.status, 410);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'SESSION_ENDED');
+    await gw.sessions.stopper.settled();
+    const row = await sessionRow(starting.id);
+    assert.equal(row.status, 'ended');
+    assert.ok(row.desktop_pid && row.desktop_pid > 1, 'the desktop it got is on record');
+    assert.equal(isProcessAlive(row.desktop_pid), false, 'and stopped');
+    assert.equal(row.stop_due_at, null);
+  });
+
   test('a stop a gateway left behind (it died after ending the session) is run by the next sweep', async () => {
     const user = await newUser(gw);
     const instance = await newInstance(gw, user, target());

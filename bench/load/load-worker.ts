@@ -22,6 +22,13 @@ import type {
 } from './load-plan.js';
 
 const HTTP_TIMEOUT_MS = 60_000;
+/** A busy gateway (503 OVERLOADED/BUSY) is asked again after its Retry-After (else this) … */
+const BUSY_DEFAULT_RETRY_S = 2;
+/** … plus up to this share of it at random, so the users it turned away do not come back together … */
+const BUSY_JITTER = 0.2;
+/** … for at most this long per call, as a person would keep the page open. */
+const BUSY_RETRY_BUDGET_MS = 120_000;
+const BUSY_CODES = new Set(['OVERLOADED', 'BUSY']);
 const MARKER_TICK_MS = 20;
 
 type VuState = 'idle' | 'connecting' | 'ready' | 'failed' | 'closed';
@@ -75,13 +82,42 @@ class HttpError extends Error {
   constructor(
     readonly code: string,
     readonly status: number,
+    /** Seconds from the Retry-After header, when the gateway sent one. */
+    readonly retryAfterSeconds: number | null = null,
   ) {
     super(`${status} ${code}`);
   }
 }
 
-/** One API call, timed under `name`; answers `data` of `{ data }` or throws HttpError with the API's code. */
+/**
+ * One API call, timed under `name` (each try on its own); answers `data` of `{ data }` or throws HttpError
+ * with the API's code. A 503 OVERLOADED/BUSY is tried again after its Retry-After plus 0–20 % jitter, as
+ * the web client does (web/src/lib/retry-after.ts), within BUSY_RETRY_BUDGET_MS; each such wait is counted
+ * as `busy-retry:<name>:<code>` beside the errors (it is not one: the user is still being served).
+ */
 async function api<T>(
+  name: string,
+  baseUrl: string,
+  method: string,
+  path: string,
+  body: unknown,
+  token: string | null,
+): Promise<T> {
+  const giveUpAt = performance.now() + BUSY_RETRY_BUDGET_MS;
+  for (;;) {
+    try {
+      return await apiOnce<T>(name, baseUrl, method, path, body, token);
+    } catch (e) {
+      if (!(e instanceof HttpError) || e.status !== 503 || !BUSY_CODES.has(e.code) || closing) throw e;
+      const waitMs = (e.retryAfterSeconds ?? BUSY_DEFAULT_RETRY_S) * 1000 * (1 + BUSY_JITTER * Math.random());
+      if (performance.now() + waitMs > giveUpAt) throw e;
+      countError(`busy-retry:${name}:${e.code}`);
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
+}
+
+async function apiOnce<T>(
   name: string,
   baseUrl: string,
   method: string,
@@ -110,7 +146,12 @@ async function api<T>(
       } catch {
         // not JSON
       }
-      throw new HttpError(code, res.status);
+      const retryAfter = Number(res.headers.get('retry-after'));
+      throw new HttpError(
+        code,
+        res.status,
+        Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null,
+      );
     }
     return text === '' ? (undefined as T) : (JSON.parse(text) as { data: T }).data;
   } catch (e) {
