@@ -22,6 +22,40 @@ test('defaults follow the plan: 5 sessions per user, 30 min idle, 5 min sweep, 1
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.sessions));
 });
 
+test('admission defaults: 8 starts in flight per process, 4 per instance, a queue of 32 waiting at most 5 s, 4 stops at once', () => {
+  const config = loadConfig({ ...TEST_SECRETS, DATA_DIR: '/tmp/unused-clouddesk' });
+  assert.deepEqual(config.admission, {
+    startsInFlight: 8,
+    startsInFlightPerInstance: 4,
+    startQueue: 32,
+    startQueueWaitMs: 5_000,
+    stopsInFlight: 4,
+  });
+  assert.throws(
+    () =>
+      loadConfig({
+        ...TEST_SECRETS,
+        DATA_DIR: '/tmp/unused-clouddesk',
+        DESKTOP_STARTS_IN_FLIGHT: '0',
+        DESKTOP_STARTS_IN_FLIGHT_PER_INSTANCE: 'many',
+        DESKTOP_START_QUEUE: '-1',
+        DESKTOP_STOPS_IN_FLIGHT: '0',
+      }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      const text = e.problems.join('\n');
+      for (const name of [
+        'DESKTOP_STARTS_IN_FLIGHT',
+        'DESKTOP_STARTS_IN_FLIGHT_PER_INSTANCE',
+        'DESKTOP_START_QUEUE',
+        'DESKTOP_STOPS_IN_FLIGHT',
+      ])
+        assert.ok(text.includes(name), `${name} in ${text}`);
+      return true;
+    },
+  );
+});
+
 test('every bad value is reported together', () => {
   assert.throws(
     () =>
