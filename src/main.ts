@@ -56,9 +56,17 @@ export function readyLine(config: Config, port: number): string {
     config.databaseUrl === null
       ? `${config.dataDir} (embedded SQLite)`
       : `PostgreSQL at ${endpointOf(config.databaseUrl)}`;
-  const coordination =
-    config.redisUrl === null ? 'in-process (single node)' : `Redis at ${endpointOf(config.redisUrl)}`;
-  return `CloudDesk is ready: open ${openUrl(config.http.host, port)} · data: ${data} · coordination: ${coordination}`;
+  return `CloudDesk is ready: open ${openUrl(config.http.host, port)} · data: ${data} · coordination: ${coordinationOf(config)}`;
+}
+
+function coordinationOf(config: Config): string {
+  const r = config.redis;
+  if (r === null) return 'in-process (single node)';
+  const list = (e: readonly { host: string; port: number }[]) =>
+    e.map((x) => `${x.host}:${x.port}`).join(',');
+  if (r.mode === 'standalone') return `Redis at ${endpointOf(r.url)}`;
+  if (r.mode === 'sentinel') return `Redis "${r.name}" through Sentinel at ${list(r.sentinels)}`;
+  return `Redis Cluster at ${list(r.nodes)}`;
 }
 
 /** SIGTERM/SIGINT → ordered shutdown; a second signal or the deadline forces the exit. */

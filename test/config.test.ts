@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseDuration } from '../src/config/config.js';
@@ -135,11 +136,96 @@ test('durations parse with units', () => {
 });
 
 test('several workers without Redis are refused (they could not share tickets or limits)', () => {
-  assert.throws(() => loadConfig({ ...TEST_SECRETS, WORKERS: '2' }), /needs REDIS_URL/);
+  assert.throws(
+    () => loadConfig({ ...TEST_SECRETS, WORKERS: '2' }),
+    /needs Redis \(REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES\)/,
+  );
   assert.equal(
     loadConfig({ ...TEST_SECRETS, WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:6379' }).cluster.workers,
     2,
   );
+});
+
+test('Redis: one server, through Sentinel, or a Cluster; TLS with a CA file; bad combinations listed', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'cd-config-redis-'));
+  try {
+    const ca = join(dir, 'ca.pem');
+    await writeFile(ca, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+    assert.equal(loadConfig({ ...TEST_SECRETS }).redis, null);
+    assert.deepEqual(loadConfig({ ...TEST_SECRETS, REDIS_URL: 'redis://h:6379/1' }).redis, {
+      mode: 'standalone',
+      url: 'redis://h:6379/1',
+      tls: null,
+    });
+    const tls = loadConfig({ ...TEST_SECRETS, REDIS_URL: 'rediss://h:6380', REDIS_TLS_CA_FILE: ca }).redis;
+    assert.equal(tls?.mode, 'standalone');
+    assert.match(tls.tls?.ca ?? '', /BEGIN CERTIFICATE/);
+    assert.deepEqual(
+      loadConfig({
+        ...TEST_SECRETS,
+        REDIS_SENTINELS: 's1:26379, s2, [::1]:26380',
+        REDIS_SENTINEL_NAME: 'mymaster',
+        REDIS_SENTINEL_PASSWORD: 'sp',
+        REDIS_PASSWORD: 'dp',
+      }).redis,
+      {
+        mode: 'sentinel',
+        sentinels: [
+          { host: 's1', port: 26379 },
+          { host: 's2', port: 26379 },
+          { host: '::1', port: 26380 },
+        ],
+        name: 'mymaster',
+        sentinelPassword: 'sp',
+        username: null,
+        password: 'dp',
+        tls: null,
+      },
+    );
+    const cluster = loadConfig({
+      ...TEST_SECRETS,
+      REDIS_CLUSTER_NODES: 'rediss://n1:7000,rediss://n2:7001',
+      REDIS_TLS_CA_FILE: ca,
+      REDIS_RETRY_MS: '2000',
+    });
+    assert.equal(cluster.redis?.mode, 'cluster');
+    assert.deepEqual(cluster.redis.nodes, [
+      { host: 'n1', port: 7000 },
+      { host: 'n2', port: 7001 },
+    ]);
+    assert.ok(cluster.redis.tls?.ca);
+    assert.equal(cluster.redisRetryMs, 2000);
+    assert.equal(loadConfig({ ...TEST_SECRETS }).redisRetryMs, 5000);
+
+    const problems = (env: Record<string, string>): string => {
+      try {
+        loadConfig({ ...TEST_SECRETS, ...env });
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return '';
+    };
+    assert.match(
+      problems({ REDIS_URL: 'redis://a', REDIS_CLUSTER_NODES: 'b:1' }),
+      /set only one of REDIS_URL, REDIS_CLUSTER_NODES/,
+    );
+    assert.match(problems({ REDIS_SENTINELS: 's1:26379' }), /needs REDIS_SENTINEL_NAME/);
+    assert.match(problems({ REDIS_SENTINEL_NAME: 'm' }), /need REDIS_SENTINELS/);
+    assert.match(problems({ REDIS_CLUSTER_NODES: 'n1:99999' }), /must be host:port/);
+    assert.match(problems({ REDIS_CLUSTER_NODES: 'redis://n1:1,rediss://n2:2' }), /one scheme/);
+    assert.match(
+      problems({ REDIS_URL: 'redis://h', REDIS_TLS_CA_FILE: ca }),
+      /needs a rediss:\/\/ REDIS_URL/,
+    );
+    assert.match(
+      problems({ REDIS_URL: 'rediss://h', REDIS_TLS_CA_FILE: join(dir, 'nope.pem') }),
+      /cannot be read/,
+    );
+    assert.match(problems({ REDIS_URL: 'http://h' }), /redis:\/\/ or rediss:\/\//);
+    assert.match(problems({ REDIS_PASSWORD: 'x' }), /no Redis is configured/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('REFRESH_REUSE_GRACE_MS=0 turns the refresh grace window off', () => {

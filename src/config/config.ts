@@ -9,6 +9,36 @@ import { isCidr } from '../instances/address-guard.js';
 
 export type DesktopTransport = 'auto' | 'unix' | 'tcp';
 
+export interface RedisEndpoint {
+  host: string;
+  port: number;
+}
+
+/** TLS towards Redis (rediss://): the CA file's PEM text, or null for the system's CAs. */
+export interface RedisTls {
+  ca: string | null;
+}
+
+/** How to reach Redis: one server (REDIS_URL), through Sentinel, or a Redis Cluster. */
+export type RedisSettings =
+  | { mode: 'standalone'; url: string; tls: RedisTls | null }
+  | {
+      mode: 'sentinel';
+      sentinels: RedisEndpoint[];
+      name: string;
+      sentinelPassword: string | null;
+      username: string | null;
+      password: string | null;
+      tls: RedisTls | null;
+    }
+  | {
+      mode: 'cluster';
+      nodes: RedisEndpoint[];
+      username: string | null;
+      password: string | null;
+      tls: RedisTls | null;
+    };
+
 export interface Config {
   env: string;
   http: { host: string; port: number; trustProxy: boolean; bodyLimitBytes: number; publicDir: string | null };
@@ -16,7 +46,10 @@ export interface Config {
   databaseUrl: string | null;
   /** How long a request retries a safe statement across a database failover before 503 (0 = never). */
   databaseRetryMs: number;
-  redisUrl: string | null;
+  /** Redis for coordination across processes; null = in-process (a single node). */
+  redis: RedisSettings | null;
+  /** How long a coordination call keeps retrying through a Redis failover (0 = fail at once). */
+  redisRetryMs: number;
   secrets: {
     jwtAccessSecret: string;
     jwtRefreshSecret: string;
@@ -246,12 +279,9 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
   const r = new Reader(env);
   const dataDir = resolve(r.string('DATA_DIR', './data'));
   const databaseUrl = r.optional('DATABASE_URL');
-  const redisUrl = r.optional('REDIS_URL');
+  const redis = parseRedis(r);
   if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     r.problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL');
-  }
-  if (redisUrl !== null && !/^rediss?:\/\//.test(redisUrl)) {
-    r.problems.push('REDIS_URL must be a redis:// or rediss:// URL');
   }
 
   // Secrets: from the environment, or generated into the data folder on a single node. A shared
@@ -343,7 +373,8 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
     dataDir,
     databaseUrl,
     databaseRetryMs: r.int('DATABASE_RETRY_MS', 5000, 0, 60_000),
-    redisUrl,
+    redis,
+    redisRetryMs: r.int('REDIS_RETRY_MS', 5000, 0, 60_000),
     secrets: {
       jwtAccessSecret: envAccess ?? stored?.jwtAccessSecret ?? '',
       jwtRefreshSecret: envRefresh ?? stored?.jwtRefreshSecret ?? '',
@@ -428,13 +459,116 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
 
   // Worker processes share tickets, limits and viewer leases only through Redis: in-process
   // coordination per worker would refuse a ticket issued by a sibling.
-  if (config.cluster.workers !== 1 && redisUrl === null) {
+  if (config.cluster.workers !== 1 && redis === null) {
     r.problems.push(
-      'WORKERS (--workers) other than 1 needs REDIS_URL: worker processes coordinate through Redis',
+      'WORKERS (--workers) other than 1 needs Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES): worker processes coordinate through Redis',
     );
   }
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze(config);
+}
+
+/** `host:port`, or `redis://host:port` / `rediss://host:port` (all entries of a list share the scheme). */
+function parseEndpoints(
+  r: Reader,
+  name: string,
+  defaultPort: number,
+): { endpoints: RedisEndpoint[]; tls: boolean } {
+  const entries = r.list(name);
+  const endpoints: RedisEndpoint[] = [];
+  const schemes = new Set<string>();
+  for (const entry of entries) {
+    const m = /^(?:(rediss?):\/\/)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?\/?$/.exec(entry);
+    const port = m?.[3] === undefined ? defaultPort : Number(m[3]);
+    if (!m || port < 1 || port > 65535) {
+      r.problems.push(`${name}: "${entry}" must be host:port (optionally redis:// or rediss://)`);
+      continue;
+    }
+    schemes.add(m[1] ?? 'redis');
+    endpoints.push({ host: m[2]!.replace(/^\[(.*)\]$/, '$1'), port });
+  }
+  if (schemes.size > 1) r.problems.push(`${name}: use one scheme for every entry (redis:// or rediss://)`);
+  return { endpoints, tls: schemes.has('rediss') };
+}
+
+function readCaFile(r: Reader): string | null {
+  const file = r.optional('REDIS_TLS_CA_FILE');
+  if (file === null) return null;
+  try {
+    const pem = readFileSync(file, 'utf8');
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
+      r.problems.push(`REDIS_TLS_CA_FILE=${file} holds no PEM certificate`);
+      return null;
+    }
+    return pem;
+  } catch (e) {
+    r.problems.push(`REDIS_TLS_CA_FILE=${file} cannot be read (${(e as Error).message})`);
+    return null;
+  }
+}
+
+/** REDIS_URL, REDIS_SENTINELS (+ REDIS_SENTINEL_NAME) or REDIS_CLUSTER_NODES: at most one of them. */
+function parseRedis(r: Reader): RedisSettings | null {
+  const url = r.optional('REDIS_URL');
+  const sentinels = r.optional('REDIS_SENTINELS');
+  const clusterNodes = r.optional('REDIS_CLUSTER_NODES');
+  const chosen = [
+    url && 'REDIS_URL',
+    sentinels && 'REDIS_SENTINELS',
+    clusterNodes && 'REDIS_CLUSTER_NODES',
+  ].filter((x): x is string => typeof x === 'string');
+  const ca = readCaFile(r);
+  if (chosen.length > 1) {
+    r.problems.push(`set only one of ${chosen.join(', ')}: they are alternative ways to reach Redis`);
+    return null;
+  }
+  const username = r.optional('REDIS_USERNAME');
+  const password = r.optional('REDIS_PASSWORD');
+  if (url !== null) {
+    if (!/^rediss?:\/\//.test(url)) {
+      r.problems.push('REDIS_URL must be a redis:// or rediss:// URL');
+      return null;
+    }
+    if ((username ?? password) !== null) {
+      r.problems.push(
+        'REDIS_USERNAME/REDIS_PASSWORD go with REDIS_SENTINELS or REDIS_CLUSTER_NODES; put them in REDIS_URL',
+      );
+    }
+    const tls = url.startsWith('rediss://');
+    if (ca !== null && !tls) r.problems.push('REDIS_TLS_CA_FILE needs a rediss:// REDIS_URL');
+    return { mode: 'standalone', url, tls: tls ? { ca } : null };
+  }
+  if (sentinels !== null) {
+    const { endpoints, tls } = parseEndpoints(r, 'REDIS_SENTINELS', 26379);
+    const name = r.optional('REDIS_SENTINEL_NAME');
+    if (name === null)
+      r.problems.push('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the monitored master name)');
+    if (endpoints.length === 0) r.problems.push('REDIS_SENTINELS lists no sentinel');
+    if (ca !== null && !tls) r.problems.push('REDIS_TLS_CA_FILE needs rediss:// entries in REDIS_SENTINELS');
+    return {
+      mode: 'sentinel',
+      sentinels: endpoints,
+      name: name ?? '',
+      sentinelPassword: r.optional('REDIS_SENTINEL_PASSWORD'),
+      username,
+      password,
+      tls: tls ? { ca } : null,
+    };
+  }
+  if (r.optional('REDIS_SENTINEL_NAME') !== null || r.optional('REDIS_SENTINEL_PASSWORD') !== null) {
+    r.problems.push('REDIS_SENTINEL_NAME/REDIS_SENTINEL_PASSWORD need REDIS_SENTINELS');
+  }
+  if (clusterNodes !== null) {
+    const { endpoints, tls } = parseEndpoints(r, 'REDIS_CLUSTER_NODES', 6379);
+    if (endpoints.length === 0) r.problems.push('REDIS_CLUSTER_NODES lists no node');
+    if (ca !== null && !tls)
+      r.problems.push('REDIS_TLS_CA_FILE needs rediss:// entries in REDIS_CLUSTER_NODES');
+    return { mode: 'cluster', nodes: endpoints, username, password, tls: tls ? { ca } : null };
+  }
+  if (ca !== null) r.problems.push('REDIS_TLS_CA_FILE is set but no Redis is configured');
+  if ((username ?? password) !== null)
+    r.problems.push('REDIS_USERNAME/REDIS_PASSWORD are set but no Redis is configured');
+  return null;
 }
 
 function parseGeometry(text: string): { width: number; height: number } | null {

@@ -10,6 +10,12 @@ export interface TicketClaims {
 export interface LockHandle {
   readonly key: string;
   readonly token: string;
+  /**
+   * Fencing number: grows with every grant of this key (never repeats while the key's holders can
+   * overlap), so a consumer that stores the highest fence it saw can refuse a stale holder.
+   * docs/coordination.md says what survives a Redis failover.
+   */
+  readonly fence: number;
 }
 
 /** A command any node can send; the node holding the affected viewers acts on it. */

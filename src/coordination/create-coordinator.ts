@@ -1,5 +1,6 @@
-// Chooses the coordination implementation from config: Redis when REDIS_URL is set (a cluster),
-// in-process otherwise (a single node). The only place that branches on the mode.
+// Chooses the coordination implementation from config: Redis when REDIS_URL, REDIS_SENTINELS or
+// REDIS_CLUSTER_NODES is set (a cluster of gateways), in-process otherwise (a single node). The only
+// place that branches on the mode.
 import type { Config } from '../config/config.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
@@ -12,10 +13,14 @@ export interface CoordinatorDeps {
   logger: Logger;
 }
 
-export function createCoordinator(config: Pick<Config, 'redisUrl'>, deps: CoordinatorDeps): Coordinator {
-  if (config.redisUrl === null) return new MemoryCoordinator(deps.clock);
+export function createCoordinator(
+  config: Pick<Config, 'redis' | 'redisRetryMs'>,
+  deps: CoordinatorDeps,
+): Coordinator {
+  if (config.redis === null) return new MemoryCoordinator(deps.clock);
   return new RedisCoordinator({
-    url: config.redisUrl,
+    connection: config.redis,
+    retryBudgetMs: config.redisRetryMs,
     clock: deps.clock,
     logger: deps.logger.child({ component: 'coordination' }),
   });

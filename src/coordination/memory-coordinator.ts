@@ -13,10 +13,14 @@ interface Expiring<T> {
 
 /** Maps are swept of expired entries at most this often, so abandoned keys cannot pile up. */
 const SWEEP_EVERY_MS = 10_000;
+/** A fencing counter outlives any lock of its key by far; it only has to grow while holders overlap. */
+const FENCE_TTL_MS = 24 * 3600_000;
 
 export class MemoryCoordinator implements Coordinator {
   private readonly tickets = new Map<string, Expiring<TicketClaims>>();
   private readonly locks = new Map<string, Expiring<string>>();
+  /** Each lock key's last fence, kept a day after its last grant (as in Redis). */
+  private readonly fences = new Map<string, Expiring<number>>();
   private readonly viewers = new Map<string, Map<string, Expiring<ViewerLease>>>();
   private readonly handlers: ((command: ClusterCommand) => void)[] = [];
   private lastSweep = 0;
@@ -27,7 +31,7 @@ export class MemoryCoordinator implements Coordinator {
     const now = this.clock.now();
     if (now - this.lastSweep < SWEEP_EVERY_MS) return;
     this.lastSweep = now;
-    for (const map of [this.tickets, this.locks] as Map<string, Expiring<unknown>>[]) {
+    for (const map of [this.tickets, this.locks, this.fences] as Map<string, Expiring<unknown>>[]) {
       for (const [k, v] of map) if (v.expiresAt <= now) map.delete(k);
     }
     for (const [sessionId, leases] of this.viewers) {
@@ -54,9 +58,11 @@ export class MemoryCoordinator implements Coordinator {
     this.sweep();
     const held = this.locks.get(key);
     if (held && held.expiresAt > this.clock.now()) return Promise.resolve(null);
-    const token = randomBytes(12).toString('base64url');
+    const fence = (this.fences.get(key)?.value ?? 0) + 1;
+    this.fences.set(key, { value: fence, expiresAt: this.clock.now() + FENCE_TTL_MS });
+    const token = `${fence}:${randomBytes(12).toString('base64url')}`;
     this.locks.set(key, { value: token, expiresAt: this.clock.now() + ttlMs });
-    return Promise.resolve({ key, token });
+    return Promise.resolve({ key, token, fence });
   }
 
   unlock(handle: LockHandle): Promise<void> {

@@ -22,7 +22,7 @@
 import { createHash } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import type { FastifyReply } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import {
   RateLimiterMemory,
   RateLimiterRedis,
@@ -53,7 +53,15 @@ export interface RateLimitInfo {
   resetMs: number;
 }
 
-export type RateLimitStore = { kind: 'memory' } | { kind: 'redis'; client: Redis; keyPrefix: string };
+export type RateLimitStore =
+  | { kind: 'memory' }
+  | {
+      kind: 'redis';
+      client: Redis | Cluster;
+      keyPrefix: string;
+      /** Retries what a Redis failover explains, bounded (RedisCoordinator.retrying). */
+      retrying?: <T>(fn: () => Promise<T>) => Promise<T>;
+    };
 
 export interface RateLimitHooks {
   /** Called once per rejected request, for the rate-limit rejection metric. */
@@ -102,12 +110,14 @@ function tooMany(limit: number, msBeforeNext: number, message?: string): AppErro
 
 export class RateLimits implements SignInGuard {
   private readonly limiters: Record<LimitName, RateLimiterAbstract>;
+  private readonly retrying: (<T>(fn: () => Promise<T>) => Promise<T>) | undefined;
 
   constructor(
     private readonly config: Config['rateLimit'],
     store: RateLimitStore,
     private readonly hooks: RateLimitHooks = {},
   ) {
+    this.retrying = store.kind === 'redis' ? store.retrying : undefined;
     const make = (name: LimitName, points: number, durationMs: number): RateLimiterAbstract => {
       const opts = { points, duration: seconds(durationMs), keyPrefix: `rl:${name}` };
       if (store.kind === 'memory') return new RateLimiterMemory(opts);
@@ -128,10 +138,14 @@ export class RateLimits implements SignInGuard {
     };
   }
 
-  /** The store's own failures (Redis down, timed out) become COORDINATION_UNAVAILABLE. */
+  /**
+   * The store's own failures (Redis down, timed out) become COORDINATION_UNAVAILABLE, after bounded
+   * retries through a failover. A retried consume whose first answer was lost counts twice: the
+   * error is towards refusing, never towards letting more through.
+   */
   private async store<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn();
+      return await (this.retrying ? this.retrying(fn) : fn());
     } catch (e) {
       if (e instanceof RateLimiterRes || isAppError(e)) throw e;
       throw new AppError('COORDINATION_UNAVAILABLE', { cause: e });
@@ -233,7 +247,12 @@ export function createRateLimits(
 ): RateLimits {
   const store: RateLimitStore =
     coordinator instanceof RedisCoordinator
-      ? { kind: 'redis', client: coordinator.client, keyPrefix: coordinator.keyPrefix }
+      ? {
+          kind: 'redis',
+          client: coordinator.client,
+          keyPrefix: coordinator.keyPrefix,
+          retrying: (fn) => coordinator.retrying(fn),
+        }
       : { kind: 'memory' };
   return new RateLimits(config.rateLimit, store, hooks);
 }

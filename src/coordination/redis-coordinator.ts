@@ -1,21 +1,36 @@
 // Cluster coordination over Redis (ioredis): connect tickets, locks, viewer leases and cross-node
 // commands shared by every gateway process. Same contract as the in-process implementation
-// (test/coordination.test.ts runs both).
+// (test/coordination.test.ts runs both, and the Redis one against a single server, Sentinel and a
+// Redis Cluster). Three ways to reach Redis (config: RedisSettings): one server (REDIS_URL,
+// rediss:// for TLS), a primary found through Sentinel, or a Redis Cluster.
 //
-// Failure stance: Redis being down must never hang a request. The command connection has no offline
-// queue and no per-request retries, so every call while Redis is unreachable rejects at once with
-// COORDINATION_UNAVAILABLE; a command timeout covers a Redis that accepts but does not answer. Both
-// connections reconnect on their own with capped, jittered backoff, and the subscriber re-subscribes
-// after a reconnect (ioredis autoResubscribe), so the service recovers without a restart.
+// Failure stance: Redis being down must never hang a request, and a failover must be a blip. The
+// command connection has no offline queue; a call that fails for a reason a failover explains
+// (connection lost or refused, CLUSTERDOWN, READONLY, TRYAGAIN, LOADING, MASTERDOWN, a timeout) is
+// retried with a short backoff until `retryBudgetMs` has passed since it started, then fails with
+// COORDINATION_UNAVAILABLE. Every command is safe to retry (see each method). Both connections
+// reconnect by themselves with capped, jittered backoff (Sentinel: ioredis asks the sentinels for
+// the current primary and listens for +switch-master; Cluster: ioredis refreshes the slot map), and
+// the subscriber subscribes again after every reconnect.
 //
-// Keys (all under `keyPrefix`, default `cd:`, and all expiring):
-//   ticket:<ticket>      claims JSON, PX ttl, redeemed with GETDEL (single use)
-//   lock:<key>           owner token, SET NX PX, released by compare-and-delete
-//   viewers:<sessionId>  sorted set viewerId → lease expiry (injected clock), key PEXPIREs with the last lease
-//   commands             pub/sub channel for ClusterCommand JSON
+// Writes whose loss in a failover would matter (a redeemed ticket, a granted lock) wait for one
+// replica to acknowledge them (WAIT) when the primary has replicas: Redis replication is
+// asynchronous, and a replica promoted before it saw a GETDEL would accept the ticket again.
+// docs/coordination.md states each guarantee under failover.
+//
+// Keys (all under `keyPrefix`, default `cd:`, all expiring). The part in braces is the hash tag:
+// on a Redis Cluster only it picks the slot, so keys one script touches together share it, and no
+// command spans two slots.
+//   ticket:{<ticket>}        claims JSON, PX ttl, redeemed with GETDEL (single use)
+//   lock:{<key>}             "<fence>:<nonce>", SET PX by script; released by compare-and-delete
+//   fence:{<key>}            the key's fencing counter (INCR), in the same slot as its lock
+//   viewers:{<sessionId>}    sorted set viewerId → lease expiry (injected clock), PEXPIREs with the last lease
+//   commands                 pub/sub channel for ClusterCommand JSON (on a cluster PUBLISH reaches every node)
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { Redis, type RedisOptions } from 'ioredis';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { RedisSettings } from '../config/config.js';
 import { AppError, isAppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
@@ -23,18 +38,46 @@ import type { ClusterCommand, Coordinator, LockHandle, TicketClaims, ViewerLease
 import { withLockPolling } from './memory-coordinator.js';
 
 export interface RedisCoordinatorOptions {
-  url: string;
+  /** How to reach Redis. `url` is short for `{ mode: 'standalone', url }`. */
+  connection?: RedisSettings;
+  url?: string;
   clock: Clock;
   logger: Logger;
   /** Namespace of every key and channel. Tests use a unique one per run. Default `cd:`. */
   keyPrefix?: string;
-  /** A command unanswered this long fails with COORDINATION_UNAVAILABLE. Default 2000. */
+  /** A command unanswered this long fails (and may be retried within the budget). Default 2000. */
   commandTimeoutMs?: number;
+  /** How long a call keeps retrying through a failover before COORDINATION_UNAVAILABLE. Default 5000; 0 = no retry. */
+  retryBudgetMs?: number;
+  /** How long a ticket redemption or lock grant waits for a replica's acknowledgement. Default 500. */
+  replicaAckTimeoutMs?: number;
   /** Upper bound of the reconnect backoff. Default 2000. */
   maxReconnectDelayMs?: number;
   /** TCP connect timeout. Default 3000. */
   connectTimeoutMs?: number;
 }
+
+type Client = Redis | Cluster;
+
+// Takes the lock, or confirms it to the holder of the same nonce (a retried call whose first answer
+// was lost must not find "its own" lock held by someone else). A new grant takes the next fencing
+// number from the counter beside it (same hash tag, same slot). KEYS: lock, fence. ARGV: nonce, ttl,
+// fence counter ttl. Returns the lock's value "<fence>:<nonce>", or false when someone else holds it.
+const LOCK_SCRIPT = `
+local held = redis.call('GET', KEYS[1])
+if held then
+  local sep = string.find(held, ':', 1, true)
+  if sep and string.sub(held, sep + 1) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return held
+  end
+  return false
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local value = fence .. ':' .. ARGV[1]
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return value`;
 
 // Compare-and-delete: only the holder of the token may release the lock (a lock that expired and
 // was taken by another node must not be released by the first holder finishing late).
@@ -55,11 +98,21 @@ end
 return 1`;
 
 const TICKET_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
+/** A fencing counter outlives any lock of its key by far; it only has to grow while holders overlap. */
+const FENCE_TTL_MS = 24 * 3600_000;
 
-interface ScriptedRedis extends Redis {
+interface Scripts {
+  cdLock(
+    lockKey: string,
+    fenceKey: string,
+    nonce: string,
+    ttlMs: string,
+    fenceTtlMs: string,
+  ): Promise<string | null>;
   cdUnlock(key: string, token: string): Promise<number>;
   cdPutViewer(key: string, viewerId: string, now: string, expiresAt: string): Promise<number>;
 }
+type ScriptedClient = Client & Scripts;
 
 /** Parses a command from the channel; anything malformed is ignored (the channel is not trusted input). */
 export function parseClusterCommand(text: string): ClusterCommand | null {
@@ -93,13 +146,57 @@ function parseClaims(text: string | null): TicketClaims | null {
   return null;
 }
 
+// Reply errors a failover explains; anything else from Redis (WRONGTYPE, a script error) is a bug
+// and is not retried.
+const TRANSIENT_REPLY = /^(CLUSTERDOWN|TRYAGAIN|READONLY|LOADING|MASTERDOWN|NOREPLICAS|MOVED|ASK)\b/;
+
+/** Whether an error from ioredis is one a failover or a reconnect explains (worth a retry). */
+export function isTransientRedisError(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  if (e.name === 'ReplyError') return TRANSIENT_REPLY.test(e.message);
+  // Connection closed / refused / reset, "Stream isn't writeable", command timed out,
+  // MaxRetriesPerRequestError, "Cluster isn't ready", "Failed to refresh slots cache", and the
+  // rate limiter's "Redis connection is not ready": all the connection's state, not the command's.
+  return true;
+}
+
+function tlsOptions(tls: { ca: string | null } | null): RedisOptions['tls'] {
+  if (tls === null) return undefined;
+  return tls.ca === null ? {} : { ca: tls.ca };
+}
+
+/** The `Scripts` a client gets from defineCommand. */
+function defineScripts(client: Client): ScriptedClient {
+  client.defineCommand('cdLock', { numberOfKeys: 2, lua: LOCK_SCRIPT });
+  client.defineCommand('cdUnlock', { numberOfKeys: 1, lua: UNLOCK_SCRIPT });
+  client.defineCommand('cdPutViewer', { numberOfKeys: 1, lua: PUT_VIEWER_SCRIPT });
+  return client as ScriptedClient;
+}
+
+/** Redacts credentials for logs. */
+export function describeConnection(c: RedisSettings): string {
+  if (c.mode === 'standalone') {
+    try {
+      const u = new URL(c.url);
+      return `${u.protocol}//${u.host}`;
+    } catch {
+      return 'redis';
+    }
+  }
+  const list = (c.mode === 'sentinel' ? c.sentinels : c.nodes).map((e) => `${e.host}:${e.port}`).join(',');
+  return c.mode === 'sentinel' ? `sentinel ${c.name} via ${list}` : `cluster ${list}`;
+}
+
 export class RedisCoordinator implements Coordinator {
-  private readonly redis: ScriptedRedis;
-  private readonly subscriber: Redis;
+  private readonly redis: ScriptedClient;
+  private readonly subscriber: Client;
+  private readonly connection: RedisSettings;
   private readonly prefix: string;
   private readonly channel: string;
   private readonly clock: Clock;
   private readonly logger: Logger;
+  private readonly retryBudgetMs: number;
+  private readonly replicaAckTimeoutMs: number;
   private readonly handlers: ((command: ClusterCommand) => void)[] = [];
   private wasDown = false;
   private closed = false;
@@ -110,34 +207,49 @@ export class RedisCoordinator implements Coordinator {
     this.logger = options.logger;
     this.prefix = options.keyPrefix ?? 'cd:';
     this.channel = `${this.prefix}commands`;
-    const maxDelay = options.maxReconnectDelayMs ?? 2000;
-    const base: RedisOptions = {
-      connectTimeout: options.connectTimeoutMs ?? 3000,
-      // Exponential from 50 ms, capped, with jitter so a fleet does not reconnect in lockstep.
-      retryStrategy: (times: number) =>
-        Math.round(Math.min(50 * 2 ** Math.min(times, 16), maxDelay) * (0.5 + Math.random() / 2)),
-      lazyConnect: false,
-    };
-    this.redis = new Redis(options.url, {
-      ...base,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: options.commandTimeoutMs ?? 2000,
-      connectionName: 'clouddesk',
-    }) as ScriptedRedis;
-    this.redis.defineCommand('cdUnlock', { numberOfKeys: 1, lua: UNLOCK_SCRIPT });
-    this.redis.defineCommand('cdPutViewer', { numberOfKeys: 1, lua: PUT_VIEWER_SCRIPT });
+    this.retryBudgetMs = options.retryBudgetMs ?? 5000;
+    this.replicaAckTimeoutMs = options.replicaAckTimeoutMs ?? 500;
+    const connection: RedisSettings | null =
+      options.connection ??
+      (options.url !== undefined
+        ? {
+            mode: 'standalone',
+            url: options.url,
+            tls: options.url.startsWith('rediss://') ? { ca: null } : null,
+          }
+        : null);
+    if (connection === null) throw new Error('RedisCoordinator needs connection or url');
+    this.connection = connection;
 
+    const maxDelay = options.maxReconnectDelayMs ?? 2000;
+    // Exponential from 50 ms, capped, with jitter so a fleet does not reconnect in lockstep.
+    const backoff = (times: number) =>
+      Math.round(Math.min(50 * 2 ** Math.min(times, 16), maxDelay) * (0.5 + Math.random() / 2));
+    const commandTimeout = options.commandTimeoutMs ?? 2000;
+    const connectTimeout = options.connectTimeoutMs ?? 3000;
+
+    this.redis = defineScripts(
+      this.makeClient(connection, {
+        backoff,
+        connectTimeout,
+        commandTimeout,
+        name: 'clouddesk',
+        subscriber: false,
+      }),
+    );
     // The subscriber keeps its (tiny) offline queue so the SUBSCRIBE sent before the first connect
-    // is not lost; ioredis re-subscribes by itself after every reconnect.
-    this.subscriber = new Redis(options.url, {
-      ...base,
-      enableOfflineQueue: true,
-      maxRetriesPerRequest: null,
-      autoResubscribe: true,
-      connectionName: 'clouddesk-sub',
+    // is not lost; ioredis re-subscribes by itself after every reconnect (on a cluster, on another
+    // node when its node goes away).
+    this.subscriber = this.makeClient(connection, {
+      backoff,
+      connectTimeout,
+      commandTimeout: undefined,
+      name: 'clouddesk-sub',
+      subscriber: true,
     });
-    this.subscriber.on('message', (channel: string, message: string) => this.deliver(channel, message));
+    (this.subscriber as Redis).on('message', (channel: string, message: string) =>
+      this.deliver(channel, message),
+    );
     this.subscribed = this.subscriber.subscribe(this.channel).then(
       () => true,
       (e: unknown) => {
@@ -147,8 +259,8 @@ export class RedisCoordinator implements Coordinator {
     );
 
     for (const [name, client] of [
-      ['commands', this.redis],
-      ['subscriber', this.subscriber],
+      ['commands', this.redis as Client as Redis],
+      ['subscriber', this.subscriber as Redis],
     ] as const) {
       // Without an 'error' listener ioredis errors would crash the process; log state changes only,
       // not every failed reconnect attempt.
@@ -156,8 +268,8 @@ export class RedisCoordinator implements Coordinator {
         if (this.closed || this.wasDown) return;
         this.wasDown = true;
         this.logger.warn(
-          { err, connection: name },
-          'redis unreachable; coordination calls fail until it returns',
+          { err, connection: name, redis: describeConnection(this.connection) },
+          'redis unreachable; coordination calls retry, then fail until it returns',
         );
       });
       client.on('ready', () => {
@@ -169,13 +281,89 @@ export class RedisCoordinator implements Coordinator {
     }
   }
 
+  private makeClient(
+    c: RedisSettings,
+    o: {
+      backoff: (times: number) => number;
+      connectTimeout: number;
+      commandTimeout: number | undefined;
+      name: string;
+      subscriber: boolean;
+    },
+  ): Client {
+    const perConnection: RedisOptions = {
+      connectTimeout: o.connectTimeout,
+      connectionName: o.name,
+      ...(o.commandTimeout !== undefined ? { commandTimeout: o.commandTimeout } : {}),
+      ...(o.subscriber ? { autoResubscribe: true } : {}),
+    };
+    const queueing: RedisOptions = o.subscriber
+      ? { enableOfflineQueue: true, maxRetriesPerRequest: null }
+      : { enableOfflineQueue: false, maxRetriesPerRequest: 0 };
+    if (c.mode === 'standalone') {
+      return new Redis(c.url, {
+        ...perConnection,
+        ...queueing,
+        retryStrategy: o.backoff,
+        lazyConnect: false,
+        ...(c.tls ? { tls: tlsOptions(c.tls) } : {}),
+      });
+    }
+    if (c.mode === 'sentinel') {
+      return new Redis({
+        ...perConnection,
+        ...queueing,
+        sentinels: c.sentinels.map((e) => ({ host: e.host, port: e.port })),
+        name: c.name,
+        role: 'master',
+        ...(c.sentinelPassword !== null ? { sentinelPassword: c.sentinelPassword } : {}),
+        ...(c.username !== null ? { username: c.username } : {}),
+        ...(c.password !== null ? { password: c.password } : {}),
+        ...(c.tls
+          ? { tls: tlsOptions(c.tls), sentinelTLS: tlsOptions(c.tls), enableTLSForSentinelMode: true }
+          : {}),
+        retryStrategy: o.backoff,
+        sentinelRetryStrategy: o.backoff,
+        sentinelReconnectStrategy: o.backoff,
+        // Subscribe to the sentinels' +switch-master: reconnect to the new primary as soon as it
+        // is elected instead of on the next backoff step.
+        failoverDetector: true,
+        lazyConnect: false,
+      });
+    }
+    const cluster: ClusterOptions = {
+      redisOptions: {
+        ...perConnection,
+        ...(c.username !== null ? { username: c.username } : {}),
+        ...(c.password !== null ? { password: c.password } : {}),
+        ...(c.tls ? { tls: tlsOptions(c.tls) } : {}),
+      },
+      enableOfflineQueue: o.subscriber,
+      maxRedirections: 16,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      retryDelayOnTryAgain: 100,
+      retryDelayOnMoved: 0,
+      clusterRetryStrategy: o.backoff,
+      scaleReads: 'master',
+      slotsRefreshTimeout: 2000,
+      lazyConnect: false,
+      // Host names in the slot map stay as given (TLS certificates name them).
+      ...(c.tls ? { dnsLookup: (address, callback) => callback(null, address) } : {}),
+    };
+    return new Cluster(
+      c.nodes.map((e) => ({ host: e.host, port: e.port })),
+      cluster,
+    );
+  }
+
   /** The namespace of this coordinator's keys, for rate limiters that share the connection. */
   get keyPrefix(): string {
     return this.prefix;
   }
 
   /** The command connection, for rate limiters that share it (rate-limits.ts). */
-  get client(): Redis {
+  get client(): Client {
     return this.redis;
   }
 
@@ -200,19 +388,83 @@ export class RedisCoordinator implements Coordinator {
     }
   }
 
+  /** `<prefix><kind>:{<id>}`: the id is the hash tag (the slot on a Redis Cluster). */
   private key(kind: string, id: string): string {
-    return `${this.prefix}${kind}:${id}`;
+    return `${this.prefix}${kind}:{${id}}`;
   }
 
-  /** Every Redis failure (down, timeout, connection lost mid-call) becomes one clear 503. */
-  private async call<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.closed) throw new AppError('COORDINATION_UNAVAILABLE', { message: 'Coordination is closed' });
-    try {
-      return await fn();
-    } catch (e) {
-      if (isAppError(e)) throw e;
-      throw new AppError('COORDINATION_UNAVAILABLE', { cause: e });
+  /**
+   * Runs fn, retrying what a failover explains until the budget is spent; every failure then
+   * becomes one clear 503. Callers pass only commands that are safe to run twice.
+   */
+  retrying<T>(fn: () => Promise<T>): Promise<T> {
+    return this.call(fn);
+  }
+
+  private async call<T>(fn: () => Promise<T>, budgetMs = this.retryBudgetMs): Promise<T> {
+    const started = Date.now();
+    for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw new AppError('COORDINATION_UNAVAILABLE', { message: 'Coordination is closed' });
+      try {
+        return await fn();
+      } catch (e) {
+        // AppErrors and non-errors (a rate limiter's RateLimiterRes) are answers, not failures.
+        if (isAppError(e) || !(e instanceof Error)) throw e;
+        const delay = Math.min(50 * 2 ** attempt, 500);
+        if (!isTransientRedisError(e) || Date.now() - started + delay > budgetMs) {
+          throw new AppError('COORDINATION_UNAVAILABLE', { cause: e });
+        }
+        await this.settle(delay);
+      }
     }
+  }
+
+  /** Waits up to `ms`, less if the command connection becomes ready again meanwhile. */
+  private async settle(ms: number): Promise<void> {
+    if (this.redis.status === 'ready') {
+      await sleep(ms);
+      return;
+    }
+    const ac = new AbortController();
+    try {
+      await Promise.race([
+        sleep(ms, undefined, { signal: ac.signal }),
+        once(this.redis, 'ready', { signal: ac.signal }),
+      ]);
+    } catch {
+      // aborted: the other one won
+    } finally {
+      ac.abort();
+    }
+  }
+
+  /**
+   * After a write whose loss in a failover would matter: waits until one replica has it, when the
+   * primary has replicas. 'lagging' means replicas exist and none acknowledged within the timeout.
+   * The ROLE in the same pipeline as the write goes to the key's primary (the same node on a cluster).
+   */
+  private async afterWrite<T>(
+    write: (p: ReturnType<Client['pipeline']>) => unknown,
+    key: string,
+  ): Promise<{ result: T; replicated: 'confirmed' | 'no-replica' | 'lagging' }> {
+    const pipeline = this.redis.pipeline();
+    write(pipeline);
+    pipeline.role();
+    const replies = (await pipeline.exec()) ?? [];
+    const [writeErr, result] = replies[0] ?? [new Error('missing pipeline reply'), null];
+    if (writeErr) throw writeErr;
+    const [roleErr, role] = replies[1] ?? [null, null];
+    // ROLE refused (a managed Redis may rename it) or odd: nothing to wait for.
+    const replicas =
+      !roleErr && Array.isArray(role) && role[0] === 'master' && Array.isArray(role[2]) ? role[2].length : 0;
+    if (replicas === 0) return { result: result as T, replicated: 'no-replica' };
+    const wait = this.redis.pipeline();
+    wait.exists(key); // routes the WAIT to the key's node on a cluster
+    wait.call('WAIT', '1', String(this.replicaAckTimeoutMs));
+    const acks = (await wait.exec()) ?? [];
+    const [waitErr, acked] = acks[1] ?? [new Error('missing pipeline reply'), 0];
+    if (waitErr) throw waitErr;
+    return { result: result as T, replicated: Number(acked) >= 1 ? 'confirmed' : 'lagging' };
   }
 
   private deliver(channel: string, message: string): void {
@@ -231,34 +483,58 @@ export class RedisCoordinator implements Coordinator {
     }
   }
 
+  // Retry: SET of a fresh random key with the same value is idempotent.
   issueTicket(claims: TicketClaims, ttlMs: number): Promise<string> {
+    const ticket = randomBytes(24).toString('base64url');
+    const value = JSON.stringify({ userId: claims.userId, sessionId: claims.sessionId });
     return this.call(async () => {
-      const ticket = randomBytes(24).toString('base64url');
-      const value = JSON.stringify({ userId: claims.userId, sessionId: claims.sessionId });
       await this.redis.set(this.key('ticket', ticket), value, 'PX', Math.max(1, Math.round(ttlMs)));
       return ticket;
     });
   }
 
+  // Retry: a GETDEL that ran but whose answer was lost makes the retry find nothing (null): the
+  // ticket is refused, never accepted twice. The redemption counts only once a replica has the
+  // deletion; a primary whose replicas lag answers 503 and the ticket is spent.
   redeemTicket(ticket: string): Promise<TicketClaims | null> {
     if (!TICKET_PATTERN.test(ticket)) return Promise.resolve(null);
-    return this.call(async () => parseClaims(await this.redis.getdel(this.key('ticket', ticket))));
-  }
-
-  tryLock(key: string, ttlMs: number): Promise<LockHandle | null> {
+    const key = this.key('ticket', ticket);
     return this.call(async () => {
-      const token = randomBytes(12).toString('base64url');
-      const ok = await this.redis.set(
-        this.key('lock', key),
-        token,
-        'PX',
-        Math.max(1, Math.round(ttlMs)),
-        'NX',
-      );
-      return ok === 'OK' ? { key, token } : null;
+      const { result, replicated } = await this.afterWrite<string | null>((p) => p.getdel(key), key);
+      const claims = parseClaims(result);
+      if (claims !== null && replicated === 'lagging') {
+        throw new AppError('COORDINATION_UNAVAILABLE', {
+          message: 'No Redis replica confirmed the ticket was used; get a fresh ticket',
+        });
+      }
+      return claims;
     });
   }
 
+  // Retry: the script confirms a lock to the nonce that took it, so a retried grant is not refused
+  // by its own first attempt.
+  tryLock(key: string, ttlMs: number): Promise<LockHandle | null> {
+    const nonce = randomBytes(12).toString('base64url');
+    const lockKey = this.key('lock', key);
+    const fenceKey = this.key('fence', key);
+    return this.call(async () => {
+      const { result } = await this.afterWrite<string | null>(
+        (p) =>
+          (p as unknown as Scripts).cdLock(
+            lockKey,
+            fenceKey,
+            nonce,
+            String(Math.max(1, Math.round(ttlMs))),
+            String(FENCE_TTL_MS),
+          ),
+        lockKey,
+      );
+      if (result === null) return null;
+      return { key, token: result, fence: Number(result.slice(0, result.indexOf(':'))) };
+    });
+  }
+
+  // Retry: compare-and-delete is idempotent.
   unlock(handle: LockHandle): Promise<void> {
     return this.call(async () => {
       await this.redis.cdUnlock(this.key('lock', handle.key), handle.token);
@@ -269,6 +545,7 @@ export class RedisCoordinator implements Coordinator {
     return withLockPolling(this, key, ttlMs, waitMs, fn);
   }
 
+  // Retry: renewing a lease twice is renewing it.
   putViewer(lease: ViewerLease, ttlMs: number): Promise<void> {
     return this.call(async () => {
       const now = this.clock.now();
@@ -287,24 +564,24 @@ export class RedisCoordinator implements Coordinator {
     });
   }
 
+  // One ZCOUNT per session, each in its own slot: no command spans slots (ioredis pipelines them
+  // per connection on a single server).
   countViewers(sessionIds: readonly string[]): Promise<Map<string, number>> {
     return this.call(async () => {
       const counts = new Map<string, number>();
       if (sessionIds.length === 0) return counts;
       const now = this.clock.now();
-      const pipeline = this.redis.pipeline();
       // '(' makes the bound exclusive: a lease expiring exactly now no longer counts (as in memory).
-      for (const id of sessionIds) pipeline.zcount(this.key('viewers', id), `(${now}`, '+inf');
-      const results = (await pipeline.exec()) ?? [];
-      sessionIds.forEach((id, i) => {
-        const [err, n] = results[i] ?? [new Error('missing pipeline reply'), 0];
-        if (err) throw err;
-        counts.set(id, Number(n));
-      });
+      const results = await Promise.all(
+        sessionIds.map((id) => this.redis.zcount(this.key('viewers', id), `(${now}`, '+inf')),
+      );
+      sessionIds.forEach((id, i) => counts.set(id, Number(results[i])));
       return counts;
     });
   }
 
+  // Retry: a command delivered twice is acted on twice, and both commands are idempotent (ending an
+  // ended session, signing out a signed-out user).
   publish(command: ClusterCommand): Promise<void> {
     return this.call(async () => {
       await this.redis.publish(this.channel, JSON.stringify(command));
@@ -315,10 +592,17 @@ export class RedisCoordinator implements Coordinator {
     this.handlers.push(handler);
   }
 
+  // No retry: health checks want the state now.
   ping(): Promise<void> {
     return this.call(async () => {
-      await this.redis.ping();
-    });
+      if (this.redis instanceof Cluster) {
+        // Every primary must answer: a cluster with one shard down cannot serve every key.
+        await Promise.all(this.redis.nodes('master').map((n) => n.ping()));
+        if (this.redis.nodes('master').length === 0) throw new Error('no cluster primary known');
+      } else {
+        await this.redis.ping();
+      }
+    }, 0);
   }
 
   state(): 'up' | 'down' {
@@ -338,8 +622,10 @@ export class RedisCoordinator implements Coordinator {
         try {
           await client.quit();
         } catch {
-          client.disconnect();
+          // disconnected below either way
         }
+        // Also ends what quit leaves behind: the sentinel connections of the failover detector.
+        client.disconnect();
       }),
     );
   }

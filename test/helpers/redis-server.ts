@@ -26,7 +26,7 @@ export interface RedisServerFixture {
 const READY_TIMEOUT_MS = 10_000;
 
 /** Resolves once the server answers PING with +PONG on a raw socket. */
-async function waitForPong(port: number, child: ChildProcess): Promise<void> {
+export async function waitForPong(port: number, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
@@ -50,7 +50,12 @@ async function waitForPong(port: number, child: ChildProcess): Promise<void> {
   }
 }
 
-async function spawnServer(port: number, dir: string): Promise<ChildProcess> {
+/** A redis-server on `port` (loopback, no persistence, files in `dir`), extra arguments appended. */
+export async function spawnRedisServer(
+  port: number,
+  dir: string,
+  extraArgs: readonly string[] = [],
+): Promise<ChildProcess> {
   const child = spawn(
     'redis-server',
     [
@@ -68,6 +73,7 @@ async function spawnServer(port: number, dir: string): Promise<ChildProcess> {
       'yes',
       '--loglevel',
       'warning',
+      ...extraArgs,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -89,7 +95,7 @@ export async function startRedisServer(): Promise<RedisServerFixture> {
   for (let attempt = 0; child === null; attempt++) {
     port = await freePort();
     try {
-      child = await spawnServer(port, dir);
+      child = await spawnRedisServer(port, dir);
     } catch (e) {
       if (attempt >= 4) {
         await rm(dir, { recursive: true, force: true });
@@ -116,7 +122,7 @@ export async function startRedisServer(): Promise<RedisServerFixture> {
       // old socket is still being torn down.
       for (let attempt = 0; ; attempt++) {
         try {
-          child = await spawnServer(port, dir);
+          child = await spawnRedisServer(port, dir);
           return;
         } catch (e) {
           if (attempt >= 20) throw e;
