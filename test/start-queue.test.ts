@@ -88,7 +88,8 @@ describe('start queue', () => {
   test('no one waits longer than maxWaitMs: then OVERLOADED with Retry-After', async () => {
     const rejected: StartRejection[] = [];
     const q = new StartQueue(
-      { inFlight: 1, inFlightPerInstance: 1, maxQueued: 5, maxWaitMs: 50 },
+      // Starts look instant, so the waiter is let in line and the wait bound is what turns it away.
+      { inFlight: 1, inFlightPerInstance: 1, maxQueued: 5, maxWaitMs: 50, initialStartMs: 1 },
       { onRejected: (r) => rejected.push(r) },
     );
     const g = gate();
@@ -101,6 +102,27 @@ describe('start queue', () => {
     assert.equal(q.depth, 0);
     g.open();
     await running;
+  });
+
+  test('a connect whose expected wait is beyond maxWaitMs is refused at once, not after waiting', async () => {
+    const rejected: StartRejection[] = [];
+    const q = new StartQueue(
+      { inFlight: 4, inFlightPerInstance: 1, maxQueued: 100, maxWaitMs: 5_000, initialStartMs: 2_000 },
+      { onRejected: (r) => rejected.push(r) },
+    );
+    const g = gate();
+    // One instance: one start at a time there, 2 s each → the 2nd waits ~2 s, the 3rd ~4 s, the 4th ~6 s.
+    const runs = [1, 2, 3].map(() => q.run('A', () => g.promise));
+    assert.equal(q.depth, 2);
+    await assert.rejects(
+      q.run('A', () => Promise.resolve()),
+      (e: unknown) => isOverloaded(e) && (e as AppError).details?.retryAfterSeconds === 6,
+    );
+    assert.deepEqual(rejected, ['expected_wait']);
+    // Another instance has room.
+    await q.run('B', () => Promise.resolve());
+    g.open();
+    await Promise.all(runs);
   });
 
   test('a client that gives up leaves the line', async () => {

@@ -261,7 +261,7 @@ export class Metrics {
 
     this.startRejections = new Counter({
       name: 'clouddesk_desktop_start_rejected_total',
-      help: 'Connects answered 503 OVERLOADED instead of starting a desktop: queue_full, queue_timeout, client_gone',
+      help: 'Connects answered 503 OVERLOADED instead of starting a desktop: queue_full, expected_wait, queue_timeout, client_gone',
       labelNames: ['reason'] as const,
       registers: register,
     });

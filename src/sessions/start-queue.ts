@@ -2,9 +2,11 @@
 // the instance, so a burst of connects must not start every desktop at once: at most `inFlight` starts run
 // in this process, at most `inFlightPerInstance` of them on one instance, and up to `maxQueued` more wait
 // their turn, in arrival order. Past that a connect is refused at once with 503 OVERLOADED and a
-// Retry-After estimated from the queue and how long starts take, instead of failing after a minute; and
-// no one waits in the queue longer than `maxWaitMs` (then the same answer), so every connect is answered
-// within maxWaitMs + the start's own timeout.
+// Retry-After estimated from the queue and how long starts take, instead of failing after a minute. A
+// connect whose expected wait (the line ahead of it, at the pace starts have been finishing) is beyond
+// `maxWaitMs` is refused at once the same way rather than after waiting for nothing, and no one waits
+// longer than `maxWaitMs` anyway (then the same answer): every connect is answered within maxWaitMs + the
+// start's own timeout.
 //
 // A waiter whose instance is at its limit does not hold up a later one for another instance: a freed slot
 // goes to the first waiter that may run.
@@ -19,7 +21,7 @@ export interface StartQueueOptions {
   initialStartMs?: number;
 }
 
-export type StartRejection = 'queue_full' | 'queue_timeout' | 'client_gone';
+export type StartRejection = 'queue_full' | 'expected_wait' | 'queue_timeout' | 'client_gone';
 
 export interface StartQueueHooks {
   /** A connect was turned away (or gave up) instead of being started. */
@@ -41,6 +43,7 @@ export class StartQueue {
   private running = 0;
   private readonly runningPerKey = new Map<string, number>();
   private readonly waiting: Waiter[] = [];
+  private readonly waitingPerKey = new Map<string, number>();
   private averageStartMs: number;
 
   constructor(
@@ -76,9 +79,10 @@ export class StartQueue {
    * takes a waiter out of the line; a task already running is not interrupted.
    */
   async run<T>(key: string, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    if (signal?.aborted) throw this.refuse('client_gone');
+    if (signal?.aborted) throw this.refuse('client_gone', key);
     if (!this.mayStart(key)) {
-      if (this.waiting.length >= this.options.maxQueued) throw this.refuse('queue_full');
+      if (this.waiting.length >= this.options.maxQueued) throw this.refuse('queue_full', key);
+      if (this.expectedWaitMs(key) > this.options.maxWaitMs) throw this.refuse('expected_wait', key);
       await this.wait(key, signal);
     } else {
       this.take(key);
@@ -93,11 +97,24 @@ export class StartQueue {
     }
   }
 
-  /** Seconds a turned-away connect should wait: the line ahead of it, at the pace starts finish. */
-  retryAfterSeconds(): number {
-    const ahead = this.waiting.length + 1;
-    const seconds = (ahead / this.options.inFlight) * (this.averageStartMs / 1000);
+  /**
+   * Seconds a turned-away connect (for instance `key`) should wait: the line ahead of it, at the pace
+   * starts finish.
+   */
+  retryAfterSeconds(key?: string): number {
+    const seconds = this.expectedWaitMs(key) / 1000;
     return Math.min(MAX_RETRY_AFTER_S, Math.max(MIN_RETRY_AFTER_S, Math.ceil(seconds)));
+  }
+
+  /**
+   * How long one more connect would wait for a slot: the rounds of starts ahead of it in the process, or
+   * on its instance if that is the narrower limit, each taking about as long as starts have been taking.
+   */
+  private expectedWaitMs(key?: string): number {
+    const byProcess = (this.waiting.length + 1) / this.options.inFlight;
+    const byInstance =
+      key === undefined ? 0 : ((this.waitingPerKey.get(key) ?? 0) + 1) / this.options.inFlightPerInstance;
+    return Math.max(byProcess, byInstance) * this.averageStartMs;
   }
 
   private mayStart(key: string): boolean {
@@ -125,7 +142,7 @@ export class StartQueue {
     for (let i = 0; i < this.waiting.length && this.running < this.options.inFlight;) {
       const w = this.waiting[i]!;
       if (this.mayStart(w.key)) {
-        this.waiting.splice(i, 1);
+        this.unqueue(i);
         this.take(w.key);
         w.start();
       } else {
@@ -139,9 +156,9 @@ export class StartQueue {
       const leave = (reason: StartRejection) => {
         const at = this.waiting.indexOf(waiter);
         if (at < 0) return;
-        this.waiting.splice(at, 1);
+        this.unqueue(at);
         cleanup();
-        reject(this.refuse(reason));
+        reject(this.refuse(reason, key));
       };
       const onAbort = () => leave('client_gone');
       const timer = setTimeout(() => leave('queue_timeout'), this.options.maxWaitMs);
@@ -158,14 +175,22 @@ export class StartQueue {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waiting.push(waiter);
+      this.waitingPerKey.set(key, (this.waitingPerKey.get(key) ?? 0) + 1);
     });
   }
 
-  private refuse(reason: StartRejection): AppError {
+  private unqueue(index: number): void {
+    const [w] = this.waiting.splice(index, 1);
+    const n = (this.waitingPerKey.get(w!.key) ?? 1) - 1;
+    if (n > 0) this.waitingPerKey.set(w!.key, n);
+    else this.waitingPerKey.delete(w!.key);
+  }
+
+  private refuse(reason: StartRejection, key: string): AppError {
     this.hooks.onRejected?.(reason);
     return new AppError('OVERLOADED', {
       message: 'Too many desktops are starting right now; retry shortly',
-      details: { retryAfterSeconds: this.retryAfterSeconds() },
+      details: { retryAfterSeconds: this.retryAfterSeconds(key) },
     });
   }
 }
