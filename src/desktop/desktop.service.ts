@@ -7,7 +7,7 @@
 // OpenSSH streamlocal forwarding — only the instance user can reach it and no password exists. Where the
 // VNC server cannot do that (or `transport: 'tcp'` is configured), Xvnc listens on localhost:5900+N with a
 // random per-desktop VNC password that the gateway answers itself (rfb-client-handshake.ts).
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { DesktopTransport } from '../config/config.js';
 import { AppError } from '../errors/errors.js';
@@ -71,9 +71,9 @@ export interface DesktopServiceDeps {
   /**
    * Cluster-wide reservation of one display on one instance while a start tries it (the plan's
    * `SET NX EX` port lock, moved to where a race remains): resolves to a release function, or null
-   * when another gateway is starting (or has just started) a desktop on that display. A failed try
-   * releases it; a successful start leaves it to lapse (its TTL covers any start still working from
-   * an older view of the free displays).
+   * when another gateway is starting a desktop on that display right now. Released as soon as the try
+   * ends, whatever its outcome: a started desktop holds its display by its own X lock, which every
+   * later start sees (and a start that raced it finds out on the instance and moves on).
    */
   reserveDisplay?: (target: SshTarget, display: number) => Promise<(() => Promise<void>) | null>;
 }
@@ -87,12 +87,17 @@ const FREE_CANDIDATES = 32;
 const MAX_INSPECTIONS = 4;
 /** Attempts on further displays after Xvnc died at start for a reason other than a taken display. */
 const MAX_XVNC_FAILURES = 3;
-/** Bound on each liveness/readiness banner read. */
+/** Bound on each liveness/readiness banner read (a start's reads also end at its own deadline). */
 const BANNER_TIMEOUT_MS = 5_000;
 /** Bound on the gateway's own VncAuth exchange. */
 const AUTH_TIMEOUT_MS = 10_000;
-/** Extra time the SSH exec gets over the script's own wait, for the login and the script's own work. */
-const EXEC_MARGIN_MS = 15_000;
+/**
+ * Of a start's remaining time, what the instance script does not wait for Xvnc: kept for the banner read
+ * through SSH and for the script's answer to come back, so the whole start ends by its deadline.
+ */
+const START_RESERVE_MS = 1_000;
+/** Bound on the cleanup of a start the gateway gave up on. */
+const ABORT_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 30_000;
 
 const geometryPattern = /^\d{2,5}x\d{2,5}$/;
@@ -258,10 +263,6 @@ export class DesktopService {
       release = await this.reserveDisplay(target, display);
       if (release === null) return { kind: 'reserved' };
       const outcome = await this.startOn(target, display, desktopEnvironment, transport, remainingMs);
-      // Keep the reservation of a started desktop until it lapses: starts that inspected the instance
-      // before this one finished still list the display as free, and must not each spend an SSH round
-      // trip finding out it is not. Later inspections see Xvnc's own X lock.
-      if (outcome.kind === 'started') release = null;
       return outcome;
     } finally {
       reserved.delete(display);
@@ -391,21 +392,45 @@ export class DesktopService {
     transport: 'unix' | 'tcp',
     remainingMs: number,
   ): Promise<StartOutcome> {
-    const started = performance.now();
+    const deadline = performance.now() + remainingMs;
     const vncPassword = transport === 'tcp' ? this.newVncPassword() : null;
-    const waitSeconds = Math.max(1, Math.ceil(remainingMs / 1000));
-    const res = await this.pool.exec(
-      target,
-      remoteCommand('start', [
-        display,
-        desktopEnvironment,
-        this.options.geometry,
-        transport,
-        this.vncPath,
-        waitSeconds,
-      ]),
-      { stdin: remoteStdin(vncPassword), timeoutMs: remainingMs + EXEC_MARGIN_MS },
-    );
+    const token = randomBytes(12).toString('hex');
+    const waitDeciseconds = Math.max(1, Math.floor((remainingMs - START_RESERVE_MS) / 100));
+    let res;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const execution = this.pool.exec(
+        target,
+        remoteCommand('start', [
+          display,
+          desktopEnvironment,
+          this.options.geometry,
+          transport,
+          this.vncPath,
+          waitDeciseconds,
+          token,
+        ]),
+        { stdin: remoteStdin(vncPassword), timeoutMs: Math.max(1, remainingMs) },
+      );
+      // The exec's own timer starts after the login: this one holds the start to its deadline.
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new AppError('SSH_TIMEOUT', { message: 'The desktop did not come up in time' })),
+          Math.max(1, remainingMs),
+        );
+      });
+      execution.catch(() => undefined);
+      res = await Promise.race([execution, late]);
+    } catch (e) {
+      // Gave up (timeout, lost connection): the script may still bring a desktop up; stop it once it can be
+      // found by the start's token, without holding up the answer.
+      this.abort(target, display, token);
+      if (e instanceof AppError && e.code === 'SSH_TIMEOUT')
+        throw this.startFailed('The desktop did not come up in time', [], display);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
     const out = parseRemoteOutput(res.stdout);
     const logTail = sanitizeLog(out.get('log') ?? [], vncPassword);
     switch (res.code ?? -1) {
@@ -453,7 +478,7 @@ export class DesktopService {
 
     // Xvnc made its sockets; the desktop is ready when the RFB banner answers through SSH.
     try {
-      await this.waitForBanner(target, handle, started + remainingMs);
+      await this.waitForBanner(target, handle, deadline);
     } catch (e) {
       await this.stop(target, handle).catch((err: unknown) =>
         this.logger.warn({ err, display }, 'could not clean up a desktop that did not answer'),
@@ -466,10 +491,26 @@ export class DesktopService {
     return { kind: 'started', started: { handle, hostKeyFingerprint: res.hostKeyFingerprint } };
   }
 
+  /** Stops, in the background, what the start with this token started on the instance. */
+  private abort(target: SshTarget, display: number, token: string): void {
+    void this.pool
+      .exec(target, remoteCommand('abort', [display, token]), {
+        stdin: remoteStdin(null),
+        timeoutMs: ABORT_TIMEOUT_MS,
+      })
+      .then(
+        (res) => {
+          if (res.code !== 0)
+            this.logger.warn({ display, code: res.code }, 'an abandoned start left a desktop');
+        },
+        (err: unknown) => this.logger.warn({ err, display }, 'could not clean up an abandoned start'),
+      );
+  }
+
   private async waitForBanner(target: SshTarget, handle: DesktopHandle, deadline: number): Promise<void> {
     for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
       try {
-        await this.readBanner(target, handle);
+        await this.readBanner(target, handle, Math.min(BANNER_TIMEOUT_MS, deadline - performance.now()));
         return;
       } catch (e) {
         const retriable =
@@ -480,13 +521,18 @@ export class DesktopService {
     }
   }
 
-  private async readBanner(target: SshTarget, handle: DesktopHandle): Promise<string> {
+  private async readBanner(
+    target: SshTarget,
+    handle: DesktopHandle,
+    timeoutMs = BANNER_TIMEOUT_MS,
+  ): Promise<string> {
+    if (timeoutMs <= 0) throw new AppError('VNC_PROTOCOL_ERROR', { message: 'No time left for the banner' });
     const { channel } =
       handle.transport === 'unix'
         ? await this.pool.openUnixStream(target, handle.socketPath)
         : await this.pool.openTcpStream(target, '127.0.0.1', handle.port);
     try {
-      return await readRfbBanner(channel, BANNER_TIMEOUT_MS);
+      return await readRfbBanner(channel, timeoutMs);
     } finally {
       channel.close();
     }

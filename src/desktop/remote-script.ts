@@ -23,31 +23,40 @@ const deIds = Object.keys(desktopEnvironments).join(' ');
 // log; with no controlling terminal nothing sends it SIGHUP, so nohup is not needed). It marks itself with
 // CLOUDDESK_DESKTOP=<display>-<pid> — inherited by everything the desktop spawns, including daemons that
 // re-parent to init (dbus-daemon, ssh-agent, gpg-agent) — then becomes Xvnc, so Xvnc's PID is the session,
-// process group and marker id. The desktop environment waits for the X socket in a child.
+// process group and marker id. Its files are named <display>-<pid>.*, so no other start (another gateway,
+// another cluster on the same account) can overwrite them: it renames the ones the start prepared under its
+// token, then writes its PID where that start waits for it. The desktop environment waits, in a child, until
+// the X lock names this Xvnc and its socket exists: never on someone else's X server.
 const SESSION_SCRIPT = String.raw`
-n=$1; rdir=$2; transport=$3; geometry=$4; xvnc=$5; shift 5
-CLOUDDESK_DESKTOP="$n-$$"; export CLOUDDESK_DESKTOP
-DISPLAY=":$n"; XAUTHORITY="$rdir/$n.xauth"; export DISPLAY XAUTHORITY
+n=$1; rdir=$2; transport=$3; geometry=$4; xvnc=$5; tok=$6; shift 6
+id="$n-$$"; base="$rdir/start-$tok"
+CLOUDDESK_DESKTOP="$id"; export CLOUDDESK_DESKTOP
+mv -f "$base.log" "$rdir/$id.log"
+mv -f "$base.xauth" "$rdir/$id.xauth" || exit 1
+if [ "$transport" = tcp ]; then mv -f "$base.passwd" "$rdir/$id.passwd" || exit 1; fi
+echo "$$" > "$base.pid"
+DISPLAY=":$n"; XAUTHORITY="$rdir/$id.xauth"; export DISPLAY XAUTHORITY
 unset SSH_CLIENT SSH_CONNECTION SSH_ORIGINAL_COMMAND
 cd "$HOME" 2>/dev/null || cd /
 xpid=$$
 (
   i=0
-  while [ ! -S "/tmp/.X11-unix/X$n" ]; do
+  while :; do
+    l=; read -r l < "/tmp/.X$n-lock" 2>/dev/null
+    if [ "$l" = "$xpid" ] && [ -S "/tmp/.X11-unix/X$n" ]; then break; fi
     i=$((i + 1))
     if [ "$i" -gt 600 ] || ! kill -0 "$xpid" 2>/dev/null; then exit 1; fi
     sleep 0.1
   done
   exec "$@"
 ) &
-echo "$$" > "$rdir/$n.pid"
 if [ "$transport" = unix ]; then
-  exec "$xvnc" ":$n" -auth "$rdir/$n.xauth" -rfbunixpath "$rdir/$n.sock" -rfbunixmode 0600 -rfbport -1 \
+  exec "$xvnc" ":$n" -auth "$rdir/$id.xauth" -rfbunixpath "$rdir/$id.sock" -rfbunixmode 0600 -rfbport -1 \
     -SecurityTypes None -localhost -nolisten tcp -AlwaysShared \
     -geometry "$geometry" -depth 24 -desktop "CloudDesk :$n"
 else
-  exec "$xvnc" ":$n" -auth "$rdir/$n.xauth" -rfbport "$((5900 + n))" -localhost \
-    -SecurityTypes VncAuth -PasswordFile "$rdir/$n.passwd" -nolisten tcp -AlwaysShared \
+  exec "$xvnc" ":$n" -auth "$rdir/$id.xauth" -rfbport "$((5900 + n))" -localhost \
+    -SecurityTypes VncAuth -PasswordFile "$rdir/$id.passwd" -nolisten tcp -AlwaysShared \
     -geometry "$geometry" -depth 24 -desktop "CloudDesk :$n"
 fi
 `;
@@ -177,49 +186,110 @@ cmd_probe() {
   done
 }
 
+# True when process $1 listens on the RFB socket of this start: the Unix socket $2 (its inode in
+# /proc/net/unix among the process's open files) or, with $2 = -, TCP port $3 on any address.
+listens() {
+  if [ "$2" = - ]; then
+    _hex=$(printf '%04X' "$3")
+    _inos=$(awk -v p=":$_hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
+      /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+  else
+    _inos=$(awk -v p="$2" '$NF == p && $4 == "00010000" { print $7 }' /proc/net/unix 2>/dev/null)
+  fi
+  [ -n "$_inos" ] || return 1
+  _fds=$(ls -l "/proc/$1/fd" 2>/dev/null) || return 1
+  for _ino in $_inos; do
+    case $_fds in *"socket:[$_ino]"*) return 0 ;; esac
+  done
+  return 1
+}
+
+# A start that will not finish stops what it started, in the background, so its answer is not delayed.
+abandon() {
+  if [ -n "$pid" ]; then
+    ( cmd_stop "$n" "$pid" ) </dev/null >/dev/null 2>&1 &
+  elif [ -n "$spid" ]; then
+    kill -s TERM -- "-$spid" "$spid" 2>/dev/null
+  fi
+  rm -f "$base.pid" "$base.xauth" "$base.passwd" "$base.abort"
+}
+
+# start N DE GEOMETRY TRANSPORT VNC_PATH WAIT_DECISECONDS TOKEN: ready means *our* server — the X lock
+# names the Xvnc this start launched and that process listens on the RFB socket — otherwise the display
+# is someone else's (exit 12) and the gateway tries another one. TOKEN (from the gateway) names the start's
+# files until Xvnc's PID is known, and lets abort find a start the gateway gave up on: start-TOKEN.pid
+# stays after a success for that (and is swept after ten minutes).
 cmd_start() {
-  n=$1; de=$2; geometry=$3; transport=$4; wait_s=$6
-  is_int "$n" && is_int "$wait_s" || fail 14 bad-arguments
+  n=$1; de=$2; geometry=$3; transport=$4; wait_ds=$6; tok=$7
+  is_int "$n" && is_int "$wait_ds" || fail 14 bad-arguments
   case $geometry in ''|*[!0-9x]*) fail 14 bad-arguments ;; esac
   case $transport in unix|tcp) ;; *) fail 14 bad-arguments ;; esac
+  case $tok in ''|*[!a-z0-9]*|?????????????????????????????????*) fail 14 bad-arguments ;; esac
   find_xvnc "$5" && [ "$XVNC_KIND" = tigervnc ] || fail 10 vnc-missing
   de_command "$de" || fail 11 desktop-environment-missing
   SETSID=$(lookup setsid "$PATH") || fail 14 setsid-missing
   runtime_dir || fail 14 runtime-dir
   is_free "$n" || fail 12 display-busy
-  log="$RDIR/$n.log"; pidf="$RDIR/$n.pid"; sock="$RDIR/$n.sock"
-  rm -f "$log" "$pidf" "$sock" "$RDIR/$n.xauth" "$RDIR/$n.passwd"
-  write_xauth "$n" "$RDIR/$n.xauth" || fail 14 xauth
+  base="$RDIR/start-$tok"; log="$base.log"; pid=; spid=
+  find "$RDIR" -maxdepth 1 -name 'start-*' -mmin +10 -exec rm -f {} + 2>/dev/null
+  rm -f "$base.log" "$base.pid" "$base.xauth" "$base.passwd" "$base.abort"
+  write_xauth "$n" "$base.xauth" || fail 14 xauth
   if [ "$transport" = tcp ]; then
     [ -n "$VNCPASSWD" ] || fail 14 vncpasswd-missing
-    printf '%s\n' "$VNC_PASSWORD" | "$VNCPASSWD" -f > "$RDIR/$n.passwd" || fail 14 vncpasswd
+    printf '%s\n' "$VNC_PASSWORD" | "$VNCPASSWD" -f > "$base.passwd" || fail 14 vncpasswd
   fi
   if _run=$(lookup dbus-run-session "$PATH"); then set -- "$_run" -- "$DE_CMD"
   elif _run=$(lookup dbus-launch "$PATH"); then set -- "$_run" --exit-with-session "$DE_CMD"
   else set -- "$DE_CMD"; fi
-  "$SETSID" sh -c "$SESSION_SCRIPT" clouddesk-desktop "$n" "$RDIR" "$transport" "$geometry" "$XVNC" "$@" \
+  "$SETSID" sh -c "$SESSION_SCRIPT" clouddesk-desktop "$n" "$RDIR" "$transport" "$geometry" "$XVNC" "$tok" "$@" \
     </dev/null >>"$log" 2>&1 &
-  pid=; i=0; max=$((wait_s * 10))
+  spid=$!
+  i=0
   while :; do
-    if [ -z "$pid" ] && [ -s "$pidf" ]; then pid=$(tr -cd 0-9 < "$pidf"); fi
-    if [ -n "$pid" ] && ! proc_alive "$pid"; then
-      if grep -q -e 'already active' -e 'Address already in use' -e 'Cannot establish any listening' "$log"; then
-        say error=display-busy; log_tail "$log"; exit 12
-      fi
-      say error=xvnc-died; log_tail "$log"; exit 13
+    if [ -z "$pid" ] && [ -s "$base.pid" ]; then
+      pid=$(tr -cd 0-9 < "$base.pid"); log="$RDIR/$n-$pid.log"
+      [ -n "$pid" ] || { abandon; fail 14 no-pid; }
     fi
-    if [ -n "$pid" ] && [ -S "/tmp/.X11-unix/X$n" ] && { [ "$transport" = tcp ] || [ -S "$sock" ]; }; then
-      break
+    if [ -e "$base.abort" ]; then say error=aborted; abandon; exit 15; fi
+    if { [ -n "$pid" ] && ! proc_alive "$pid"; } || { [ -z "$pid" ] && ! proc_alive "$spid"; }; then
+      if grep -q -e 'already active' -e 'Address already in use' -e 'Cannot establish any listening' "$log"; then
+        say error=display-busy; log_tail "$log"; abandon; exit 12
+      fi
+      say error=xvnc-died; log_tail "$log"; abandon; exit 13
+    fi
+    if [ -n "$pid" ] && [ -e "/tmp/.X$n-lock" ]; then
+      # Someone else's lock, or one naming another live process: their display, not ours.
+      lock_pid "/tmp/.X$n-lock"
+      if [ ! -O "/tmp/.X$n-lock" ] || { [ -n "$_lp" ] && [ "$_lp" != "$pid" ] && proc_alive "$_lp"; }; then
+        say error=display-busy; abandon; exit 12
+      fi
+      if [ "$_lp" = "$pid" ] && [ -S "/tmp/.X11-unix/X$n" ]; then
+        if [ "$transport" = tcp ]; then _rfb=-; else _rfb="$RDIR/$n-$pid.sock"; fi
+        # Checked after the sockets, so an abort either finds the PID file or stops this start here.
+        if listens "$pid" "$_rfb" "$((5900 + n))" && [ ! -e "$base.abort" ]; then break; fi
+      fi
     fi
     i=$((i + 1))
-    if [ "$i" -ge "$max" ]; then
-      [ -n "$pid" ] && kill -s TERM -- "-$pid" 2>/dev/null
-      say error=timeout; log_tail "$log"; exit 15
+    if [ "$i" -ge "$wait_ds" ]; then
+      say error=timeout; log_tail "$log"; abandon; exit 15
     fi
     sleep 0.1
   done
   say ok=1; say "pid=$pid"; say "display=$n"
-  if [ "$transport" = unix ]; then say "socket=$sock"; else say "port=$((5900 + n))"; fi
+  if [ "$transport" = unix ]; then say "socket=$RDIR/$n-$pid.sock"; else say "port=$((5900 + n))"; fi
+}
+
+# abort N TOKEN: stops what the start with that token started, when the gateway gave up waiting for it.
+cmd_abort() {
+  n=$1; tok=$2
+  is_int "$n" || fail 14 bad-arguments
+  case $tok in ''|*[!a-z0-9]*|?????????????????????????????????*) fail 14 bad-arguments ;; esac
+  runtime_dir || fail 14 runtime-dir
+  base="$RDIR/start-$tok"
+  # First the flag the start looks at, then its PID file: one of the two always catches it.
+  : > "$base.abort"
+  _pid=$(tr -cd 0-9 < "$base.pid" 2>/dev/null)
+  if [ -n "$_pid" ]; then cmd_stop "$n" "$_pid"; else say stopped=1; fi
 }
 
 cmd_alive() {
@@ -333,15 +403,20 @@ cmd_stop() {
   marker="CLOUDDESK_DESKTOP=$n-$pid"
   grep_z || :
   MY_UID=$(id -u)
-  # When this desktop started, in ticks since boot: Xvnc's own start, or (Xvnc already gone) its PID file's
-  # time on the wall clock less the boot time, a second early for the file time's whole seconds.
-  dstart=
+  # When this desktop started, in ticks since boot: Xvnc's own start, or (Xvnc already gone) the time of
+  # its X authority file (made just before Xvnc) on the wall clock less the boot time, a second early for the
+  # file time's whole seconds. Desktops of older gateways had <N>.pid instead.
+  dstart=; _since=
   if [ "$pid" -gt 1 ] && proc_alive "$pid" && has_env "$pid" "$marker" && start_tick "$pid"; then
     dstart=$_st
-  elif runtime_dir && [ "$(tr -cd 0-9 < "$RDIR/$n.pid" 2>/dev/null)" = "$pid" ]; then
+  elif runtime_dir; then
+    if [ -f "$RDIR/$n-$pid.xauth" ]; then _since="$RDIR/$n-$pid.xauth"
+    elif [ "$(tr -cd 0-9 < "$RDIR/$n.pid" 2>/dev/null)" = "$pid" ]; then _since="$RDIR/$n.pid"; fi
+  fi
+  if [ -n "$_since" ]; then
     _hz=$(getconf CLK_TCK 2>/dev/null) || _hz=100
     _bt=$(sed -n 's/^btime \([0-9][0-9]*\)$/\1/p' /proc/stat)
-    _mt=$(stat -c %Y "$RDIR/$n.pid" 2>/dev/null)
+    _mt=$(stat -c %Y "$_since" 2>/dev/null)
     if is_int "$_hz" && is_int "$_bt" && is_int "$_mt"; then dstart=$(((_mt - _bt - 1) * _hz)); fi
   fi
   agents=$(advertised "$(marked "$marker")")
@@ -370,8 +445,11 @@ cmd_stop() {
     agents=
     [ "$_pass" = 1 ] && sleep 0.5
   done
-  # The files of display N are only ours to remove if no other live desktop has taken N since.
+  # Its own files; and those of an older gateway's desktop (one <N>.pid per display), only if no other
+  # live desktop has taken N since.
   if runtime_dir; then
+    rm -f "$RDIR/$n-$pid.sock" "$RDIR/$n-$pid.xauth" "$RDIR/$n-$pid.passwd" "$RDIR/$n-$pid.log"
+    grep -lx -- "$pid" "$RDIR"/start-*.pid 2>/dev/null | while IFS= read -r _f; do rm -f "$_f"; done
     _owner=$(tr -cd 0-9 < "$RDIR/$n.pid" 2>/dev/null)
     if [ -z "$_owner" ] || [ "$_owner" = "$pid" ] || ! proc_alive "$_owner"; then
       rm -f "$RDIR/$n.sock" "$RDIR/$n.pid" "$RDIR/$n.xauth" "$RDIR/$n.passwd"
@@ -395,6 +473,7 @@ case $cmd in
   start) cmd_start "$@" ;;
   alive) cmd_alive "$@" ;;
   stop) cmd_stop "$@" ;;
+  abort) cmd_abort "$@" ;;
   *) fail 14 unknown-command ;;
 esac
 `;
@@ -406,7 +485,7 @@ export const REMOTE_SCRIPT = SCRIPT.replace('@@DE_CASES@@', () => deCases)
   .replace('@@DE_IDS@@', () => deIds)
   .replace('@@SESSION_SCRIPT@@', () => SESSION_SCRIPT);
 
-export type RemoteCommand = 'probe' | 'start' | 'alive' | 'stop';
+export type RemoteCommand = 'probe' | 'start' | 'alive' | 'stop' | 'abort';
 
 const safeToken = /^[A-Za-z0-9._:/-]+$/;
 

@@ -305,10 +305,15 @@ export class SessionService {
       // Displays are per machine, whoever asks: the desktop service reserves each display it tries
       // cluster-wide (see app.ts), so starts on one instance run side by side.
       const started = await this.deps.desktops.start(target, desktopEnvironment);
-      if (instance.host_key_fingerprint === null) {
-        await this.deps.instances.pinHostKey(instance, started.hostKeyFingerprint);
-      }
       handle = started.handle;
+      if (instance.host_key_fingerprint === null) {
+        await this.deps.instances
+          .pinHostKey(instance, started.hostKeyFingerprint)
+          .catch(async (e: unknown) => {
+            await this.deps.desktops.stop(target, started.handle).catch(() => undefined);
+            throw e;
+          });
+      }
     } catch (e) {
       await this.deps.sessions.markEnded(session.id, 'start-failed', this.deps.clock.now());
       throw e;
