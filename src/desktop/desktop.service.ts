@@ -480,7 +480,8 @@ export class DesktopService {
     try {
       await this.waitForBanner(target, handle, deadline);
     } catch (e) {
-      await this.stop(target, handle).catch((err: unknown) =>
+      // Stopped in the background: the answer is due at the deadline, the cleanup can come after it.
+      void this.stop(target, handle).catch((err: unknown) =>
         this.logger.warn({ err, display }, 'could not clean up a desktop that did not answer'),
       );
       throw e instanceof AppError && e.code.startsWith('SSH_')
