@@ -40,6 +40,13 @@ import { makeAuthenticate } from './http/authenticate.js';
 import { registerHealthRoutes } from './http/health.routes.js';
 import { isOriginAllowed, originMatches } from './http/origin.js';
 import { RequestLogController } from './http/request-logging.js';
+import { AuditRepository } from './store/audit.repository.js';
+import { AuditLog } from './audit/audit-log.js';
+import { AuditRetention } from './audit/audit-retention.js';
+import { registerAuditRoutes } from './audit/audit.routes.js';
+import { runWithRequestContext } from './audit/request-context.js';
+import { AdminService } from './admin/admin.service.js';
+import { registerAdminRoutes } from './admin/admin.routes.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -79,6 +86,10 @@ export interface Gateway {
   vnc: VncGateway;
   activity: ActivityBuffer;
   sweeper: IdleSweeper;
+  /** The audit sink (`record(type, event)`); `flush()` writes what is buffered. */
+  audit: AuditLog;
+  auditRetention: AuditRetention;
+  admin: AdminService;
   isDraining(): boolean;
   /** Starts background timers (heartbeats, activity flush, idle sweep). */
   start(): void;
@@ -113,6 +124,18 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const instanceRepo = new InstanceRepository(store);
   const sessionRepo = new SessionRepository(store);
   const usageRepo = new UsageRepository(store);
+  const auditRepo = new AuditRepository(store);
+  const audit = new AuditLog(
+    { repo: auditRepo, clock, logger: logger.child({ component: 'audit' }) },
+    {
+      nodeId: config.cluster.nodeId,
+      onDropped: (d) => metrics.bufferDropped(d.buffer, d.reason, d.count),
+    },
+  );
+  const auditRetention = new AuditRetention(
+    { repo: auditRepo, coordinator, clock, logger: logger.child({ component: 'audit' }) },
+    { retentionDays: config.audit.retentionDays, intervalMs: config.sessions.cleanupIntervalMs },
+  );
 
   const sshPool = new SshPool({ ...config.ssh, logger: logger.child({ component: 'ssh' }), clock });
   const desktops = new DesktopService({
@@ -129,13 +152,15 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     options: config.desktop,
   });
   const auth = new AuthService(
-    { users, clock, newId },
+    { users, clock, newId, audit, logger },
     {
       accessSecret: config.secrets.jwtAccessSecret,
       refreshSecret: config.secrets.jwtRefreshSecret,
       accessTtlSeconds: config.auth.accessTtlSeconds,
       refreshTtlSeconds: config.auth.refreshTtlSeconds,
       refreshReuseGraceMs: config.auth.refreshReuseGraceMs,
+      registration: config.auth.registration,
+      firstUserBecomesAdmin: config.auth.firstUserBecomesAdmin,
     },
   );
   const instances = new InstanceService({
@@ -149,6 +174,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     desktops,
     clock,
     newId,
+    audit,
   });
   const sessions = new SessionService(
     {
@@ -160,6 +186,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       clock,
       newId,
       logger,
+      audit,
       onStartRejected: (reason) => metrics.desktopStartRejected(reason),
       onStopOutcome: (outcome) => metrics.desktopStop(outcome),
     },
@@ -189,6 +216,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       activity,
       clock,
       logger: logger.child({ component: 'relay' }),
+      audit,
       isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
       hooks: {
         consumeWsConnect: (userId) => rateLimits.consumeWsConnect(userId),
@@ -201,6 +229,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     {
       ...config.relay,
       nodeId: config.cluster.nodeId,
+      trustProxy: config.http.trustProxy,
       // The configured caps, the same for every viewer; SessionEndpoint.policy narrows them per viewer.
       basePolicy: {
         viewOnly: false,
@@ -213,6 +242,14 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   );
   activity.addSampler(() => vnc.sampleUsage());
   const sweeper = new IdleSweeper(sessions, activity, logger, config.sessions.cleanupIntervalMs);
+  const admin = new AdminService({
+    users,
+    sessionRows: sessionRepo,
+    sessions,
+    coordinator,
+    audit,
+    clock,
+  });
 
   // Typed as Fastify's logger so the app is a plain FastifyInstance for every route module.
   const fastifyLogger: FastifyBaseLogger = logger;
@@ -246,6 +283,10 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     exposedHeaders: ['RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'Retry-After'],
     maxAge: 600,
   });
+  // Who is asking, for the audit trail (audit/request-context.ts); authenticate() adds the user.
+  app.addHook('onRequest', (request, _reply, done) => {
+    runWithRequestContext({ ip: request.ip, userId: null }, done);
+  });
   registerErrorHandling(app, { onError: (code) => metrics.error(code) });
   registerHttpMetrics(app, metrics);
   const authenticate = makeAuthenticate(auth, (userId, reply) =>
@@ -257,6 +298,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     guard: deps.signInGuard ?? rateLimits,
     authenticate,
     refreshTtlSeconds: config.auth.refreshTtlSeconds,
+    registration: config.auth.registration,
     publishSignOut: (userId) => coordinator.publish({ type: 'sign-out-user', userId }),
     isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
   });
@@ -267,6 +309,8 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     onSetupDuration: (ms) => metrics.sessionSetup(ms, 'ok'),
   });
   registerUsageRoutes(app, { usage, authenticate });
+  registerAdminRoutes(app, { admin, auth, authenticate });
+  registerAuditRoutes(app, { audit: auditRepo, authenticate });
   registerHealthRoutes(app, {
     store,
     coordinator,
@@ -321,24 +365,32 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     vnc,
     activity,
     sweeper,
+    audit,
+    auditRetention,
+    admin,
     isDraining: () => draining,
     start() {
       if (timersStarted) return;
       timersStarted = true;
       vnc.start();
       activity.start(config.sessions.activityFlushMs);
+      audit.start(config.sessions.activityFlushMs);
       sweeper.start();
+      auditRetention.start();
     },
     async shutdown(reason: string) {
       draining = true;
       logger.info({ reason }, 'shutting down: draining viewers');
       sweeper.stop();
+      auditRetention.stop();
       await vnc.drain(Math.max(100, config.shutdown.timeoutMs - 2000));
       await app.close();
       await vnc.close();
       // Stops not finished by then stay due in the store for another gateway's sweep.
       await sessions.stopper.close(2_000);
       await activity.stop();
+      // After the viewers were closed: their detach events are in this last write.
+      await audit.stop();
       await sshPool.close();
       await metricsServer?.close();
       metrics.close();

@@ -1,14 +1,66 @@
 #!/usr/bin/env node
 // `clouddesk start [--workers N]`: one gateway process, or a node:cluster primary with N workers
 // (0 = one per core) that all share the port. Flags override WORKERS from the environment.
+// `clouddesk admin create --email E --password-stdin` / `clouddesk admin promote EMAIL`: see
+// admin/admin-cli.ts.
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { runCluster } from './cluster/cluster-supervisor.js';
 import { createProcessLogger, handleSignals, loadConfigOrExit, startGateway } from './main.js';
+import { adminCreate, adminPromote, CliError } from './admin/admin-cli.js';
+import { createLogger } from './observability/logger.js';
 
-const usage = 'usage: clouddesk start [--workers N]   (N = 0: one worker per core; default: WORKERS or 1)';
+const usage = [
+  'usage: clouddesk start [--workers N]   (N = 0: one worker per core; default: WORKERS or 1)',
+  '       clouddesk admin create --email EMAIL --password-stdin',
+  '       clouddesk admin promote EMAIL',
+].join('\n');
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`${message}\n`);
+  process.exit(code);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  // One line: what `echo pass |` or a password manager pipes, without its newline.
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
+}
+
+async function admin(argv: string[]): Promise<void> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { email: { type: 'string' }, 'password-stdin': { type: 'boolean' } },
+  });
+  const config = loadConfigOrExit();
+  // The JSON log goes to stderr here: stdout carries only the one line for the operator.
+  const logger = createLogger(
+    { level: config.log.level === 'info' ? 'warn' : config.log.level },
+    process.stderr,
+  );
+  const [command, ...rest] = positionals;
+  let message: string;
+  try {
+    if (command === 'create' && rest.length === 0 && values.email && values['password-stdin']) {
+      message = await adminCreate(config, logger, values.email, await readStdin());
+    } else if (command === 'promote' && rest.length === 1 && !values.email) {
+      message = await adminPromote(config, logger, rest[0]!);
+    } else {
+      fail(usage);
+    }
+  } catch (e) {
+    if (e instanceof CliError) fail(`clouddesk admin: ${e.message}`, 1);
+    throw e;
+  }
+  process.stdout.write(`${message}\n`);
+}
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'admin') return admin(argv.slice(1));
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,

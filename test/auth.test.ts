@@ -149,7 +149,7 @@ describe('auth API', () => {
   test('me needs a valid access token; an expired one says TOKEN_EXPIRED', async () => {
     const u = await newUser(gw);
     const me = await gw.app.inject({ method: 'GET', url: '/api/auth/me', headers: u.auth });
-    assert.deepEqual(me.json(), { data: { id: u.id, email: u.email } });
+    assert.deepEqual(me.json(), { data: { id: u.id, email: u.email, role: 'user' } });
     const none = await gw.app.inject({ method: 'GET', url: '/api/auth/me' });
     assert.equal(none.json().error.code, 'UNAUTHENTICATED');
     const garbage = await gw.app.inject({

@@ -14,7 +14,11 @@ import type { SignInGuard } from './sign-in-guard.js';
 export const REFRESH_COOKIE = 'cd_refresh';
 
 const Credentials = strictObject({ email: Email, password: Type.String({ minLength: 1, maxLength: 256 }) });
-const Registration = strictObject({ email: Email, password: Password });
+const Registration = strictObject({
+  email: Email,
+  password: Password,
+  inviteToken: Type.Optional(Type.String({ minLength: 16, maxLength: 128, pattern: '^[A-Za-z0-9_-]+$' })),
+});
 // No body at all (no content-type either) reaches the validator as null: the cookie-only call.
 const RefreshBody = Type.Union([
   strictObject({ refreshToken: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }),
@@ -28,6 +32,7 @@ export function registerAuthRoutes(
     guard: SignInGuard;
     authenticate: preHandlerAsyncHookHandler;
     refreshTtlSeconds: number;
+    registration: 'open' | 'closed';
     publishSignOut: (userId: string) => Promise<void>;
     /** The gateway's origin policy (http/origin.ts): its own host and CORS_ORIGIN. */
     isOriginAllowed: (origin: string, host: string | undefined) => boolean;
@@ -65,14 +70,20 @@ export function registerAuthRoutes(
 
   r.post('/api/auth/register', { schema: { body: Registration } }, async (request, reply) => {
     await guard.attempt(request.ip);
-    const result = await auth.register(request.body.email, request.body.password);
+    const { email, password, inviteToken } = request.body;
+    const result = await auth.register(email, password, { inviteToken });
     setRefreshCookie(request, reply, result.refreshToken);
     return reply.status(201).send(data(result));
   });
 
   r.post('/api/auth/login', { schema: { body: Credentials } }, async (request, reply) => {
     const { email, password } = request.body;
-    await guard.beforeSignIn(email, request.ip);
+    try {
+      await guard.beforeSignIn(email, request.ip);
+    } catch (e) {
+      if (e instanceof AppError && e.code === 'RATE_LIMITED') auth.signInFailed(email, null, e.code);
+      throw e;
+    }
     try {
       const result = await auth.login(email, password);
       await guard.signInSucceeded(email, request.ip);
@@ -108,6 +119,9 @@ export function registerAuthRoutes(
     reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
     return reply.status(204).send();
   });
+
+  // What the sign-up page needs to know before anyone is signed in.
+  r.get('/api/auth/registration', () => Promise.resolve(data({ mode: deps.registration })));
 
   r.get('/api/auth/me', { preHandler: deps.authenticate }, async (request) =>
     data(await auth.me(request.userId)),

@@ -1,6 +1,7 @@
 // Accounts and tokens: argon2id password hashes, short-lived access JWTs, rotating refresh tokens in
 // families (a reused refresh token revokes its whole family: someone copied it), with a short grace
 // window for a rotation whose answer never reached the client.
+import { createHash, randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { hash, verify } from '@node-rs/argon2';
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
@@ -9,10 +10,22 @@ import type { Clock } from '../lib/clock.js';
 import type { IdGenerator } from '../lib/ids.js';
 import { Semaphore } from '../lib/semaphore.js';
 import type { RefreshTokenRow, UserRepository, UserRow } from '../store/user.repository.js';
+import type { UserRole } from '../store/schema.js';
+import type { AuditSink } from '../audit/audit-log.js';
+import type { Logger } from '../observability/logger.js';
 
 export interface PublicUser {
   id: string;
   email: string;
+  role: UserRole;
+}
+
+export interface Invite {
+  id: string;
+  /** Shown once; only its SHA-256 is stored. */
+  token: string;
+  email: string | null;
+  expiresAt: string;
 }
 
 export interface TokenPair {
@@ -31,6 +44,10 @@ export interface AuthServiceOptions {
   hashConcurrency?: number;
   /** Hashes waiting beyond those; more sign-ins are answered OVERLOADED. Default 512. */
   hashQueue?: number;
+  /** REGISTRATION; default open. */
+  registration?: 'open' | 'closed';
+  /** The first account of an empty install becomes admin; default false. */
+  firstUserBecomesAdmin?: boolean;
 }
 
 const ISSUER = 'clouddesk';
@@ -56,7 +73,13 @@ export class AuthService {
   private readonly hashing: Semaphore;
 
   constructor(
-    private readonly deps: { users: UserRepository; clock: Clock; newId: IdGenerator },
+    private readonly deps: {
+      users: UserRepository;
+      clock: Clock;
+      newId: IdGenerator;
+      audit: AuditSink;
+      logger?: Logger;
+    },
     private readonly options: AuthServiceOptions,
   ) {
     this.accessKey = new TextEncoder().encode(options.accessSecret);
@@ -75,19 +98,90 @@ export class AuthService {
     return this.hashing.run(() => verify(passwordHash, password));
   }
 
-  async register(email: string, password: string): Promise<{ user: PublicUser } & TokenPair> {
+  /**
+   * Self-registration. With REGISTRATION=closed an invite is required (single use, may name the
+   * email); with it open an invite is optional. The first account of an empty single-node install
+   * becomes its admin.
+   */
+  async register(
+    email: string,
+    password: string,
+    options: { inviteToken?: string } = {},
+  ): Promise<{ user: PublicUser } & TokenPair> {
+    const normalized = normalizeEmail(email);
+    if (this.options.registration === 'closed' && options.inviteToken === undefined)
+      throw new AppError('REGISTRATION_CLOSED');
+    const row = await this.createAccount(normalized, password, 'user');
+    if (options.inviteToken !== undefined) {
+      const used = await this.deps.users
+        .consumeInvite(hashToken(options.inviteToken), normalized, row.id, this.deps.clock.now())
+        .catch(async (e: unknown) => {
+          await this.deps.users.deleteUser(row.id);
+          throw e;
+        });
+      if (!used) {
+        // The account was made first so that a taken email answers EMAIL_TAKEN without burning the invite.
+        await this.deps.users.deleteUser(row.id);
+        throw new AppError('INVITE_INVALID');
+      }
+    }
+    if (this.options.firstUserBecomesAdmin && (await this.deps.users.promoteIfFirst(row.id))) {
+      row.role = 'admin';
+      this.deps.logger?.warn(
+        { userId: row.id, email: row.email },
+        'the first account of this install was made its admin',
+      );
+    }
+    this.deps.audit.record('auth.register', {
+      actor: row.id,
+      targetId: row.id,
+      details: { email: row.email, role: row.role, invited: options.inviteToken !== undefined },
+    });
+    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId(), null)) };
+  }
+
+  /** Makes an account (registration, `clouddesk admin create`); EMAIL_TAKEN when it exists. */
+  async createAccount(email: string, password: string, role: UserRole): Promise<UserRow> {
     const row: UserRow = {
       id: this.deps.newId(),
       email: normalizeEmail(email),
       password_hash: await this.hash(password),
       created_at: this.deps.clock.now(),
+      role,
+      disabled_at: null,
+      last_sign_in_at: null,
     };
     if (!(await this.deps.users.create(row))) throw new AppError('EMAIL_TAKEN');
-    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId(), null)) };
+    return row;
+  }
+
+  /** A single-use invite link's token, valid for `ttlHours`, optionally for one email only. */
+  async createInvite(adminId: string, email: string | null, ttlHours: number): Promise<Invite> {
+    const token = randomBytes(32).toString('base64url');
+    const now = this.deps.clock.now();
+    const id = this.deps.newId();
+    const normalized = email === null ? null : normalizeEmail(email);
+    const expiresAt = now + ttlHours * 3_600_000;
+    await this.deps.users.addInvite({
+      id,
+      token_hash: hashToken(token),
+      email: normalized,
+      created_by: adminId,
+      created_at: now,
+      expires_at: expiresAt,
+      used_at: null,
+      used_by: null,
+    });
+    this.deps.audit.record('user.invite-created', {
+      targetId: id,
+      details: { email: normalized, expiresAt: new Date(expiresAt).toISOString() },
+    });
+    return { id, token, email: normalized, expiresAt: new Date(expiresAt).toISOString() };
   }
 
   async login(email: string, password: string): Promise<{ user: PublicUser } & TokenPair> {
-    const row = await this.deps.users.findByEmail(normalizeEmail(email));
+    const normalized = normalizeEmail(email);
+    const row = await this.deps.users.findByEmail(normalized);
     if (!row) {
       // A refused first try (OVERLOADED) must not stay cached.
       this.dummyHash ??= this.hash('not-a-real-password').catch((e: unknown) => {
@@ -95,10 +189,39 @@ export class AuthService {
         throw e;
       });
       await this.verifyHash(await this.dummyHash, password);
+      this.signInFailed(normalized, null, 'INVALID_CREDENTIALS');
       throw new AppError('INVALID_CREDENTIALS');
     }
-    if (!(await this.verifyHash(row.password_hash, password))) throw new AppError('INVALID_CREDENTIALS');
-    return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId(), null)) };
+    if (!(await this.verifyHash(row.password_hash, password))) {
+      this.signInFailed(normalized, row.id, 'INVALID_CREDENTIALS');
+      throw new AppError('INVALID_CREDENTIALS');
+    }
+    // Told only to whoever knows the password.
+    if (row.disabled_at !== null) {
+      this.signInFailed(normalized, row.id, 'ACCOUNT_DISABLED');
+      throw new AppError('ACCOUNT_DISABLED');
+    }
+    const now = this.deps.clock.now();
+    await this.deps.users.setLastSignIn(row.id, now);
+    this.deps.audit.record('auth.sign-in', {
+      actor: row.id,
+      targetId: row.id,
+      details: { email: normalized },
+    });
+    return {
+      user: toPublicUser({ ...row, last_sign_in_at: now }),
+      ...(await this.issuePair(row.id, this.deps.newId(), null)),
+    };
+  }
+
+  /** A refused sign-in, in the trail of the account it named (when there is one). */
+  signInFailed(email: string, userId: string | null, reason: string): void {
+    this.deps.audit.record('auth.sign-in-failed', {
+      actor: 'system',
+      subjectUserId: userId,
+      targetId: userId,
+      details: { email: normalizeEmail(email), reason },
+    });
   }
 
   async refresh(refreshToken: string): Promise<TokenPair> {
@@ -111,18 +234,32 @@ export class AuthService {
       // Someone did receive it, so whoever rotated the old token again was someone else: that is reuse.
       if (row.used_at === null && (await this.deps.users.familyIsLive(row.family_id, now))) {
         await this.deps.users.revokeFamily(row.family_id, now);
+        this.refreshReused(row);
         throw new AppError('REFRESH_TOKEN_REUSED');
       }
       throw new AppError('INVALID_TOKEN');
     }
+    const user = await this.deps.users.findById(row.user_id);
+    if (!user) throw new AppError('INVALID_TOKEN');
+    if (user.disabled_at !== null) throw new AppError('ACCOUNT_DISABLED');
     if (!(await this.deps.users.markRefreshTokenUsed(row.id, now))) {
       if (await this.replaceLostSuccessor(row, now))
         return this.issuePair(row.user_id, row.family_id, row.id);
       // Already used: the token was copied (or replayed). End every token of this sign-in.
       await this.deps.users.revokeFamily(row.family_id, now);
+      this.refreshReused(row);
       throw new AppError('REFRESH_TOKEN_REUSED');
     }
     return this.issuePair(row.user_id, row.family_id, row.id);
+  }
+
+  private refreshReused(row: RefreshTokenRow): void {
+    this.deps.audit.record('auth.refresh-reuse', {
+      actor: 'system',
+      subjectUserId: row.user_id,
+      targetId: row.user_id,
+      details: { family: row.family_id },
+    });
   }
 
   /**
@@ -149,17 +286,31 @@ export class AuthService {
       return;
     }
     const row = await this.deps.users.findRefreshToken(claims.jti);
-    if (row) await this.deps.users.revokeFamily(row.family_id, this.deps.clock.now());
+    if (!row) return;
+    await this.deps.users.revokeFamily(row.family_id, this.deps.clock.now());
+    this.deps.audit.record('auth.sign-out', { actor: row.user_id, targetId: row.user_id });
   }
 
   async signOutEverywhere(userId: string): Promise<void> {
     await this.deps.users.revokeAllForUser(userId, this.deps.clock.now());
+    this.deps.audit.record('auth.sign-out-everywhere', { actor: userId, targetId: userId });
   }
 
   async me(userId: string): Promise<PublicUser> {
     const row = await this.deps.users.findById(userId);
     if (!row) throw new AppError('UNAUTHENTICATED');
     return toPublicUser(row);
+  }
+
+  /**
+   * The account behind a verified access token, as the store has it now: a disabled or deleted
+   * account is refused even while its access token has not expired, and the role is today's.
+   */
+  async activeUser(userId: string): Promise<{ id: string; role: UserRole }> {
+    const row = await this.deps.users.findById(userId);
+    if (!row) throw new AppError('UNAUTHENTICATED');
+    if (row.disabled_at !== null) throw new AppError('ACCOUNT_DISABLED');
+    return { id: row.id, role: row.role };
   }
 
   /** Verifies an access token and returns the user id. */
@@ -231,5 +382,9 @@ export class AuthService {
 }
 
 function toPublicUser(row: UserRow): PublicUser {
-  return { id: row.id, email: row.email };
+  return { id: row.id, email: row.email, role: row.role };
+}
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
 }

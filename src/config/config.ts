@@ -62,7 +62,12 @@ export interface Config {
     refreshTtlSeconds: number;
     /** How long after its rotation a refresh token may rotate again (its answer was lost); 0 = never. */
     refreshReuseGraceMs: number;
+    /** REGISTRATION: `open` (anyone signs up) or `closed` (only with an admin's invite). */
+    registration: 'open' | 'closed';
+    /** The first account of an empty install becomes admin (single node only: no REDIS_URL). */
+    firstUserBecomesAdmin: boolean;
   };
+  audit: { retentionDays: number };
   sessions: {
     maxPerUser: number;
     idleTimeoutMs: number;
@@ -385,7 +390,14 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       accessTtlSeconds: r.duration('JWT_ACCESS_EXPIRY', '15m') / 1000,
       refreshTtlSeconds: r.duration('JWT_REFRESH_EXPIRY', '7d') / 1000,
       refreshReuseGraceMs: r.int('REFRESH_REUSE_GRACE_MS', 10_000, 0, 600_000),
+      // A cluster has no "first visitor": its admins are made with `clouddesk admin create`.
+      registration: r.oneOf<'open' | 'closed'>('REGISTRATION', redis === null ? 'open' : 'closed', [
+        'open',
+        'closed',
+      ]),
+      firstUserBecomesAdmin: redis === null,
     },
+    audit: { retentionDays: r.int('AUDIT_RETENTION_DAYS', 90, 1, 3650) },
     sessions: {
       maxPerUser: r.int('MAX_SESSIONS_PER_USER', 5, 1, 1000),
       idleTimeoutMs: sessionTimeoutMinutes * 60_000,

@@ -48,6 +48,8 @@ export interface Coordinator {
   removeViewer(sessionId: string, viewerId: string): Promise<void>;
   /** Live viewers of each session, cluster-wide (expired leases do not count). */
   countViewers(sessionIds: readonly string[]): Promise<Map<string, number>>;
+  /** Live viewers of each session with the node each is on, cluster-wide (the admin's session list). */
+  listViewers(sessionIds: readonly string[]): Promise<Map<string, ViewerLease[]>>;
 
   publish(command: ClusterCommand): Promise<void>;
   /** Handlers run on every node, including the sender's. */

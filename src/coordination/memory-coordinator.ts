@@ -100,6 +100,19 @@ export class MemoryCoordinator implements Coordinator {
     return Promise.resolve(counts);
   }
 
+  listViewers(sessionIds: readonly string[]): Promise<Map<string, ViewerLease[]>> {
+    const now = this.clock.now();
+    const out = new Map<string, ViewerLease[]>();
+    for (const id of sessionIds) {
+      const live = [...(this.viewers.get(id)?.values() ?? [])].filter((l) => l.expiresAt > now);
+      out.set(
+        id,
+        live.map((l) => ({ ...l.value })),
+      );
+    }
+    return Promise.resolve(out);
+  }
+
   publish(command: ClusterCommand): Promise<void> {
     // Delivered on a later tick, as over Redis, so senders never re-enter their own handlers.
     queueMicrotask(() => {

@@ -25,6 +25,7 @@
 //   lock:{<key>}             "<fence>:<nonce>", SET PX by script; released by compare-and-delete
 //   fence:{<key>}            the key's fencing counter (INCR), in the same slot as its lock
 //   viewers:{<sessionId>}    sorted set viewerId → lease expiry (injected clock), PEXPIREs with the last lease
+//   viewer-nodes:{<sessionId>}  hash viewerId → node id beside it, same slot and expiry (admin's list)
 //   commands                 pub/sub channel for ClusterCommand JSON (on a cluster PUBLISH reaches every node)
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -86,14 +87,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0`;
 
 // Add or renew a lease, drop lapsed ones and keep the key alive as long as its longest lease (plus a
-// margin) so an abandoned session's set disappears by itself. ARGV: viewerId, now, expiresAt.
+// margin) so an abandoned session's set disappears by itself; the node of each viewer sits in a hash
+// beside it with the same expiry (entries of lapsed leases go with them). KEYS: set, hash (one slot).
+// ARGV: viewerId, now, expiresAt, nodeId.
 const PUT_VIEWER_SCRIPT = `
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+for _, id in ipairs(lapsed) do redis.call('HDEL', KEYS[2], id) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if last[2] then
   local ttl = math.ceil(tonumber(last[2]) - tonumber(ARGV[2]))
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl + 1000) end
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+    redis.call('PEXPIRE', KEYS[2], ttl + 1000)
+  end
 end
 return 1`;
 
@@ -110,7 +119,14 @@ interface Scripts {
     fenceTtlMs: string,
   ): Promise<string | null>;
   cdUnlock(key: string, token: string): Promise<number>;
-  cdPutViewer(key: string, viewerId: string, now: string, expiresAt: string): Promise<number>;
+  cdPutViewer(
+    key: string,
+    nodesKey: string,
+    viewerId: string,
+    now: string,
+    expiresAt: string,
+    nodeId: string,
+  ): Promise<number>;
 }
 type ScriptedClient = Client & Scripts;
 
@@ -169,7 +185,7 @@ function tlsOptions(tls: { ca: string | null } | null): RedisOptions['tls'] {
 function defineScripts(client: Client): ScriptedClient {
   client.defineCommand('cdLock', { numberOfKeys: 2, lua: LOCK_SCRIPT });
   client.defineCommand('cdUnlock', { numberOfKeys: 1, lua: UNLOCK_SCRIPT });
-  client.defineCommand('cdPutViewer', { numberOfKeys: 1, lua: PUT_VIEWER_SCRIPT });
+  client.defineCommand('cdPutViewer', { numberOfKeys: 2, lua: PUT_VIEWER_SCRIPT });
   return client as ScriptedClient;
 }
 
@@ -551,9 +567,11 @@ export class RedisCoordinator implements Coordinator {
       const now = this.clock.now();
       await this.redis.cdPutViewer(
         this.key('viewers', lease.sessionId),
+        this.key('viewer-nodes', lease.sessionId),
         lease.viewerId,
         String(now),
         String(now + ttlMs),
+        lease.nodeId,
       );
     });
   }
@@ -561,6 +579,26 @@ export class RedisCoordinator implements Coordinator {
   removeViewer(sessionId: string, viewerId: string): Promise<void> {
     return this.call(async () => {
       await this.redis.zrem(this.key('viewers', sessionId), viewerId);
+      await this.redis.hdel(this.key('viewer-nodes', sessionId), viewerId);
+    });
+  }
+
+  // Per session: the live ids (ZRANGEBYSCORE) and their nodes (HGETALL), both in the session's slot.
+  listViewers(sessionIds: readonly string[]): Promise<Map<string, ViewerLease[]>> {
+    return this.call(async () => {
+      const out = new Map<string, ViewerLease[]>();
+      const now = this.clock.now();
+      const results = await Promise.all(
+        sessionIds.map(async (sessionId) => {
+          const [ids, nodes] = await Promise.all([
+            this.redis.zrangebyscore(this.key('viewers', sessionId), `(${now}`, '+inf'),
+            this.redis.hgetall(this.key('viewer-nodes', sessionId)),
+          ]);
+          return ids.map((viewerId) => ({ sessionId, viewerId, nodeId: nodes[viewerId] ?? 'unknown' }));
+        }),
+      );
+      sessionIds.forEach((id, i) => out.set(id, results[i]!));
+      return out;
     });
   }
 

@@ -24,6 +24,14 @@ export const errorCatalogue = {
   },
   EMAIL_TAKEN: { status: 409, message: 'An account with this email already exists', log: false },
   FORBIDDEN_ORIGIN: { status: 403, message: 'This origin is not allowed', log: false },
+  ACCOUNT_DISABLED: { status: 403, message: 'This account is disabled', log: false },
+  FORBIDDEN: { status: 403, message: 'Only an admin may do this', log: false },
+  REGISTRATION_CLOSED: {
+    status: 403,
+    message: 'Registration is by invitation: ask an admin for an invite link',
+    log: false,
+  },
+  INVITE_INVALID: { status: 400, message: 'The invite is unknown, used or expired', log: false },
   RATE_LIMITED: { status: 429, message: 'Too many requests, try again later', log: false },
 
   // instances
@@ -76,6 +84,20 @@ export const errorCatalogue = {
     log: false,
   },
   TICKET_INVALID: { status: 401, message: 'The connect ticket is invalid, used or expired', log: false },
+
+  // administration
+  USER_NOT_FOUND: { status: 404, message: 'No such user', log: false },
+  LAST_ADMIN: {
+    status: 409,
+    message: 'The last admin cannot be disabled or demoted: promote another admin first',
+    log: false,
+  },
+  CURSOR_INVALID: { status: 400, message: 'The cursor is not valid', log: false },
+  AUDIT_RANGE_INVALID: {
+    status: 400,
+    message: '`from` and `to` must be ISO times, `from` first',
+    log: false,
+  },
 
   // usage
   USAGE_RANGE_INVALID: {

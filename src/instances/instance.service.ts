@@ -1,7 +1,8 @@
 // Registered instances: the owner's CRUD, sealing credentials at rest, turning a row into an SSH
 // target (credentials opened, address re-checked), testing the login and pinning host keys.
 import ssh2 from 'ssh2';
-import { AppError } from '../errors/errors.js';
+import { AppError, isAppError } from '../errors/errors.js';
+import type { AuditSink } from '../audit/audit-log.js';
 import type { Clock } from '../lib/clock.js';
 import type { IdGenerator } from '../lib/ids.js';
 import type { SecretBox } from '../crypto/secret-box.js';
@@ -48,6 +49,7 @@ export class InstanceService {
       desktops: Pick<DesktopService, 'probe'>;
       clock: Clock;
       newId: IdGenerator;
+      audit: AuditSink;
     },
   ) {}
 
@@ -86,6 +88,18 @@ export class InstanceService {
       updated_at: now,
     };
     await this.deps.instances.create(row);
+    this.deps.audit.record('instance.created', {
+      subjectUserId: userId,
+      targetId: id,
+      details: {
+        name: row.name,
+        host: row.host,
+        port: row.port,
+        username: row.username,
+        authType: row.auth_type,
+        hostKeyGiven: row.host_key_fingerprint !== null,
+      },
+    });
     return toPublicInstance(row);
   }
 
@@ -110,11 +124,30 @@ export class InstanceService {
       changes.secret_key_id = sealed.keyId;
     }
     if (!(await this.deps.instances.update(userId, id, changes))) throw new AppError('INSTANCE_NOT_FOUND');
+    // Which fields, never their values for the credential.
+    const fields = Object.keys(patch).filter((k) => patch[k as keyof InstancePatch] !== undefined);
+    this.deps.audit.record('instance.changed', {
+      subjectUserId: userId,
+      targetId: id,
+      details: {
+        fields,
+        ...(patch.host === undefined ? {} : { host: patch.host }),
+        ...(patch.auth === undefined ? {} : { authType: patch.auth.type }),
+      },
+    });
+    if (patch.hostKeyFingerprint !== undefined && patch.hostKeyFingerprint !== current.host_key_fingerprint) {
+      this.deps.audit.record('host-key.retrusted', {
+        subjectUserId: userId,
+        targetId: id,
+        details: { previous: current.host_key_fingerprint, fingerprint: patch.hostKeyFingerprint },
+      });
+    }
     return toPublicInstance({ ...current, ...changes });
   }
 
   async delete(userId: string, id: string): Promise<void> {
     if (!(await this.deps.instances.delete(userId, id))) throw new AppError('INSTANCE_NOT_FOUND');
+    this.deps.audit.record('instance.deleted', { subjectUserId: userId, targetId: id });
   }
 
   /** The SSH target for a row: credentials opened, host re-resolved and re-checked right now. */
@@ -145,13 +178,38 @@ export class InstanceService {
   async pinHostKey(row: InstanceRow, fingerprint: string): Promise<void> {
     if (row.host_key_fingerprint === null) {
       await this.deps.instances.pinHostKey(row.id, fingerprint, this.deps.clock.now());
+      this.deps.audit.record('host-key.pinned', {
+        subjectUserId: row.user_id,
+        targetId: row.id,
+        details: { fingerprint },
+      });
     }
+  }
+
+  /** Audits a refused host key (the instance presented another key than the pinned one). */
+  noteHostKeyMismatch(row: InstanceRow, e: unknown): void {
+    if (!isAppError(e) || e.code !== 'HOST_KEY_MISMATCH') return;
+    const presented = e.details?.actual ?? e.details?.fingerprint;
+    this.deps.audit.record('host-key.mismatch', {
+      subjectUserId: row.user_id,
+      targetId: row.id,
+      details: {
+        pinned: row.host_key_fingerprint,
+        presented: typeof presented === 'string' ? presented : null,
+      },
+    });
   }
 
   /** Logs in over SSH and reports the VNC server and desktop environments found. */
   async test(userId: string, id: string): Promise<InstanceTestResult> {
     const row = await this.getRow(userId, id);
-    const probe = await this.deps.desktops.probe(await this.target(row));
+    let probe: DesktopProbe;
+    try {
+      probe = await this.deps.desktops.probe(await this.target(row));
+    } catch (e) {
+      this.noteHostKeyMismatch(row, e);
+      throw e;
+    }
     return {
       reachable: true,
       hostKeyFingerprint: probe.hostKeyFingerprint,

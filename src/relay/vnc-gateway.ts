@@ -21,6 +21,7 @@ import { tightenPolicy, type ViewerPolicy } from '../rfb/viewer-policy.js';
 import { CloseCode } from './close-codes.js';
 import { Relay, type RelayOptions } from './relay.js';
 import { ViewerHandshake } from './rfb-viewer-handshake.js';
+import type { AuditSink } from '../audit/audit-log.js';
 
 export interface VncGatewayOptions extends Omit<RelayOptions, 'maxCutTextBytes'> {
   /** Largest WebSocket message; also the largest clipboard text a viewer may send. */
@@ -30,6 +31,8 @@ export interface VncGatewayOptions extends Omit<RelayOptions, 'maxCutTextBytes'>
   nodeId: string;
   /** Every viewer's policy before the session's own narrows it (from the configured caps). */
   basePolicy: ViewerPolicy;
+  /** TRUST_PROXY: the viewer's address for the audit trail is the first X-Forwarded-For entry. */
+  trustProxy?: boolean;
 }
 
 export interface VncGatewayHooks {
@@ -48,6 +51,8 @@ interface Viewer {
   instanceId: string;
   ws: WebSocket;
   relay: Relay | null;
+  ip: string | null;
+  attachedAt: number;
   missedPongs: number;
   pingSentAt: number;
   bytesSeen: number;
@@ -85,6 +90,7 @@ export class VncGateway {
       logger: Logger;
       isOriginAllowed: (origin: string, host: string | undefined) => boolean;
       hooks?: VncGatewayHooks;
+      audit?: AuditSink;
     },
     private readonly options: VncGatewayOptions,
   ) {
@@ -168,10 +174,20 @@ export class VncGateway {
     }
     if (socket.destroyed) return;
     if (this.draining) return rejectUpgrade(socket, new AppError('SHUTTING_DOWN'));
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, endpoint));
+    const ip = this.clientIp(req);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, endpoint, ip));
   }
 
-  private attach(ws: WebSocket, endpoint: SessionEndpoint): void {
+  private clientIp(req: IncomingMessage): string | null {
+    if (this.options.trustProxy) {
+      const forwarded = req.headers['x-forwarded-for'];
+      const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
+      if (first) return first;
+    }
+    return req.socket.remoteAddress ?? null;
+  }
+
+  private attach(ws: WebSocket, endpoint: SessionEndpoint, ip: string | null): void {
     const { session, target, handle } = endpoint;
     const now = this.deps.clock.now();
     const viewer: Viewer = {
@@ -181,6 +197,8 @@ export class VncGateway {
       instanceId: session.instance_id,
       ws,
       relay: null,
+      ip,
+      attachedAt: now,
       missedPongs: 0,
       pingSentAt: 0,
       bytesSeen: 0,
@@ -193,6 +211,17 @@ export class VncGateway {
     if (!set) this.bySession.set(session.id, (set = new Set()));
     set.add(viewer);
     this.deps.activity.touch(session.id, now);
+    this.deps.audit?.record('viewer.attached', {
+      actor: session.user_id,
+      ip,
+      subjectUserId: session.user_id,
+      targetId: session.id,
+      details: {
+        viewerId: viewer.id,
+        node: this.options.nodeId,
+        viewOnly: endpoint.policy?.viewOnly ?? false,
+      },
+    });
     ws.on('pong', () => {
       viewer.missedPongs = 0;
       if (viewer.pingSentAt > 0) this.deps.hooks?.onViewerRtt?.(Date.now() - viewer.pingSentAt);
@@ -258,6 +287,20 @@ export class VncGateway {
     this.sampleViewer(viewer, now);
     this.deps.activity.touch(viewer.sessionId, now);
     this.deps.hooks?.onViewerClosed?.(code);
+    this.deps.audit?.record('viewer.detached', {
+      actor: viewer.userId,
+      ip: viewer.ip,
+      subjectUserId: viewer.userId,
+      targetId: viewer.sessionId,
+      details: {
+        viewerId: viewer.id,
+        node: this.options.nodeId,
+        closeCode: code,
+        durationSeconds: Math.round((now - viewer.attachedAt) / 1000),
+        bytesToViewer: viewer.relay?.bytesToViewer ?? 0,
+        bytesFromViewer: viewer.relay?.bytesFromViewer ?? 0,
+      },
+    });
     void this.deps.coordinator
       .removeViewer(viewer.sessionId, viewer.id)
       .catch((e: unknown) =>

@@ -49,6 +49,21 @@ export function registerSessionRoutes(
     data(await sessions.listActive(request.userId)),
   );
 
+  r.get(
+    '/api/sessions/history',
+    {
+      preHandler,
+      schema: {
+        querystring: strictObject({
+          cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' })),
+          limit: Type.Optional(Type.String({ pattern: '^(?:[1-9][0-9]?|100)$' })),
+        }),
+      },
+    },
+    async (request) =>
+      data(await sessions.history(request.userId, request.query.cursor, Number(request.query.limit ?? 20))),
+  );
+
   r.get('/api/sessions/:id', { preHandler, schema: { params: IdParams } }, async (request) =>
     data(await sessions.get(request.userId, request.params.id)),
   );

@@ -21,6 +21,8 @@ import { isDesktopEnvironmentId, type DesktopEnvironmentId } from '../desktop/de
 import type { ViewerPolicyOverrides } from '../rfb/viewer-policy.js';
 import { StartQueue, type StartQueueOptions, type StartRejection } from './start-queue.js';
 import { DesktopStopper, type DesktopStopperOptions, type StopOutcome } from './desktop-stopper.js';
+import type { AuditSink } from '../audit/audit-log.js';
+import { decodeCursor, page } from '../lib/cursor.js';
 
 export interface SessionServiceOptions {
   maxPerUser: number;
@@ -59,6 +61,22 @@ export interface PublicSession {
   viewerSeconds: number;
 }
 
+/** One past session on the sessions page (connection history). */
+export interface SessionHistoryEntry {
+  id: string;
+  instanceId: string;
+  /** null when the instance has since been deleted. */
+  instanceName: string | null;
+  desktopEnvironment: string;
+  startedAt: string | null;
+  endedAt: string | null;
+  durationSeconds: number;
+  endReason: string | null;
+  bytesToViewer: number;
+  bytesFromViewer: number;
+  viewerSeconds: number;
+}
+
 /** What the relay needs to reach a session's desktop. */
 export interface SessionEndpoint {
   session: SessionRow;
@@ -84,6 +102,7 @@ export class SessionService {
       logger: Logger;
       onStartRejected?: (reason: StartRejection) => void;
       onStopOutcome?: (outcome: StopOutcome) => void;
+      audit: AuditSink;
     },
     private readonly options: SessionServiceOptions,
   ) {
@@ -125,21 +144,26 @@ export class SessionService {
       lockWait + 5_000,
       lockWait,
       async () => {
-        const live = await this.deps.sessions.findLive(userId, instanceId);
-        if (live) {
-          const reused = await this.tryReuse(live, instance);
-          if (reused) return reused;
+        try {
+          const live = await this.deps.sessions.findLive(userId, instanceId);
+          if (live) {
+            const reused = await this.tryReuse(live, instance);
+            if (reused) return reused;
+          }
+          const target = await this.deps.instances.target(instance);
+          // The session slot is taken only once a start slot is: a connect turned away leaves nothing behind.
+          return await this.startQueue.run(
+            `${target.host}:${target.port}`,
+            async () => {
+              const session = await this.reserve(userId, instance, desktopEnvironment);
+              return this.startDesktop(session, instance, target, desktopEnvironment);
+            },
+            signal,
+          );
+        } catch (e) {
+          this.deps.instances.noteHostKeyMismatch(instance, e);
+          throw e;
         }
-        const target = await this.deps.instances.target(instance);
-        // The session slot is taken only once a start slot is: a connect turned away leaves nothing behind.
-        return this.startQueue.run(
-          `${target.host}:${target.port}`,
-          async () => {
-            const session = await this.reserve(userId, instance, desktopEnvironment);
-            return this.startDesktop(session, instance, target, desktopEnvironment);
-          },
-          signal,
-        );
       },
     );
   }
@@ -161,6 +185,39 @@ export class SessionService {
     }));
   }
 
+  /** The user's ended sessions, newest first, a page at a time (cursor: the last one's end). */
+  async history(
+    userId: string,
+    cursor: string | undefined,
+    limit: number,
+  ): Promise<{ items: SessionHistoryEntry[]; nextCursor: string | null }> {
+    const before = decodeCursor(cursor);
+    const rows = await this.deps.sessions.listEndedByUser(
+      userId,
+      before && { endedAt: before.t, id: before.id },
+      limit + 1,
+    );
+    return page(
+      rows,
+      limit,
+      (r) => ({ t: r.ended_at ?? 0, id: r.id }),
+      (r) => ({
+        id: r.id,
+        instanceId: r.instance_id,
+        instanceName: r.instance_name,
+        desktopEnvironment: r.desktop_environment,
+        startedAt: r.started_at === null ? null : new Date(r.started_at).toISOString(),
+        endedAt: r.ended_at === null ? null : new Date(r.ended_at).toISOString(),
+        durationSeconds:
+          r.started_at === null || r.ended_at === null ? 0 : Math.round((r.ended_at - r.started_at) / 1000),
+        endReason: r.end_reason,
+        bytesToViewer: Number(r.bytes_to_viewer),
+        bytesFromViewer: Number(r.bytes_from_viewer),
+        viewerSeconds: Math.round(Number(r.viewer_seconds)),
+      }),
+    );
+  }
+
   async get(userId: string, sessionId: string): Promise<PublicSession> {
     const row = await this.deps.sessions.findOwned(userId, sessionId);
     if (!row) throw new AppError('SESSION_NOT_FOUND');
@@ -174,6 +231,14 @@ export class SessionService {
     if (!row) throw new AppError('SESSION_NOT_FOUND');
     if (row.status === 'ended') throw new AppError('SESSION_ENDED');
     await this.end(row, 'disconnected');
+  }
+
+  /** An admin ends anyone's session: as the owner's disconnect, with reason `admin`. */
+  async endByAdmin(sessionId: string): Promise<void> {
+    const row = await this.deps.sessions.findById(sessionId);
+    if (!row) throw new AppError('SESSION_NOT_FOUND');
+    if (row.status === 'ended') throw new AppError('SESSION_ENDED');
+    await this.end(row, 'admin');
   }
 
   /** Before the instance is deleted (its sessions go with it): the desktop is stopped on the request. */
@@ -211,7 +276,7 @@ export class SessionService {
       try {
         const fresh = await this.deps.sessions.findById(s.id);
         if (fresh?.status !== 'active' || fresh.last_activity_at >= cutoff) continue;
-        await this.end(fresh, 'idle-timeout');
+        await this.end(fresh, 'idle-timeout', { actor: 'system' });
         ended++;
       } finally {
         await this.deps.coordinator.unlock(lock);
@@ -219,7 +284,7 @@ export class SessionService {
     }
     // Sessions left 'starting' by a gateway that died mid-start never got a desktop handle.
     for (const s of await this.deps.sessions.listStaleStarting(now - this.options.startTimeoutMs * 3, 100)) {
-      if (await this.deps.sessions.markEnded(s.id, 'start-abandoned', now)) ended++;
+      if (await this.markEnded(s, 'start-abandoned', now, { actor: 'system' })) ended++;
     }
     // Desktop stops that are due and nobody runs: left by a gateway that died or drained, or retries.
     await this.stopper.sweep();
@@ -240,6 +305,11 @@ export class SessionService {
         throw new AppError('SSH_UNREACHABLE', { cause: e });
       }
       if (alive) {
+        this.deps.audit.record('session.reused', {
+          subjectUserId: live.user_id,
+          targetId: live.id,
+          details: { instanceId: live.instance_id, display: live.display },
+        });
         return {
           created: false,
           sessionId: live.id,
@@ -249,7 +319,7 @@ export class SessionService {
       }
     }
     // Its desktop is gone (instance rebooted, someone killed it, or a start was abandoned).
-    await this.deps.sessions.markEnded(live.id, 'desktop-gone', this.deps.clock.now());
+    await this.markEnded(live, 'desktop-gone', this.deps.clock.now());
     await this.deps.coordinator.publish({ type: 'end-session', sessionId: live.id, reason: 'desktop-gone' });
     return null;
   }
@@ -315,7 +385,9 @@ export class SessionService {
           });
       }
     } catch (e) {
-      await this.deps.sessions.markEnded(session.id, 'start-failed', this.deps.clock.now());
+      await this.markEnded(session, 'start-failed', this.deps.clock.now(), {
+        extra: { error: isAppError(e) ? e.code : 'INTERNAL' },
+      });
       throw e;
     }
     const now = this.deps.clock.now();
@@ -342,6 +414,17 @@ export class SessionService {
       this.stopper.enqueue(session.id);
       throw new AppError('SESSION_ENDED');
     }
+    this.deps.audit.record('session.started', {
+      subjectUserId: session.user_id,
+      targetId: session.id,
+      details: {
+        instanceId: instance.id,
+        instanceName: instance.name,
+        desktopEnvironment,
+        display: handle.display,
+        transport: handle.transport,
+      },
+    });
     return {
       created: true,
       sessionId: session.id,
@@ -378,11 +461,15 @@ export class SessionService {
    * Ends the session (viewers closed everywhere) and has its desktop stopped: in the background, or with
    * `stopNow` before returning (once, not retried: the instance is about to be deleted).
    */
-  private async end(row: SessionRow, reason: string, opts: { stopNow?: boolean } = {}): Promise<void> {
+  private async end(
+    row: SessionRow,
+    reason: string,
+    opts: { stopNow?: boolean; actor?: string } = {},
+  ): Promise<void> {
     const now = this.deps.clock.now();
     const hasDesktop = row.status === 'active' && row.display !== null;
     const background = hasDesktop && !opts.stopNow;
-    if (!(await this.deps.sessions.markEnded(row.id, reason, now, background))) return;
+    if (!(await this.markEnded(row, reason, now, { actor: opts.actor, stopDesktop: background }))) return;
     await this.deps.coordinator.publish({ type: 'end-session', sessionId: row.id, reason });
     if (background) {
       this.stopper.enqueue(row.id);
@@ -395,6 +482,34 @@ export class SessionService {
         );
       });
     }
+  }
+
+  /**
+   * Marks a session ended (false when it already was) and audits it. The actor is the caller of the
+   * current request, or `system` for the sweeper; usage is as of the last activity flush.
+   */
+  private async markEnded(
+    row: SessionRow,
+    reason: string,
+    now: number,
+    opts: { actor?: string; stopDesktop?: boolean; extra?: Record<string, string> } = {},
+  ): Promise<boolean> {
+    if (!(await this.deps.sessions.markEnded(row.id, reason, now, opts.stopDesktop ?? false))) return false;
+    const usage = (await this.deps.sessions.findById(row.id).catch(() => undefined)) ?? row;
+    this.deps.audit.record('session.ended', {
+      ...(opts.actor === undefined ? {} : { actor: opts.actor }),
+      subjectUserId: row.user_id,
+      targetId: row.id,
+      details: {
+        instanceId: row.instance_id,
+        reason,
+        durationSeconds: row.started_at === null ? 0 : Math.round((now - row.started_at) / 1000),
+        bytesToViewer: Number(usage.bytes_to_viewer),
+        bytesFromViewer: Number(usage.bytes_from_viewer),
+        ...opts.extra,
+      },
+    });
+    return true;
   }
 
   private async stopDesktopOf(row: SessionRow): Promise<void> {

@@ -145,4 +145,60 @@ export const migrations: Record<string, Migration> = {
         await db.schema.alterTable('sessions').dropColumn(column).execute();
     },
   },
+  // Roles, disabled accounts and last sign-in (issue 10), single-use invites for REGISTRATION=closed,
+  // and the append-only audit trail. Invites keep only a hash of their token. Audit rows name their
+  // subject user without a foreign key: the trail outlives the account.
+  '0005_roles_audit': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .alterTable('users')
+        .addColumn('role', 'text', (c) => c.notNull().defaultTo('user'))
+        .execute();
+      await db.schema.alterTable('users').addColumn('disabled_at', 'bigint').execute();
+      await db.schema.alterTable('users').addColumn('last_sign_in_at', 'bigint').execute();
+      await db.schema.createIndex('users_role').on('users').column('role').execute();
+      await db.schema.createIndex('users_created').on('users').columns(['created_at', 'id']).execute();
+
+      await db.schema
+        .createTable('invites')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('email', 'text')
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('used_at', 'bigint')
+        .addColumn('used_by', 'text')
+        .execute();
+
+      await db.schema
+        .createTable('audit_events')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('at', 'bigint', (c) => c.notNull())
+        .addColumn('actor', 'text', (c) => c.notNull())
+        .addColumn('ip', 'text')
+        .addColumn('node_id', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('subject_user_id', 'text')
+        .addColumn('target_id', 'text')
+        .addColumn('details', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('audit_at').on('audit_events').columns(['at', 'id']).execute();
+      for (const column of ['actor', 'type', 'subject_user_id', 'target_id']) {
+        await db.schema
+          .createIndex(`audit_${column}_at`)
+          .on('audit_events')
+          .columns([column, 'at'])
+          .execute();
+      }
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('audit_events').execute();
+      await db.schema.dropTable('invites').execute();
+      await db.schema.dropIndex('users_created').execute();
+      await db.schema.dropIndex('users_role').execute();
+      for (const column of ['last_sign_in_at', 'disabled_at', 'role'])
+        await db.schema.alterTable('users').dropColumn(column).execute();
+    },
+  },
 };

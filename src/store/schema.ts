@@ -6,6 +6,41 @@ export interface UsersTable {
   email: string;
   password_hash: string;
   created_at: number;
+  role: UserRole;
+  /** Set while the account is disabled: no sign-in, no refresh, no API call. */
+  disabled_at: number | null;
+  last_sign_in_at: number | null;
+}
+
+export type UserRole = 'admin' | 'user';
+
+/** A single-use invitation to register (REGISTRATION=closed); only the token's SHA-256 is kept. */
+export interface InvitesTable {
+  id: string;
+  token_hash: string;
+  /** When set, only this address may register with it. */
+  email: string | null;
+  created_by: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+  used_by: string | null;
+}
+
+/** One row per audited event; append-only (only the retention sweep deletes). */
+export interface AuditEventsTable {
+  id: string;
+  at: number;
+  /** A user id, or 'system'. */
+  actor: string;
+  ip: string | null;
+  node_id: string;
+  type: string;
+  /** The account whose trail this belongs to (GET /api/audit/me). */
+  subject_user_id: string | null;
+  target_id: string | null;
+  /** JSON object; never a secret (audit/audit-details.ts strips them). */
+  details: string;
 }
 
 export interface RefreshTokensTable {
@@ -83,4 +118,6 @@ export interface Database {
   instances: InstancesTable;
   sessions: SessionsTable;
   usage_daily: UsageDailyTable;
+  invites: InvitesTable;
+  audit_events: AuditEventsTable;
 }

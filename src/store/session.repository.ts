@@ -210,4 +210,79 @@ export class SessionRepository {
       }),
     );
   }
+
+  /** Live sessions cluster-wide, oldest first, with their owner and instance (admin list). */
+  listLive(filter: {
+    userId?: string;
+    instanceId?: string;
+    after?: { createdAt: number; id: string };
+    limit: number;
+  }): Promise<(SessionRow & { user_email: string; instance_name: string; instance_host: string })[]> {
+    let q = this.db
+      .selectFrom('sessions')
+      .innerJoin('users', 'users.id', 'sessions.user_id')
+      .innerJoin('instances', 'instances.id', 'sessions.instance_id')
+      .selectAll('sessions')
+      .select([
+        'users.email as user_email',
+        'instances.name as instance_name',
+        'instances.host as instance_host',
+      ])
+      .where('sessions.status', '<>', 'ended');
+    if (filter.userId !== undefined) q = q.where('sessions.user_id', '=', filter.userId);
+    if (filter.instanceId !== undefined) q = q.where('sessions.instance_id', '=', filter.instanceId);
+    const after = filter.after;
+    if (after) {
+      q = q.where((eb) =>
+        eb.or([
+          eb('sessions.created_at', '>', after.createdAt),
+          eb.and([eb('sessions.created_at', '=', after.createdAt), eb('sessions.id', '>', after.id)]),
+        ]),
+      );
+    }
+    const query = q.orderBy('sessions.created_at').orderBy('sessions.id').limit(filter.limit);
+    return this.retry.run('read', () => query.execute());
+  }
+
+  /** Live sessions per user, for a page of users. */
+  async countLiveByUsers(userIds: readonly string[]): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    if (userIds.length === 0) return counts;
+    const rows = await this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .select(['user_id', (eb) => eb.fn.countAll<number>().as('n')])
+        .where('user_id', 'in', userIds)
+        .where('status', '<>', 'ended')
+        .groupBy('user_id')
+        .execute(),
+    );
+    for (const r of rows) counts.set(r.user_id, Number(r.n));
+    return counts;
+  }
+
+  /** A user's ended sessions, newest end first (connection history). */
+  listEndedByUser(
+    userId: string,
+    before: { endedAt: number; id: string } | undefined,
+    limit: number,
+  ): Promise<(SessionRow & { instance_name: string | null })[]> {
+    let q = this.db
+      .selectFrom('sessions')
+      .leftJoin('instances', 'instances.id', 'sessions.instance_id')
+      .selectAll('sessions')
+      .select('instances.name as instance_name')
+      .where('sessions.user_id', '=', userId)
+      .where('sessions.status', '=', 'ended');
+    if (before) {
+      q = q.where((eb) =>
+        eb.or([
+          eb('sessions.ended_at', '<', before.endedAt),
+          eb.and([eb('sessions.ended_at', '=', before.endedAt), eb('sessions.id', '<', before.id)]),
+        ]),
+      );
+    }
+    const query = q.orderBy('sessions.ended_at', 'desc').orderBy('sessions.id', 'desc').limit(limit);
+    return this.retry.run('read', () => query.execute());
+  }
 }

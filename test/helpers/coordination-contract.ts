@@ -233,6 +233,19 @@ export function contractSuite(
       );
       assert.equal((await b!.countViewers([s1])).get(s1), 2);
       assert.equal((await a!.countViewers([])).size, 0);
+      // Who serves each viewer, for the admin's session list.
+      const listed = await b!.listViewers([s1, s3]);
+      assert.deepEqual(
+        listed
+          .get(s1)
+          ?.map((l) => [l.viewerId, l.nodeId])
+          .sort(),
+        [
+          ['v1', 'a'],
+          ['v2', 'b'],
+        ],
+      );
+      assert.deepEqual(listed.get(s3), []);
 
       // Renewing the same viewer does not add one.
       await a!.putViewer({ sessionId: s1, viewerId: 'v1', nodeId: 'a' }, 300);
@@ -249,6 +262,7 @@ export function contractSuite(
       assert.equal((await b!.countViewers([s1])).get(s1), 1, 'renewed lease still live');
       await h.advance(200);
       assert.equal((await b!.countViewers([s1])).get(s1), 0, 'lapsed lease no longer counts');
+      assert.deepEqual((await a!.listViewers([s1])).get(s1), [], 'nor is it listed');
       assert.equal((await b!.countViewers([s2])).get(s2), 1);
     });
 
