@@ -17,6 +17,10 @@ step 'haproxy -c haproxy.cfg' haproxy -c -q -f haproxy.cfg
 # The compose file names its gateways by Docker DNS; check a copy with addresses so no lookup happens.
 sed -e 's/gateway1:3000/127.0.0.1:3001/; s/gateway2:3000/127.0.0.1:3002/' compose/haproxy.cfg >"$tmp/compose-haproxy.cfg"
 step 'haproxy -c compose/haproxy.cfg' haproxy -c -q -f "$tmp/compose-haproxy.cfg"
+step 'haproxy -c postgres-ha/haproxy-postgres.cfg' haproxy -c -q -f postgres-ha/haproxy-postgres.cfg
+step 'postgres-ha/patroni.yml parses (YAML)' python3 -c "
+import yaml; d = yaml.safe_load(open('postgres-ha/patroni.yml'))
+assert d['bootstrap']['dcs']['synchronous_mode'] is True and d['bootstrap']['dcs']['primary_start_timeout'] == 0"
 step 'nginx -t nginx.conf' nginx -q -t -c "$PWD/nginx.conf" -e stderr
 if command -v systemd-analyze >/dev/null; then
   step 'systemd-analyze verify clouddesk.service' sh -c '! systemd-analyze verify clouddesk.service 2>&1 | grep .'

@@ -71,14 +71,28 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     // An idle client losing its server emits here; without a listener the process would crash. The
     // pool has already dropped that client.
     pool.on('error', () => undefined);
+    const listened = new WeakSet<pg.PoolClient>();
     db = new Kysely<Database>({
       dialect: new PostgresDialect({
         pool: {
           // A failed connect is tagged, so the retry rule knows the statement never reached a server.
-          connect: () =>
-            pool.connect().catch((e: unknown) => {
+          connect: async () => {
+            let client: pg.PoolClient;
+            try {
+              client = await pool.connect();
+            } catch (e) {
               throw new StoreConnectError(e);
-            }),
+            }
+            // A checked-out client whose server goes away between statements (inside a transaction,
+            // say) emits 'error' with nobody listening, which would crash the process; the pool only
+            // listens while the client is idle. The statement that runs next fails instead, and the
+            // pool drops the broken client when it is released.
+            if (!listened.has(client)) {
+              listened.add(client);
+              client.on('error', () => undefined);
+            }
+            return client;
+          },
           end: () => pool.end(),
         },
       }),
