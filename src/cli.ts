@@ -2,18 +2,23 @@
 // `clouddesk start [--workers N]`: one gateway process, or a node:cluster primary with N workers
 // (0 = one per core) that all share the port. Flags override WORKERS from the environment.
 // `clouddesk admin create --email E --password-stdin` / `clouddesk admin promote EMAIL`: see
-// admin/admin-cli.ts.
+// admin/admin-cli.ts. `clouddesk backup --out FILE` / `clouddesk restore FILE [--force]`: see
+// backup/backup.ts.
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { runCluster } from './cluster/cluster-supervisor.js';
 import { createProcessLogger, handleSignals, loadConfigOrExit, startGateway } from './main.js';
 import { adminCreate, adminPromote, CliError } from './admin/admin-cli.js';
 import { createLogger } from './observability/logger.js';
+import { BackupError } from './backup/backup.js';
+import { runBackup, runRestore } from './backup/backup-cli.js';
 
 const usage = [
   'usage: clouddesk start [--workers N]   (N = 0: one worker per core; default: WORKERS or 1)',
   '       clouddesk admin create --email EMAIL --password-stdin',
   '       clouddesk admin promote EMAIL',
+  '       clouddesk backup --out FILE',
+  '       clouddesk restore FILE [--force]   (stop the gateway first; --force replaces an existing SQLite database)',
 ].join('\n');
 
 function fail(message: string, code = 2): never {
@@ -59,8 +64,33 @@ async function admin(argv: string[]): Promise<void> {
   process.stdout.write(`${message}\n`);
 }
 
+async function backupOrRestore(command: 'backup' | 'restore', argv: string[]): Promise<void> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { out: { type: 'string', short: 'o' }, force: { type: 'boolean' } },
+  });
+  const ok =
+    command === 'backup'
+      ? values.out !== undefined && positionals.length === 0 && !values.force
+      : values.out === undefined && positionals.length === 1;
+  if (!ok) fail(usage);
+  const config = loadConfigOrExit();
+  try {
+    const message =
+      command === 'backup'
+        ? await runBackup(config, values.out!)
+        : await runRestore(config, positionals[0]!, values.force === true);
+    process.stdout.write(`${message}\n`);
+  } catch (e) {
+    if (e instanceof BackupError) fail(`clouddesk ${command}: ${e.message}`, 1);
+    throw e;
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'admin') return admin(argv.slice(1));
+  if (argv[0] === 'backup' || argv[0] === 'restore') return backupOrRestore(argv[0], argv.slice(1));
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,

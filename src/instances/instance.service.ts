@@ -220,7 +220,8 @@ export class InstanceService {
   }
 }
 
-function sealContext(instanceId: string): string {
+/** The AEAD context an instance's credentials are sealed under (backup verification opens them too). */
+export function sealContext(instanceId: string): string {
   return `instance:${instanceId}`;
 }
 

@@ -42,6 +42,11 @@ export interface Store {
 // int8 (bigint) columns hold millisecond timestamps, well inside Number's exact range.
 pg.types.setTypeParser(20, (v) => Number(v));
 
+/** The embedded database's file in the data folder. */
+export function sqliteFile(dataDir: string): string {
+  return join(dataDir, 'clouddesk.sqlite');
+}
+
 export interface StoreOptions {
   databaseUrl: string | null;
   dataDir: string;
@@ -100,7 +105,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   } else {
     dialect = 'sqlite';
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-    const sqlite = new BetterSqlite3(join(options.dataDir, 'clouddesk.sqlite'));
+    const sqlite = new BetterSqlite3(sqliteFile(options.dataDir));
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
