@@ -57,6 +57,30 @@ test('admission defaults: 8 starts in flight per process, 4 per instance, a queu
   );
 });
 
+test('desktop set-up: 30 updates per second and a plain background by default; bad values refused', () => {
+  const config = loadConfig({ ...TEST_SECRETS, DATA_DIR: '/tmp/unused-clouddesk' });
+  assert.equal(config.desktop.maxFps, 30);
+  assert.equal(config.desktop.wallpaper, 'plain');
+  const set = loadConfig({
+    ...TEST_SECRETS,
+    DATA_DIR: '/tmp/unused-clouddesk',
+    DESKTOP_MAX_FPS: '15',
+    DESKTOP_WALLPAPER: 'keep',
+  });
+  assert.equal(set.desktop.maxFps, 15);
+  assert.equal(set.desktop.wallpaper, 'keep');
+  assert.throws(
+    () => loadConfig({ ...TEST_SECRETS, DESKTOP_MAX_FPS: '0', DESKTOP_WALLPAPER: 'beach' }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      const text = e.problems.join('\n');
+      assert.match(text, /DESKTOP_MAX_FPS/);
+      assert.match(text, /DESKTOP_WALLPAPER/);
+      return true;
+    },
+  );
+});
+
 test('every bad value is reported together', () => {
   assert.throws(
     () =>

@@ -5,7 +5,8 @@
 // "VNC server missing" is shown with the service's `vncSearchPath` option pointed at a folder without Xvnc.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -164,6 +165,105 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   }
 }
 
+/** The environment a program in that desktop sees (from its xfce4-session or openbox). */
+async function desktopEnv(handle: DesktopHandle, from: string): Promise<Record<string, string>> {
+  const pid = (await leftovers(handle)).marked.find((p) => comm(p) === from);
+  assert.ok(pid, `${from} runs in the desktop`);
+  const env: Record<string, string> = {};
+  for (const entry of readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return env;
+}
+
+/** Runs a program as the test user inside the desktop's X and D-Bus session; its output, or '' if it failed. */
+function inDesktop(env: Record<string, string>, argv: string[]): string {
+  const pass = ['DISPLAY', 'XAUTHORITY', 'DBUS_SESSION_BUS_ADDRESS'].map((k) => `${k}=${env[k] ?? ''}`);
+  try {
+    return execFileSync('runuser', ['-u', sshd.users[0]!.username, '--', 'env', ...pass, ...argv], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      cwd: '/',
+      timeout: 30_000,
+    }).trim();
+  } catch {
+    return '';
+  }
+}
+
+/** The owner of the compositing-manager selection _NET_WM_CM_S0 (0: no compositor), through libX11. */
+const COMPOSITOR_OWNER_PY = `
+import ctypes
+x = ctypes.cdll.LoadLibrary("libX11.so.6")
+x.XOpenDisplay.restype = ctypes.c_void_p
+x.XOpenDisplay.argtypes = [ctypes.c_char_p]
+x.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+x.XInternAtom.restype = ctypes.c_ulong
+x.XGetSelectionOwner.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+x.XGetSelectionOwner.restype = ctypes.c_ulong
+d = x.XOpenDisplay(None)
+if not d: raise SystemExit(1)
+print(x.XGetSelectionOwner(d, x.XInternAtom(d, b"_NET_WM_CM_S0", 0)))
+`;
+
+/** The root window's colour at (x, y) as #rrggbb, read from the X server (what the viewer is sent). */
+function rootPixel(env: Record<string, string>, x: number, y: number): string {
+  const out = inDesktop(env, ['import', '-window', 'root', '-crop', `1x1+${x}+${y}`, 'txt:-']);
+  // "0,0: (…)  #… srgb(46,52,64)": the 8-bit channels, whatever ImageMagick's quantum depth.
+  const m = /srgba?\((\d+),(\d+),(\d+)/.exec(out);
+  return m
+    ? `#${m
+        .slice(1, 4)
+        .map((v) => Number(v).toString(16).padStart(2, '0'))
+        .join('')}`
+    : '';
+}
+
+/** The CloudDesk plain background (remote-script.ts PLAIN_BACKGROUND). */
+const PLAIN = '#2e3440';
+
+/**
+ * Saved xfce settings of a user who likes compositing and the default wallpaper, as xfconf writes them:
+ * a CloudDesk session must not change them.
+ */
+function writeUserXfceSettings(): Record<string, string> {
+  const user = sshd.users[0]!;
+  const dir = `${user.home}/.config/xfce4/xfconf/xfce-perchannel-xml`;
+  mkdirSync(dir, { recursive: true });
+  const files: Record<string, string> = {
+    'xfwm4.xml': `<?xml version="1.0" encoding="UTF-8"?>
+<channel name="xfwm4" version="1.0">
+  <property name="general" type="empty">
+    <property name="use_compositing" type="bool" value="true"/>
+  </property>
+</channel>
+`,
+    'xfce4-desktop.xml': `<?xml version="1.0" encoding="UTF-8"?>
+<channel name="xfce4-desktop" version="1.0">
+  <property name="backdrop" type="empty">
+    <property name="screen0" type="empty">
+      <property name="monitorVNC-0" type="empty">
+        <property name="workspace0" type="empty">
+          <property name="color-style" type="int" value="0"/>
+          <property name="image-style" type="int" value="5"/>
+          <property name="last-image" type="string" value="/usr/share/backgrounds/xfce/xfce-shapes.svg"/>
+        </property>
+      </property>
+    </property>
+  </property>
+</channel>
+`,
+  };
+  for (let d = dir; d.length > user.home.length; d = d.slice(0, d.lastIndexOf('/')))
+    chownSync(d, user.uid, user.uid);
+  for (const [name, text] of Object.entries(files)) {
+    writeFileSync(`${dir}/${name}`, text);
+    chownSync(`${dir}/${name}`, user.uid, user.uid);
+  }
+  return Object.fromEntries(Object.keys(files).map((name) => [name, `${dir}/${name}`]));
+}
+
 /** A display in [from, to] that nothing on this machine uses right now. */
 function unusedDisplay(from: number, to: number): number {
   for (let n = from; n <= to; n++) {
@@ -290,6 +390,68 @@ void describe('DesktopService', () => {
     assert.equal(left.xvncAlive, false);
     assert.deepEqual(running.filter(isProcessAlive), []);
     assert.deepEqual(agents.filter(isProcessAlive), []);
+  });
+
+  void it(
+    'xfce for CloudDesk: no compositor, a plain background, Xvnc -FrameRate; the saved settings untouched',
+    T,
+    async () => {
+      const saved = writeUserXfceSettings();
+      const service = newService({ maxFps: 24 });
+      const handle = await start(service, 'xfce');
+      const argv = readFileSync(`/proc/${handle.pid}/cmdline`, 'latin1').split('\0');
+      assert.equal(argv[argv.indexOf('-FrameRate') + 1], '24');
+      await waitFor('xfwm4', async () => (await leftovers(handle)).marked.map(comm).includes('xfwm4'));
+      const xfwm4 = (await leftovers(handle)).marked.find((p) => comm(p) === 'xfwm4')!;
+      assert.ok(readFileSync(`/proc/${xfwm4}/cmdline`, 'latin1').split('\0').includes('--compositor=off'));
+      const env = await desktopEnv(handle, 'xfce4-session');
+      // No compositor runs: nobody holds the compositing manager selection (xfwm4 holds it when on).
+      await waitFor('the window manager to settle', () =>
+        Promise.resolve(inDesktop(env, ['python3', '-c', COMPOSITOR_OWNER_PY]) === '0'),
+      );
+      // The plain colour on the root window (the middle of the screen, away from the panel), and no
+      // xfdesktop painting a wallpaper over it.
+      await waitFor('the plain background', () => Promise.resolve(rootPixel(env, 700, 400) === PLAIN));
+      assert.equal((await leftovers(handle)).marked.map(comm).includes('xfdesktop'), false);
+      await service.stop(target, handle);
+      assert.match(readFileSync(saved['xfwm4.xml']!, 'utf8'), /"use_compositing" type="bool" value="true"/);
+      assert.match(readFileSync(saved['xfce4-desktop.xml']!, 'utf8'), /"image-style" type="int" value="5"/);
+    },
+  );
+
+  void it(
+    'xfce with DESKTOP_WALLPAPER=keep shows the user’s own wallpaper, still without a compositor',
+    T,
+    async () => {
+      writeUserXfceSettings();
+      const service = newService({ wallpaper: 'keep' });
+      const handle = await start(service, 'xfce');
+      const argv = readFileSync(`/proc/${handle.pid}/cmdline`, 'latin1').split('\0');
+      assert.equal(argv[argv.indexOf('-FrameRate') + 1], '30', 'the default DESKTOP_MAX_FPS');
+      await waitFor('xfdesktop', async () =>
+        (await leftovers(handle)).marked.map(comm).includes('xfdesktop'),
+      );
+      const env = await desktopEnv(handle, 'xfce4-session');
+      await waitFor('no compositor', () =>
+        Promise.resolve(inDesktop(env, ['python3', '-c', COMPOSITOR_OWNER_PY]) === '0'),
+      );
+      // The wallpaper is painted: neither Xvnc's black root nor the plain colour.
+      await waitFor('the wallpaper', () => {
+        const px = rootPixel(env, 700, 400);
+        return Promise.resolve(px !== '' && px !== '#000000' && px !== PLAIN);
+      });
+      await service.stop(target, handle);
+    },
+  );
+
+  void it('openbox opens with an xterm, not a black screen', T, async () => {
+    const service = newService();
+    const handle = await start(service, 'openbox');
+    await waitFor('an xterm in the desktop', async () =>
+      (await leftovers(handle)).marked.map(comm).includes('xterm'),
+    );
+    await service.stop(target, handle);
+    assert.deepEqual(await leftovers(handle), { marked: [], xvncAlive: false });
   });
 
   void it(

@@ -13,22 +13,31 @@ export const INSTANCE_SCRIPT = String.raw`
 set -u
 cmd=$1; n=$2; shift 2
 case $n in ''|*[!0-9]*) echo "error=bad-display" >&2; exit 2 ;; esac
-export DISPLAY=":$n" XAUTHORITY="/tmp/clouddesk-$(id -u)/$n.xauth"
 W="/tmp/clouddesk-bw-$(id -u)"
 mkdir -p "$W" && chmod 700 "$W"
 IM=convert; [ -x /usr/bin/convert ] && IM=/usr/bin/convert
 say() { printf '%s\n' "$*"; }
 die() { say "error=$*" >&2; exit 3; }
 
-# The desktop's D-Bus session bus (xfconf lives there): from a process of that desktop.
-session_bus() {
+# desktop_var NAME: that variable of a process of the desktop on display N (it carries the marker).
+desktop_var() {
   for _e in /proc/[0-9]*/environ; do
-    tr '\000' '\n' < "$_e" 2>/dev/null | grep -q "^CLOUDDESK_DESKTOP=$n-" || continue
-    _a=$(tr '\000' '\n' < "$_e" 2>/dev/null | sed -n 's/^DBUS_SESSION_BUS_ADDRESS=//p')
-    if [ -n "$_a" ]; then export DBUS_SESSION_BUS_ADDRESS="$_a"; return 0; fi
+    { tr '\000' '\n' < "$_e"; } 2>/dev/null | grep -q "^CLOUDDESK_DESKTOP=$n-" || continue
+    _a=$({ tr '\000' '\n' < "$_e"; } 2>/dev/null | sed -n "s/^$1=//p" | head -n 1)
+    if [ -n "$_a" ]; then say "$_a"; return 0; fi
   done
   return 1
 }
+
+# The desktop's D-Bus session bus (xfconf lives there).
+session_bus() {
+  _a=$(desktop_var DBUS_SESSION_BUS_ADDRESS) || return 1
+  export DBUS_SESSION_BUS_ADDRESS="$_a"
+}
+
+# The desktop's X authority: <N>-<Xvnc PID>.xauth in the gateway's folder (<N>.xauth before).
+XAUTHORITY=$(desktop_var XAUTHORITY) || XAUTHORITY="/tmp/clouddesk-$(id -u)/$n.xauth"
+export DISPLAY=":$n" XAUTHORITY
 
 win() { timeout 20 xdotool search --sync --onlyvisible --name "$1" 2>/dev/null | head -n 1; }
 start_app() {
@@ -62,10 +71,16 @@ cmd_reset() {
 }
 
 cmd_wait_desktop() {
+  # With the gateway's plain background (DESKTOP_WALLPAPER=plain) the session runs no xfdesktop: its
+  # PATH starts with the gateway's folder of session-only programs for that mode.
+  want_xfdesktop=1
+  case $(desktop_var PATH) in *xfce-plain-bin*) want_xfdesktop=0 ;; esac
   i=0
   while [ "$i" -lt 600 ]; do
     if xdotool search --onlyvisible --class xfce4-panel >/dev/null 2>&1 \
-      && xdotool search --onlyvisible --class xfdesktop >/dev/null 2>&1; then say ready=1; return 0; fi
+      && { [ "$want_xfdesktop" = 0 ] || xdotool search --onlyvisible --class xfdesktop >/dev/null 2>&1; }; then
+      say ready=1; return 0
+    fi
     sleep 0.1; i=$((i + 1))
   done
   die desktop-not-ready
@@ -111,9 +126,21 @@ anim_frames() {
   ANIM="$d"
 }
 
+# The gateway starts xfwm4 with --compositor=off, which no xfconf setting can turn back on: for "on",
+# xfwm4 is replaced by one started without it (with the desktop's marker, so ending the desktop ends it).
 cmd_compositing() {
   session_bus || die no-session-bus
   v=false; [ "$1" = on ] && v=true
+  if [ "$v" = true ] && ps -o args= -u "$(id -u)" | grep -q -- 'xfwm4 --compositor=off'; then
+    _m=$(desktop_var CLOUDDESK_DESKTOP) || die no-desktop
+    _x=$(command -v xfwm4) || die no-xfwm4
+    CLOUDDESK_DESKTOP="$_m" setsid "$_x" --replace </dev/null >>"$W/xfwm4.log" 2>&1 &
+    i=0
+    while ps -o args= -u "$(id -u)" | grep -q -- 'xfwm4 --compositor=off'; do
+      i=$((i + 1)); [ "$i" -lt 100 ] || die xfwm4-replace
+      sleep 0.1
+    done
+  fi
   xfconf-query -c xfwm4 -p /general/use_compositing -s "$v" 2>/dev/null \
     || xfconf-query -c xfwm4 -p /general/use_compositing -n -t bool -s "$v" || die xfconf
   say "compositing=$(xfconf-query -c xfwm4 -p /general/use_compositing)"

@@ -8,6 +8,7 @@ import type { SshPoolOptions } from '../ssh/ssh.types.js';
 import { isCidr } from '../instances/address-guard.js';
 
 export type DesktopTransport = 'auto' | 'unix' | 'tcp';
+export type DesktopWallpaper = 'plain' | 'keep';
 
 export interface RedisEndpoint {
   host: string;
@@ -100,6 +101,10 @@ export interface Config {
     transport: DesktopTransport;
     startTimeoutMs: number;
     geometry: string;
+    /** Xvnc's -FrameRate: updates per second it sends at most (TigerVNC's own default is 60). */
+    maxFps: number;
+    /** 'plain': a solid background in CloudDesk's xfce sessions; 'keep': the user's own wallpaper. */
+    wallpaper: DesktopWallpaper;
   };
   /**
    * Admission control for desktop starts and the background stop (sessions/start-queue.ts,
@@ -422,6 +427,8 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       transport: r.oneOf<DesktopTransport>('DESKTOP_TRANSPORT', 'auto', ['auto', 'unix', 'tcp']),
       startTimeoutMs: r.int('DESKTOP_START_TIMEOUT_MS', 20_000, 1000, 600_000),
       geometry,
+      maxFps: r.int('DESKTOP_MAX_FPS', 30, 1, 120),
+      wallpaper: r.oneOf<DesktopWallpaper>('DESKTOP_WALLPAPER', 'plain', ['plain', 'keep']),
     },
     admission: {
       startsInFlight: r.int('DESKTOP_STARTS_IN_FLIGHT', 8, 1, 1000),

@@ -6,11 +6,16 @@ interface DesktopEnvironmentSpec {
   label: string;
   /** Candidate session commands, best first; the first one installed is used. Constant words only. */
   commands: readonly (readonly string[])[];
+  /**
+   * Started beside the session when installed, for a desktop that otherwise opens empty (openbox is a
+   * black screen until right-click): candidate programs, best first, constant words only.
+   */
+  companion?: readonly string[];
 }
 
 export const desktopEnvironments = {
   xfce: { label: 'Xfce', commands: [['startxfce4'], ['xfce4-session']] },
-  openbox: { label: 'Openbox', commands: [['openbox-session'], ['openbox']] },
+  openbox: { label: 'Openbox', commands: [['openbox-session'], ['openbox']], companion: ['xterm'] },
   mate: { label: 'MATE', commands: [['mate-session']] },
   lxqt: { label: 'LXQt', commands: [['startlxqt'], ['lxqt-session']] },
   icewm: { label: 'IceWM', commands: [['icewm-session'], ['icewm']] },
@@ -28,7 +33,7 @@ export function isDesktopEnvironmentId(value: unknown): value is DesktopEnvironm
 const safeWord = /^[A-Za-z0-9._-]+$/;
 for (const [id, spec] of Object.entries(desktopEnvironments)) {
   if (!safeWord.test(id)) throw new Error(`desktop environment id ${id} is not a safe word`);
-  for (const command of spec.commands) {
-    for (const word of command) if (!safeWord.test(word)) throw new Error(`unsafe word in ${id}: ${word}`);
-  }
+  const companion: readonly string[] = 'companion' in spec ? spec.companion : [];
+  for (const word of [...spec.commands.flat(), ...companion])
+    if (!safeWord.test(word)) throw new Error(`unsafe word in ${id}: ${word}`);
 }

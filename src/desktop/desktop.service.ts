@@ -9,7 +9,7 @@
 // random per-desktop VNC password that the gateway answers itself (rfb-client-handshake.ts).
 import { randomBytes, randomInt } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { DesktopTransport } from '../config/config.js';
+import type { DesktopTransport, DesktopWallpaper } from '../config/config.js';
 import { AppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
@@ -54,6 +54,10 @@ export interface DesktopServiceOptions {
   transport: DesktopTransport;
   startTimeoutMs: number;
   geometry: string;
+  /** Xvnc -FrameRate (DESKTOP_MAX_FPS); default 30. */
+  maxFps?: number;
+  /** DESKTOP_WALLPAPER; default 'plain'. */
+  wallpaper?: DesktopWallpaper;
   /**
    * Colon-separated absolute folders to look for Xvnc and vncpasswd in, instead of the login's PATH
    * (plus /opt/TigerVNC/bin). For instances with TigerVNC in an unusual place — and for tests.
@@ -139,6 +143,7 @@ export class DesktopService {
   private readonly options: DesktopServiceOptions;
   private readonly newVncPassword: () => string;
   private readonly vncPath: string;
+  private readonly maxFps: number;
   /** Displays a start in this process is trying right now, per instance: never hand one out twice. */
   private readonly starting = new Map<string, Set<number>>();
   private readonly reserveDisplay: NonNullable<DesktopServiceDeps['reserveDisplay']>;
@@ -164,6 +169,9 @@ export class DesktopService {
       throw new Error('vncSearchPath must be colon-separated absolute folders');
     }
     this.vncPath = vncSearchPath ?? '-';
+    this.maxFps = deps.options.maxFps ?? 30;
+    if (!Number.isInteger(this.maxFps) || this.maxFps < 1 || this.maxFps > 120)
+      throw new Error('desktop maxFps must be a whole number from 1 to 120');
   }
 
   /** Logs in and reports the VNC server and the desktop environments installed. */
@@ -409,6 +417,8 @@ export class DesktopService {
           this.vncPath,
           waitDeciseconds,
           token,
+          this.maxFps,
+          this.options.wallpaper ?? 'plain',
         ]),
         { stdin: remoteStdin(vncPassword), timeoutMs: Math.max(1, remainingMs) },
       );

@@ -15,9 +15,30 @@
 import { desktopEnvironments } from './desktop-environments.js';
 
 const deCases = Object.entries(desktopEnvironments)
-  .map(([id, spec]) => `    ${id}) _cands='${spec.commands.map((c) => c.join(' ')).join(' ')}' ;;`)
+  .map(([id, spec]) => {
+    const companion: readonly string[] = 'companion' in spec ? spec.companion : [];
+    return `    ${id}) _cands='${spec.commands.map((c) => c.join(' ')).join(' ')}'; _comps='${companion.join(' ')}' ;;`;
+  })
   .join('\n');
+
+// Session-only changes for xfce (docs/desktop-setup.md says what each saves), made by putting a folder of
+// CloudDesk's first in the session's PATH — never through xfconf: a value xfconf is made to override (a
+// locked system default) is dropped from the user's own file the next time xfconfd saves that channel.
+// xfce4-session starts xfwm4 and xfdesktop by name, so the session gets:
+// - xfwm4: the real one with --compositor=off, so CopyRect works and nothing is redrawn through a
+//   compositor;
+// - xfdesktop (plain background only): a solid colour on the root window instead of the wallpaper (and
+//   without desktop icons); it stays running, as xfce4-session expects of xfdesktop.
 const deIds = Object.keys(desktopEnvironments).join(' ');
+
+const PLAIN_BACKGROUND = '#2e3440';
+const XFWM4_WRAPPER = `#!/bin/sh
+# CloudDesk session: xfwm4 without its compositor.
+exec @REAL@ --compositor=off "$@"`;
+const XFDESKTOP_PLAIN = `#!/bin/sh
+# CloudDesk session: a plain background instead of xfdesktop (DESKTOP_WALLPAPER=keep keeps xfdesktop).
+xsetroot -solid '${PLAIN_BACKGROUND}' 2>/dev/null
+exec sleep 2147483647`;
 
 // Started with setsid as its own session and process group, detached from the SSH channel (stdio goes to the
 // log; with no controlling terminal nothing sends it SIGHUP, so nohup is not needed). It marks itself with
@@ -28,7 +49,7 @@ const deIds = Object.keys(desktopEnvironments).join(' ');
 // token, then writes its PID where that start waits for it. The desktop environment waits, in a child, until
 // the X lock names this Xvnc and its socket exists: never on someone else's X server.
 const SESSION_SCRIPT = String.raw`
-n=$1; rdir=$2; transport=$3; geometry=$4; xvnc=$5; tok=$6; shift 6
+n=$1; rdir=$2; transport=$3; geometry=$4; xvnc=$5; tok=$6; fps=$7; companion=$8; shift 8
 id="$n-$$"; base="$rdir/start-$tok"
 CLOUDDESK_DESKTOP="$id"; export CLOUDDESK_DESKTOP
 mv -f "$base.log" "$rdir/$id.log"
@@ -48,16 +69,17 @@ xpid=$$
     if [ "$i" -gt 600 ] || ! kill -0 "$xpid" 2>/dev/null; then exit 1; fi
     sleep 0.1
   done
+  if [ "$companion" != - ]; then "$companion" </dev/null & fi
   exec "$@"
 ) &
 if [ "$transport" = unix ]; then
   exec "$xvnc" ":$n" -auth "$rdir/$id.xauth" -rfbunixpath "$rdir/$id.sock" -rfbunixmode 0600 -rfbport -1 \
     -SecurityTypes None -localhost -nolisten tcp -AlwaysShared \
-    -geometry "$geometry" -depth 24 -desktop "CloudDesk :$n"
+    -geometry "$geometry" -depth 24 -FrameRate "$fps" -desktop "CloudDesk :$n"
 else
   exec "$xvnc" ":$n" -auth "$rdir/$id.xauth" -rfbport "$((5900 + n))" -localhost \
     -SecurityTypes VncAuth -PasswordFile "$rdir/$id.passwd" -nolisten tcp -AlwaysShared \
-    -geometry "$geometry" -depth 24 -desktop "CloudDesk :$n"
+    -geometry "$geometry" -depth 24 -FrameRate "$fps" -desktop "CloudDesk :$n"
 fi
 `;
 
@@ -98,16 +120,46 @@ find_xvnc() {
   return 0
 }
 
+# The session command of desktop environment $1 (DE_CMD), and the companion program to start beside it
+# (DE_COMPANION, - for none or none installed).
 de_command() {
-  DE_CMD=
+  DE_CMD=; DE_COMPANION=-
   case $1 in
 @@DE_CASES@@
     *) return 1 ;;
   esac
+  for _c in $_comps; do
+    if DE_COMPANION=$(lookup "$_c" "$PATH"); then break; fi
+    DE_COMPANION=-
+  done
   for _c in $_cands; do
     if DE_CMD=$(lookup "$_c" "$PATH"); then return 0; fi
   done
   DE_CMD=; return 1
+}
+
+# install PATH: stdin to an executable PATH, by a rename (starts running side by side share these files).
+install_script() {
+  cat > "$1.$$" && chmod 700 "$1.$$" && mv -f "$1.$$" "$1"
+}
+
+# The folder of session-only programs for xfce ($1 = plain or keep, the wallpaper), put first in the
+# session's PATH; prints it.
+xfce_bin() {
+  _x="$RDIR/xfce-$1-bin"
+  mkdir -p "$_x" || return 1
+  if _real=$(lookup xfwm4 "$PATH"); then
+    case $_real in *[!A-Za-z0-9._/-]*) return 1 ;; esac
+    sed "s|@REAL@|$_real|" <<'SH' | install_script "$_x/xfwm4" || return 1
+@@XFWM4_WRAPPER@@
+SH
+  fi
+  if [ "$1" = plain ]; then
+    install_script "$_x/xfdesktop" <<'SH' || return 1
+@@XFDESKTOP_PLAIN@@
+SH
+  fi
+  say "$_x"
 }
 
 # The checks below run once per display or process looked at, so they use shell builtins only: a fork each
@@ -214,14 +266,15 @@ abandon() {
   rm -f "$base.pid" "$base.xauth" "$base.passwd" "$base.abort"
 }
 
-# start N DE GEOMETRY TRANSPORT VNC_PATH WAIT_DECISECONDS TOKEN: ready means *our* server — the X lock
+# start N DE GEOMETRY TRANSPORT VNC_PATH WAIT_DECISECONDS TOKEN FPS WALLPAPER: ready means *our* server — the X lock
 # names the Xvnc this start launched and that process listens on the RFB socket — otherwise the display
 # is someone else's (exit 12) and the gateway tries another one. TOKEN (from the gateway) names the start's
 # files until Xvnc's PID is known, and lets abort find a start the gateway gave up on: start-TOKEN.pid
 # stays after a success for that (and is swept after ten minutes).
 cmd_start() {
-  n=$1; de=$2; geometry=$3; transport=$4; wait_ds=$6; tok=$7
-  is_int "$n" && is_int "$wait_ds" || fail 14 bad-arguments
+  n=$1; de=$2; geometry=$3; transport=$4; wait_ds=$6; tok=$7; fps=$8; wallpaper=$9
+  is_int "$n" && is_int "$wait_ds" && is_int "$fps" || fail 14 bad-arguments
+  case $wallpaper in plain|keep) ;; *) fail 14 bad-arguments ;; esac
   case $geometry in ''|*[!0-9x]*) fail 14 bad-arguments ;; esac
   case $transport in unix|tcp) ;; *) fail 14 bad-arguments ;; esac
   case $tok in ''|*[!a-z0-9]*|?????????????????????????????????*) fail 14 bad-arguments ;; esac
@@ -238,10 +291,15 @@ cmd_start() {
     [ -n "$VNCPASSWD" ] || fail 14 vncpasswd-missing
     printf '%s\n' "$VNC_PASSWORD" | "$VNCPASSWD" -f > "$base.passwd" || fail 14 vncpasswd
   fi
+  if [ "$de" = xfce ]; then
+    _bin=$(xfce_bin "$wallpaper") || fail 14 xfce-setup
+    PATH="$_bin:$PATH"; export PATH
+  fi
   if _run=$(lookup dbus-run-session "$PATH"); then set -- "$_run" -- "$DE_CMD"
   elif _run=$(lookup dbus-launch "$PATH"); then set -- "$_run" --exit-with-session "$DE_CMD"
   else set -- "$DE_CMD"; fi
-  "$SETSID" sh -c "$SESSION_SCRIPT" clouddesk-desktop "$n" "$RDIR" "$transport" "$geometry" "$XVNC" "$tok" "$@" \
+  "$SETSID" sh -c "$SESSION_SCRIPT" clouddesk-desktop "$n" "$RDIR" "$transport" "$geometry" "$XVNC" "$tok" "$fps" \
+    "$DE_COMPANION" "$@" \
     </dev/null >>"$log" 2>&1 &
   spid=$!
   i=0
@@ -483,6 +541,8 @@ if (SESSION_SCRIPT.includes("'")) throw new Error('the session script must not c
 // Replacer functions, not strings: a replacement string would turn the shell's `$$` into `$`.
 export const REMOTE_SCRIPT = SCRIPT.replace('@@DE_CASES@@', () => deCases)
   .replace('@@DE_IDS@@', () => deIds)
+  .replace('@@XFWM4_WRAPPER@@', () => XFWM4_WRAPPER)
+  .replace('@@XFDESKTOP_PLAIN@@', () => XFDESKTOP_PLAIN)
   .replace('@@SESSION_SCRIPT@@', () => SESSION_SCRIPT);
 
 export type RemoteCommand = 'probe' | 'start' | 'alive' | 'stop' | 'abort';
