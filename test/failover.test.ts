@@ -249,6 +249,8 @@ void describe('scale-out failover: 3 gateways behind HAProxy', { timeout: 600_00
           DATA_DIR: join(dataDir, `gw${i + 1}`),
           DATABASE_URL: pg.url,
           REDIS_URL: redis.url,
+          // Sign-ups are open here: with Redis the default is invite-only.
+          REGISTRATION: 'open',
           TRUST_PROXY: 'true',
           INSTANCE_ALLOWED_CIDRS: '127.0.0.0/8',
           MAX_SESSIONS_PER_USER: '2',

@@ -239,6 +239,8 @@ async function externalStores(opts: ClouddeskOptions): Promise<ExternalStores> {
     const { startRedisServer } = await import('../../test/helpers/redis-server.js');
     const redis = await startRedisServer();
     env.REDIS_URL = redis.url;
+    // The load generator signs its users up: with Redis the default is invite-only.
+    env.REGISTRATION = 'open';
     stops.push(onCleanup('bench redis', () => redis.dispose()));
   }
   return {
