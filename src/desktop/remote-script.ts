@@ -5,10 +5,12 @@
 // The per-session VNC password is the one variable part: a generated [A-Za-z0-9]{8} value put in front of
 // the script on stdin, so it never appears in argv (`ps`) on the instance.
 //
-// Layout on the instance: /tmp/clouddesk-<uid>/ (mode 0700, ours, not a symlink) holds <N>.sock (the RFB
-// Unix socket, 0600), <N>.pid, <N>.xauth, <N>.passwd (tcp only) and <N>.log. /tmp keeps the socket path far
-// below the 108-byte sun_path limit; XDG_RUNTIME_DIR is not used because logind removes it when the user's
-// last login (our SSH exec) ends.
+// Layout on the instance: /tmp/clouddesk-<uid>/ (mode 0700, ours, not a symlink) holds, per desktop,
+// <N>-<PID>.sock (the RFB Unix socket, 0600), <N>-<PID>.xauth, <N>-<PID>.passwd (tcp only) and <N>-<PID>.log,
+// where PID is its Xvnc's; start-<token>.* while a start runs (start-<token>.pid stays for abort); and
+// xfce-<plain|keep>-bin/, the session-only programs of xfce sessions. /tmp keeps the socket path far below
+// the 108-byte sun_path limit; XDG_RUNTIME_DIR is not used because logind removes it when the user's last
+// login (our SSH exec) ends.
 //
 // Exit codes the desktop service relies on: 0 ok, 10 no TigerVNC, 11 desktop environment missing, 12 display
 // taken, 13 Xvnc died at start, 14 other failure, 15 not ready in time.
