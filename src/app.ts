@@ -21,6 +21,10 @@ import { createRateLimits, enforceApiRateLimit, type RateLimits } from './coordi
 import { Metrics, exposeMetrics, registerHttpMetrics, type MetricsServer } from './observability/metrics.js';
 import { AuthService } from './auth/auth.service.js';
 import { registerAuthRoutes } from './auth/auth.routes.js';
+import { OidcClient, type OidcProviderPort } from './identity/oidc-client.js';
+import { OidcService } from './identity/oidc.service.js';
+import { registerOidcRoutes } from './identity/oidc.routes.js';
+import { IdentityRepository } from './store/identity.repository.js';
 import type { SignInGuard } from './auth/sign-in-guard.js';
 import { AddressGuard, type InterfaceSource, type Resolver } from './instances/address-guard.js';
 import { InstanceService } from './instances/instance.service.js';
@@ -54,6 +58,8 @@ export interface AppDeps {
   newId?: IdGenerator;
   store?: Store;
   coordinator?: Coordinator;
+  /** Replaces the OpenID provider adapter (default: openid-client against OIDC_ISSUER). */
+  oidcProvider?: OidcProviderPort;
   /** Replaces the rate-limit sign-in guard (unit tests of the auth flow). */
   signInGuard?: SignInGuard;
   resolver?: Resolver;
@@ -161,8 +167,24 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       refreshReuseGraceMs: config.auth.refreshReuseGraceMs,
       registration: config.auth.registration,
       firstUserBecomesAdmin: config.auth.firstUserBecomesAdmin,
+      local: config.auth.local,
     },
   );
+  const identities = new IdentityRepository(store);
+  const oidc =
+    config.oidc &&
+    new OidcService(
+      {
+        provider: deps.oidcProvider ?? new OidcClient(config.oidc),
+        coordinator,
+        auth,
+        users,
+        identities,
+        audit,
+        clock,
+      },
+      config.oidc,
+    );
   const instances = new InstanceService({
     instances: instanceRepo,
     secrets,
@@ -299,9 +321,17 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     authenticate,
     refreshTtlSeconds: config.auth.refreshTtlSeconds,
     registration: config.auth.registration,
+    methods: { local: config.auth.local, oidc: oidc && { name: oidc.name } },
     publishSignOut: (userId) => coordinator.publish({ type: 'sign-out-user', userId }),
     isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
   });
+  if (oidc)
+    registerOidcRoutes(app, {
+      oidc,
+      guard: deps.signInGuard ?? rateLimits,
+      refreshTtlSeconds: config.auth.refreshTtlSeconds,
+      redirectUri: config.oidc?.redirectUri ?? null,
+    });
   registerInstanceRoutes(app, { instances, sessions, authenticate });
   registerSessionRoutes(app, {
     sessions,

@@ -347,3 +347,45 @@ test('the gateway caps: defaults, and bad values reported together', () => {
     /must fit within DESKTOP_MAX_GEOMETRY/,
   );
 });
+
+test('company sign-in settings: parsed, and the bad ones reported', () => {
+  const config = loadConfig({
+    ...TEST_SECRETS,
+    DATA_DIR: '/tmp/clouddesk-config-test',
+    OIDC_ISSUER: 'https://login.example.com/realms/staff',
+    OIDC_CLIENT_ID: 'clouddesk',
+    OIDC_ALLOWED_DOMAINS: 'Example.com, @corp.example.org',
+    OIDC_ADMIN_GROUPS: 'cd-admins',
+    AUTH_LOCAL: 'disabled',
+  });
+  assert.deepEqual(config.oidc?.allowedDomains, ['example.com', 'corp.example.org']);
+  assert.deepEqual(config.oidc?.scopes, ['openid', 'email', 'profile']);
+  assert.equal(config.oidc?.groupsClaim, 'groups');
+  assert.equal(config.oidc?.name, 'login.example.com');
+  assert.equal(config.oidc?.clientSecret, null);
+  assert.equal(config.auth.local, false);
+  assert.equal(loadConfig({ ...TEST_SECRETS, DATA_DIR: '/tmp/clouddesk-config-test' }).oidc, null);
+  assert.throws(
+    () =>
+      loadConfig({
+        ...TEST_SECRETS,
+        OIDC_ISSUER: 'http://login.example.com',
+        OIDC_SCOPES: 'email',
+        OIDC_ALLOWED_DOMAINS: 'not a domain',
+      }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      const text = e.problems.join('\n');
+      for (const what of ['OIDC_ISSUER must be https', 'OIDC_CLIENT_ID', 'OIDC_SCOPES', 'not a domain'])
+        assert.ok(text.includes(what), `${what} in ${text}`);
+      return true;
+    },
+  );
+  assert.throws(
+    () => loadConfig({ ...TEST_SECRETS, AUTH_LOCAL: 'disabled', OIDC_CLIENT_ID: 'x' }),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      e.problems.some((p) => p.includes('AUTH_LOCAL=disabled needs OIDC_ISSUER')) &&
+      e.problems.some((p) => p.includes('OIDC_CLIENT_ID need OIDC_ISSUER')),
+  );
+});

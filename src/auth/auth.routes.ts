@@ -25,6 +25,22 @@ const RefreshBody = Type.Union([
   Type.Null(),
 ]);
 
+/** The refresh token's cookie: httpOnly, SameSite=Strict, only ever sent to /api/auth. */
+export function setRefreshTokenCookie(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  token: string,
+  ttlSeconds: number,
+): FastifyReply {
+  return reply.setCookie(REFRESH_COOKIE, token, {
+    httpOnly: true,
+    sameSite: 'strict',
+    secure: request.protocol === 'https',
+    path: '/api/auth',
+    maxAge: ttlSeconds,
+  });
+}
+
 export function registerAuthRoutes(
   app: FastifyInstance,
   deps: {
@@ -33,6 +49,8 @@ export function registerAuthRoutes(
     authenticate: preHandlerAsyncHookHandler;
     refreshTtlSeconds: number;
     registration: 'open' | 'closed';
+    /** What the sign-in page offers: passwords (AUTH_LOCAL) and/or "Sign in with <oidc>". */
+    methods: { local: boolean; oidc: { name: string } | null };
     publishSignOut: (userId: string) => Promise<void>;
     /** The gateway's origin policy (http/origin.ts): its own host and CORS_ORIGIN. */
     isOriginAllowed: (origin: string, host: string | undefined) => boolean;
@@ -42,13 +60,7 @@ export function registerAuthRoutes(
   const { auth, guard } = deps;
 
   const setRefreshCookie = (request: FastifyRequest, reply: FastifyReply, token: string) =>
-    reply.setCookie(REFRESH_COOKIE, token, {
-      httpOnly: true,
-      sameSite: 'strict',
-      secure: request.protocol === 'https',
-      path: '/api/auth',
-      maxAge: deps.refreshTtlSeconds,
-    });
+    setRefreshTokenCookie(request, reply, token, deps.refreshTtlSeconds);
   /**
    * The refresh token of a refresh or logout: the body's (API clients), else the cookie's. The
    * cookie is sent by the browser on its own, so a call that relies on it must come from an allowed
@@ -122,6 +134,10 @@ export function registerAuthRoutes(
 
   // What the sign-up page needs to know before anyone is signed in.
   r.get('/api/auth/registration', () => Promise.resolve(data({ mode: deps.registration })));
+
+  r.get('/api/auth/methods', () =>
+    Promise.resolve(data({ ...deps.methods, registration: deps.registration })),
+  );
 
   r.get('/api/auth/me', { preHandler: deps.authenticate }, async (request) =>
     data(await auth.me(request.userId)),

@@ -48,7 +48,12 @@ export interface AuthServiceOptions {
   registration?: 'open' | 'closed';
   /** The first account of an empty install becomes admin; default false. */
   firstUserBecomesAdmin?: boolean;
+  /** AUTH_LOCAL: password registration and sign-in; default true. */
+  local?: boolean;
 }
+
+/** How an account proved who it is, for the audit trail. */
+export type SignInMethod = 'password' | 'oidc';
 
 const ISSUER = 'clouddesk';
 /**
@@ -108,6 +113,7 @@ export class AuthService {
     password: string,
     options: { inviteToken?: string } = {},
   ): Promise<{ user: PublicUser } & TokenPair> {
+    if (this.options.local === false) throw new AppError('LOCAL_AUTH_DISABLED');
     const normalized = normalizeEmail(email);
     if (this.options.registration === 'closed' && options.inviteToken === undefined)
       throw new AppError('REGISTRATION_CLOSED');
@@ -179,17 +185,35 @@ export class AuthService {
     return { id, token, email: normalized, expiresAt: new Date(expiresAt).toISOString() };
   }
 
+  /**
+   * An account that signs in only through the company's provider: no password (an empty hash, which
+   * no password matches).
+   */
+  async createExternalAccount(email: string, role: UserRole): Promise<UserRow | null> {
+    const row: UserRow = {
+      id: this.deps.newId(),
+      email: normalizeEmail(email),
+      password_hash: '',
+      created_at: this.deps.clock.now(),
+      role,
+      disabled_at: null,
+      last_sign_in_at: null,
+    };
+    return (await this.deps.users.create(row)) ? row : null;
+  }
+
   async login(email: string, password: string): Promise<{ user: PublicUser } & TokenPair> {
+    if (this.options.local === false) throw new AppError('LOCAL_AUTH_DISABLED');
     const normalized = normalizeEmail(email);
     const row = await this.deps.users.findByEmail(normalized);
-    if (!row) {
+    if (!row || row.password_hash === '') {
       // A refused first try (OVERLOADED) must not stay cached.
       this.dummyHash ??= this.hash('not-a-real-password').catch((e: unknown) => {
         this.dummyHash = undefined;
         throw e;
       });
       await this.verifyHash(await this.dummyHash, password);
-      this.signInFailed(normalized, null, 'INVALID_CREDENTIALS');
+      this.signInFailed(normalized, row?.id ?? null, 'INVALID_CREDENTIALS');
       throw new AppError('INVALID_CREDENTIALS');
     }
     if (!(await this.verifyHash(row.password_hash, password))) {
@@ -201,12 +225,25 @@ export class AuthService {
       this.signInFailed(normalized, row.id, 'ACCOUNT_DISABLED');
       throw new AppError('ACCOUNT_DISABLED');
     }
+    return this.completeSignIn(row, 'password');
+  }
+
+  /** The last step of every sign-in, once the account is known and allowed: tokens and the trail. */
+  async completeSignIn(
+    row: UserRow,
+    method: SignInMethod,
+    details: Record<string, string> = {},
+  ): Promise<{ user: PublicUser } & TokenPair> {
+    if (row.disabled_at !== null) {
+      this.signInFailed(row.email, row.id, 'ACCOUNT_DISABLED', method);
+      throw new AppError('ACCOUNT_DISABLED');
+    }
     const now = this.deps.clock.now();
     await this.deps.users.setLastSignIn(row.id, now);
     this.deps.audit.record('auth.sign-in', {
       actor: row.id,
       targetId: row.id,
-      details: { email: normalized },
+      details: method === 'password' ? { email: row.email } : { email: row.email, method, ...details },
     });
     return {
       user: toPublicUser({ ...row, last_sign_in_at: now }),
@@ -215,12 +252,20 @@ export class AuthService {
   }
 
   /** A refused sign-in, in the trail of the account it named (when there is one). */
-  signInFailed(email: string, userId: string | null, reason: string): void {
+  signInFailed(
+    email: string,
+    userId: string | null,
+    reason: string,
+    method: SignInMethod = 'password',
+  ): void {
     this.deps.audit.record('auth.sign-in-failed', {
       actor: 'system',
       subjectUserId: userId,
       targetId: userId,
-      details: { email: normalizeEmail(email), reason },
+      details:
+        method === 'password'
+          ? { email: normalizeEmail(email), reason }
+          : { email: normalizeEmail(email), reason, method },
     });
   }
 

@@ -40,6 +40,23 @@ export type RedisSettings =
       tls: RedisTls | null;
     };
 
+export interface OidcSettings {
+  issuer: string;
+  clientId: string;
+  /** null: a public client (PKCE only). */
+  clientSecret: string | null;
+  scopes: string[];
+  /** Email domains allowed to sign in (lower case); empty = any. */
+  allowedDomains: string[];
+  /** Members of any of these groups are admins, others users; empty = roles are not mapped. */
+  adminGroups: string[];
+  groupsClaim: string;
+  /** What the sign-in button says: "Sign in with <name>". */
+  name: string;
+  /** The callback URL registered at the provider; null = this request's origin + /api/auth/oidc/callback. */
+  redirectUri: string | null;
+}
+
 export interface Config {
   env: string;
   http: { host: string; port: number; trustProxy: boolean; bodyLimitBytes: number; publicDir: string | null };
@@ -67,7 +84,13 @@ export interface Config {
     registration: 'open' | 'closed';
     /** The first account of an empty install becomes admin (single node only: no REDIS_URL). */
     firstUserBecomesAdmin: boolean;
+    /** AUTH_LOCAL: password sign-in and registration; off leaves only OIDC. */
+    local: boolean;
+    /** AUTH_REQUIRE_2FA: every local account must turn TOTP on before it gets a token. */
+    require2fa: boolean;
   };
+  /** Company sign-in (OIDC_ISSUER set), or null. */
+  oidc: OidcSettings | null;
   audit: { retentionDays: number };
   sessions: {
     maxPerUser: number;
@@ -401,7 +424,10 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
         'closed',
       ]),
       firstUserBecomesAdmin: redis === null,
+      local: r.oneOf<'enabled' | 'disabled'>('AUTH_LOCAL', 'enabled', ['enabled', 'disabled']) === 'enabled',
+      require2fa: r.bool('AUTH_REQUIRE_2FA', false),
     },
+    oidc: parseOidc(r),
     audit: { retentionDays: r.int('AUDIT_RETENTION_DAYS', 90, 1, 3650) },
     sessions: {
       maxPerUser: r.int('MAX_SESSIONS_PER_USER', 5, 1, 1000),
@@ -588,6 +614,60 @@ function parseRedis(r: Reader): RedisSettings | null {
   if ((username ?? password) !== null)
     r.problems.push('REDIS_USERNAME/REDIS_PASSWORD are set but no Redis is configured');
   return null;
+}
+
+function parseOidc(r: Reader): OidcSettings | null {
+  const issuer = r.optional('OIDC_ISSUER');
+  const names = [
+    'OIDC_CLIENT_ID',
+    'OIDC_CLIENT_SECRET',
+    'OIDC_SCOPES',
+    'OIDC_ALLOWED_DOMAINS',
+    'OIDC_ADMIN_GROUPS',
+    'OIDC_GROUPS_CLAIM',
+    'OIDC_NAME',
+    'OIDC_REDIRECT_URI',
+  ];
+  if (issuer === null) {
+    const stray = names.filter((n) => r.raw(n) !== undefined);
+    if (stray.length > 0) r.problems.push(`${stray.join(', ')} need OIDC_ISSUER`);
+    if (r.raw('AUTH_LOCAL') === 'disabled')
+      r.problems.push('AUTH_LOCAL=disabled needs OIDC_ISSUER (else nobody can sign in)');
+    return null;
+  }
+  let issuerUrl: URL | null = null;
+  try {
+    issuerUrl = new URL(issuer);
+  } catch {
+    r.problems.push(`OIDC_ISSUER=${issuer} must be a URL`);
+  }
+  if (issuerUrl && issuerUrl.protocol !== 'https:' && !isLoopbackHost(issuerUrl.hostname))
+    r.problems.push('OIDC_ISSUER must be https:// (http only on loopback)');
+  const clientId = r.optional('OIDC_CLIENT_ID');
+  if (clientId === null) r.problems.push('OIDC_CLIENT_ID must be set with OIDC_ISSUER');
+  const scopes = r.list('OIDC_SCOPES', ['openid', 'email', 'profile']).flatMap((s) => s.split(/\s+/));
+  if (!scopes.includes('openid')) r.problems.push('OIDC_SCOPES must include openid');
+  const allowedDomains = r.list('OIDC_ALLOWED_DOMAINS').map((d) => d.toLowerCase().replace(/^@/, ''));
+  for (const d of allowedDomains)
+    if (!/^[a-z0-9.-]+\.[a-z0-9-]+$/.test(d)) r.problems.push(`OIDC_ALLOWED_DOMAINS: "${d}" is not a domain`);
+  const redirectUri = r.optional('OIDC_REDIRECT_URI');
+  if (redirectUri !== null && !/^https?:\/\/[^/]+\/api\/auth\/oidc\/callback$/.test(redirectUri))
+    r.problems.push('OIDC_REDIRECT_URI must be http(s)://<host>/api/auth/oidc/callback');
+  return {
+    issuer,
+    clientId: clientId ?? '',
+    clientSecret: r.optional('OIDC_CLIENT_SECRET'),
+    scopes,
+    allowedDomains,
+    adminGroups: r.list('OIDC_ADMIN_GROUPS'),
+    groupsClaim: r.string('OIDC_GROUPS_CLAIM', 'groups'),
+    name: r.string('OIDC_NAME', issuerUrl?.hostname ?? 'your company'),
+    redirectUri,
+  };
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function parseGeometry(text: string): { width: number; height: number } | null {

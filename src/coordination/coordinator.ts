@@ -22,6 +22,9 @@ export interface LockHandle {
 export type ClusterCommand =
   { type: 'end-session'; sessionId: string; reason: string } | { type: 'sign-out-user'; userId: string };
 
+/** What `putOnce` holds: the OIDC sign-in in flight, the second step of a two-factor sign-in. */
+export type OnceKind = 'oidc' | 'mfa';
+
 export interface ViewerLease {
   sessionId: string;
   viewerId: string;
@@ -33,6 +36,14 @@ export interface Coordinator {
   issueTicket(claims: TicketClaims, ttlMs: number): Promise<string>;
   /** Returns the claims and forgets the ticket; null when unknown, used or expired. */
   redeemTicket(ticket: string): Promise<TicketClaims | null>;
+
+  /**
+   * A short-lived single-use value under a key the caller made unguessable (an OIDC sign-in's
+   * `state`, a second sign-in step): any node may take it, once, within ttlMs.
+   */
+  putOnce(kind: OnceKind, id: string, value: string, ttlMs: number): Promise<void>;
+  /** Returns the value and forgets it; null when unknown, taken or expired. */
+  takeOnce(kind: OnceKind, id: string): Promise<string | null>;
 
   /**
    * Mutual exclusion across the cluster (`SET key token NX PX ttl`). Returns null when held by

@@ -4,7 +4,14 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
-import type { ClusterCommand, Coordinator, LockHandle, TicketClaims, ViewerLease } from './coordinator.js';
+import type {
+  ClusterCommand,
+  Coordinator,
+  LockHandle,
+  OnceKind,
+  TicketClaims,
+  ViewerLease,
+} from './coordinator.js';
 
 interface Expiring<T> {
   value: T;
@@ -19,6 +26,7 @@ const FENCE_TTL_MS = 24 * 3600_000;
 export class MemoryCoordinator implements Coordinator {
   private readonly tickets = new Map<string, Expiring<TicketClaims>>();
   private readonly locks = new Map<string, Expiring<string>>();
+  private readonly once = new Map<string, Expiring<string>>();
   /** Each lock key's last fence, kept a day after its last grant (as in Redis). */
   private readonly fences = new Map<string, Expiring<number>>();
   private readonly viewers = new Map<string, Map<string, Expiring<ViewerLease>>>();
@@ -31,7 +39,10 @@ export class MemoryCoordinator implements Coordinator {
     const now = this.clock.now();
     if (now - this.lastSweep < SWEEP_EVERY_MS) return;
     this.lastSweep = now;
-    for (const map of [this.tickets, this.locks, this.fences] as Map<string, Expiring<unknown>>[]) {
+    for (const map of [this.tickets, this.locks, this.fences, this.once] as Map<
+      string,
+      Expiring<unknown>
+    >[]) {
       for (const [k, v] of map) if (v.expiresAt <= now) map.delete(k);
     }
     for (const [sessionId, leases] of this.viewers) {
@@ -50,6 +61,20 @@ export class MemoryCoordinator implements Coordinator {
   redeemTicket(ticket: string): Promise<TicketClaims | null> {
     const entry = this.tickets.get(ticket);
     this.tickets.delete(ticket);
+    if (!entry || entry.expiresAt <= this.clock.now()) return Promise.resolve(null);
+    return Promise.resolve(entry.value);
+  }
+
+  putOnce(kind: OnceKind, id: string, value: string, ttlMs: number): Promise<void> {
+    this.sweep();
+    this.once.set(`${kind}:${id}`, { value, expiresAt: this.clock.now() + ttlMs });
+    return Promise.resolve();
+  }
+
+  takeOnce(kind: OnceKind, id: string): Promise<string | null> {
+    const key = `${kind}:${id}`;
+    const entry = this.once.get(key);
+    this.once.delete(key);
     if (!entry || entry.expiresAt <= this.clock.now()) return Promise.resolve(null);
     return Promise.resolve(entry.value);
   }

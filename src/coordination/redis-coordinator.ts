@@ -22,6 +22,7 @@
 // on a Redis Cluster only it picks the slot, so keys one script touches together share it, and no
 // command spans two slots.
 //   ticket:{<ticket>}        claims JSON, PX ttl, redeemed with GETDEL (single use)
+//   once:<kind>:{<id>}       an OIDC sign-in's state or a second sign-in step, PX ttl, taken with GETDEL
 //   lock:{<key>}             "<fence>:<nonce>", SET PX by script; released by compare-and-delete
 //   fence:{<key>}            the key's fencing counter (INCR), in the same slot as its lock
 //   viewers:{<sessionId>}    sorted set viewerId → lease expiry (injected clock), PEXPIREs with the last lease
@@ -35,7 +36,14 @@ import type { RedisSettings } from '../config/config.js';
 import { AppError, isAppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
-import type { ClusterCommand, Coordinator, LockHandle, TicketClaims, ViewerLease } from './coordinator.js';
+import type {
+  ClusterCommand,
+  Coordinator,
+  LockHandle,
+  OnceKind,
+  TicketClaims,
+  ViewerLease,
+} from './coordinator.js';
 import { withLockPolling } from './memory-coordinator.js';
 
 export interface RedisCoordinatorOptions {
@@ -524,6 +532,30 @@ export class RedisCoordinator implements Coordinator {
         });
       }
       return claims;
+    });
+  }
+
+  // Retry: SET of the same key and value is idempotent.
+  putOnce(kind: OnceKind, id: string, value: string, ttlMs: number): Promise<void> {
+    const key = this.key(`once:${kind}`, id);
+    return this.call(async () => {
+      await this.redis.set(key, value, 'PX', Math.max(1, Math.round(ttlMs)));
+    });
+  }
+
+  // As redeemTicket: a lost GETDEL answer makes the retry find nothing, so a value is never taken twice,
+  // and the taking counts only once a replica has the deletion.
+  takeOnce(kind: OnceKind, id: string): Promise<string | null> {
+    if (!TICKET_PATTERN.test(id)) return Promise.resolve(null);
+    const key = this.key(`once:${kind}`, id);
+    return this.call(async () => {
+      const { result, replicated } = await this.afterWrite<string | null>((p) => p.getdel(key), key);
+      if (result !== null && replicated === 'lagging') {
+        throw new AppError('COORDINATION_UNAVAILABLE', {
+          message: 'No Redis replica confirmed the sign-in step was used; sign in again',
+        });
+      }
+      return result;
     });
   }
 

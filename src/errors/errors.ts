@@ -33,6 +33,53 @@ export const errorCatalogue = {
   },
   INVITE_INVALID: { status: 400, message: 'The invite is unknown, used or expired', log: false },
   RATE_LIMITED: { status: 429, message: 'Too many requests, try again later', log: false },
+  LOCAL_AUTH_DISABLED: {
+    status: 403,
+    message: 'Password sign-in is turned off here: sign in with your company account',
+    log: false,
+  },
+
+  // company sign-in (OIDC); the callback puts these codes in the sign-in page's URL
+  OIDC_NOT_CONFIGURED: { status: 404, message: 'Company sign-in is not set up', log: false },
+  OIDC_STATE_INVALID: {
+    status: 400,
+    message: 'This sign-in link is unknown, used or expired: start the sign-in again',
+    log: false,
+  },
+  OIDC_DENIED: { status: 401, message: 'The identity provider did not sign you in', log: false },
+  OIDC_TOKEN_INVALID: {
+    status: 401,
+    message: "The identity provider's answer could not be verified",
+    log: false,
+  },
+  OIDC_EMAIL_MISSING: { status: 403, message: 'The identity provider gave no email address', log: false },
+  OIDC_EMAIL_UNVERIFIED: {
+    status: 403,
+    message: 'The identity provider has not verified this email address',
+    log: false,
+  },
+  OIDC_DOMAIN_FORBIDDEN: {
+    status: 403,
+    message: 'Accounts of this email domain may not sign in',
+    log: false,
+  },
+  OIDC_PROVIDER_UNAVAILABLE: { status: 502, message: 'The identity provider cannot be reached', log: true },
+
+  // two-factor (TOTP)
+  MFA_REQUIRED: { status: 401, message: 'Enter the code from your authenticator app', log: false },
+  MFA_ENROLMENT_REQUIRED: {
+    status: 403,
+    message: 'Two-factor sign-in is required here: set it up to continue',
+    log: false,
+  },
+  MFA_CODE_INVALID: { status: 401, message: 'The code is wrong, expired or already used', log: false },
+  MFA_CHALLENGE_INVALID: {
+    status: 401,
+    message: 'This sign-in step is unknown, used or expired: sign in again',
+    log: false,
+  },
+  MFA_ALREADY_ENABLED: { status: 409, message: 'Two-factor sign-in is already on', log: false },
+  MFA_NOT_ENABLED: { status: 409, message: 'Two-factor sign-in is not on', log: false },
 
   // instances
   INSTANCE_NOT_FOUND: { status: 404, message: 'No such instance', log: false },

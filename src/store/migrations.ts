@@ -201,4 +201,48 @@ export const migrations: Record<string, Migration> = {
         await db.schema.alterTable('users').dropColumn(column).execute();
     },
   },
+  '0006_identity': {
+    async up(db: Kysely<unknown>) {
+      // Company sign-in: one row per (issuer, subject) an account signed in with.
+      await db.schema
+        .createTable('user_identities')
+        .addColumn('issuer', 'text', (c) => c.notNull())
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('email', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('last_sign_in_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('user_identities_pk', ['issuer', 'subject'])
+        .execute();
+      await db.schema.createIndex('user_identities_user').on('user_identities').column('user_id').execute();
+
+      // TOTP: the secret sealed by the secret box; enabled once a code confirmed it; the last time step
+      // a code was accepted for, so a code is never accepted twice.
+      await db.schema
+        .createTable('user_totp')
+        .addColumn('user_id', 'text', (c) => c.primaryKey().references('users.id').onDelete('cascade'))
+        .addColumn('secret_ciphertext', 'text', (c) => c.notNull())
+        .addColumn('secret_key_id', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('enabled_at', 'bigint')
+        .addColumn('last_step', 'bigint')
+        .execute();
+      await db.schema
+        .createTable('totp_recovery_codes')
+        .addColumn('code_hash', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('used_at', 'bigint')
+        .execute();
+      await db.schema
+        .createIndex('totp_recovery_codes_user')
+        .on('totp_recovery_codes')
+        .column('user_id')
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('totp_recovery_codes').execute();
+      await db.schema.dropTable('user_totp').execute();
+      await db.schema.dropTable('user_identities').execute();
+    },
+  },
 };

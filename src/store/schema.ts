@@ -112,6 +112,35 @@ export interface UsageDailyTable {
   viewer_seconds: number;
 }
 
+/** An external identity (OIDC issuer + subject) an account signs in with. */
+export interface UserIdentitiesTable {
+  issuer: string;
+  subject: string;
+  user_id: string;
+  /** The email the provider gave at the last sign-in. */
+  email: string | null;
+  created_at: number;
+  last_sign_in_at: number;
+}
+
+/** A local account's TOTP secret (sealed); enabled_at null while enrolment is not confirmed. */
+export interface UserTotpTable {
+  user_id: string;
+  secret_ciphertext: string;
+  secret_key_id: string;
+  created_at: number;
+  enabled_at: number | null;
+  /** The highest 30-second step a code was accepted for: that code and older ones are refused. */
+  last_step: number | null;
+}
+
+/** One-time recovery codes; only their SHA-256 is kept. */
+export interface TotpRecoveryCodesTable {
+  code_hash: string;
+  user_id: string;
+  used_at: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   refresh_tokens: RefreshTokensTable;
@@ -120,4 +149,7 @@ export interface Database {
   usage_daily: UsageDailyTable;
   invites: InvitesTable;
   audit_events: AuditEventsTable;
+  user_identities: UserIdentitiesTable;
+  user_totp: UserTotpTable;
+  totp_recovery_codes: TotpRecoveryCodesTable;
 }

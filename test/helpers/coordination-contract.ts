@@ -132,6 +132,23 @@ export function contractSuite(
       assert.equal(await a!.redeemTicket('../../etc/passwd'), null);
     });
 
+    void it('a single-use value is taken once, on any node, and lapses after its ttl', async () => {
+      const [a, b] = await h.nodes(2);
+      const id = randomBytes(16).toString('base64url');
+      await a!.putOnce('oidc', id, '{"nonce":"n"}', 30_000);
+      assert.equal(await b!.takeOnce('mfa', id), null, 'kinds are apart');
+      const taken = await Promise.all([a!.takeOnce('oidc', id), b!.takeOnce('oidc', id)]);
+      assert.deepEqual(
+        taken.filter((t) => t !== null),
+        ['{"nonce":"n"}'],
+      );
+      const late = randomBytes(16).toString('base64url');
+      await a!.putOnce('mfa', late, 'x', 100);
+      await h.advance(150);
+      assert.equal(await b!.takeOnce('mfa', late), null);
+      assert.equal(await b!.takeOnce('mfa', '../x'), null);
+    });
+
     void it('a lock is exclusive across nodes and only its owner releases it', async () => {
       const [a, b] = await h.nodes(2);
       const key = `display:${randomBytes(4).toString('hex')}`;

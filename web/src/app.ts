@@ -129,11 +129,20 @@ export function startApp(root: HTMLElement): void {
   root.replaceChildren(splash());
   // Only a browser that was signed in has a refresh cookie to trade: a first visit asks nothing, so
   // the console shows no 401 (issue 14 point 12). The cookie is httpOnly; this flag stands in for it.
-  const restored = prefs.wasSignedIn ? api.restore() : Promise.resolve(null);
+  // Company sign-in comes back to /instances?signedIn=oidc with the refresh cookie just set.
+  const url = new URL(location.href);
+  const fromCompanySignIn = url.searchParams.get('signedIn') === 'oidc';
+  if (fromCompanySignIn) {
+    url.searchParams.delete('signedIn');
+    history.replaceState(history.state, '', url.pathname + url.search + url.hash);
+  }
+  const restored = prefs.wasSignedIn || fromCompanySignIn ? api.restore() : Promise.resolve(null);
   restored.then(
     (user) => {
-      if (user) ctx.user = user;
-      else if (prefs.wasSignedIn) {
+      if (user) {
+        if (fromCompanySignIn) ctx.signedIn(user);
+        else ctx.user = user;
+      } else if (prefs.wasSignedIn) {
         prefs.wasSignedIn = false;
         savePrefs(prefs);
         ctx.setFlash({ message: 'Your session has expired. Sign in again.', tone: 'error' });

@@ -31,6 +31,12 @@ export interface ApiClientDeps {
 /** Codes after which a fresh access token may fix the request. */
 const REFRESHABLE = new Set(['TOKEN_EXPIRED', 'INVALID_TOKEN', 'UNAUTHENTICATED']);
 
+export interface SignInMethods {
+  local: boolean;
+  oidc: { name: string } | null;
+  registration: 'open' | 'closed';
+}
+
 export class ApiClient {
   private accessToken: string | null = null;
   private refreshing: Promise<void> | null = null;
@@ -47,6 +53,11 @@ export class ApiClient {
     const result = await this.send<AuthResult>('POST', '/api/auth/register', { email, password }, false);
     this.accessToken = result.accessToken;
     return result.user;
+  }
+
+  /** What the sign-in page may offer: passwords, and/or "Sign in with <name>" (company sign-in). */
+  methods(): Promise<SignInMethods> {
+    return this.send<SignInMethods>('GET', '/api/auth/methods', undefined, false);
   }
 
   async login(email: string, password: string): Promise<User> {

@@ -12,8 +12,12 @@ const MIN_PASSWORD = 8;
 const PASSWORD_RULE = 'At least 8 characters.';
 
 export function authView(ctx: AppContext, mode: Mode): View {
-  const next = safeNext(new URLSearchParams(location.search).get('next'));
-  const flash = ctx.takeFlash();
+  const query = new URLSearchParams(location.search);
+  const next = safeNext(query.get('next'));
+  const signInError = query.get('signInError');
+  const flash =
+    ctx.takeFlash() ??
+    (signInError === null ? null : { message: companySignInError(signInError), tone: 'error' as const });
   const isSignUp = mode === 'sign-up';
 
   const emailId = uid('email');
@@ -156,8 +160,63 @@ export function authView(ctx: AppContext, mode: Mode): View {
       switchLink,
     ),
   );
+  // "Sign in with <company>" when company sign-in is set up; the password form only while AUTH_LOCAL is on.
+  const company = h('div', { class: 'auth-company', hidden: true });
+  form.before(company);
+  ctx.api.methods().then(
+    (methods) => {
+      if (methods.oidc) {
+        company.hidden = false;
+        company.replaceChildren(
+          ...[
+            h(
+              'a',
+              {
+                class: 'btn btn-primary btn-block',
+                href: '/api/auth/oidc/start',
+                'data-testid': 'oidc-sign-in',
+              },
+              `Sign in with ${methods.oidc.name}`,
+            ),
+            methods.local ? h('p', { class: 'muted auth-or' }, 'or with your email and password') : null,
+          ].filter((n) => n !== null),
+        );
+      }
+      if (!methods.local) {
+        form.hidden = true;
+        switchLink.hidden = true;
+      }
+    },
+    () => undefined, // an older gateway without /api/auth/methods: passwords only, as before
+  );
   queueMicrotask(() => email.focus());
   return { element, title: isSignUp ? 'Create account' : 'Sign in' };
+}
+
+/** The sentence for a code the company sign-in's callback sent back (`?signInError=CODE`). */
+function companySignInError(code: string): string {
+  switch (code) {
+    case 'OIDC_DOMAIN_FORBIDDEN':
+      return 'Accounts of your email domain may not sign in here. Ask your administrator.';
+    case 'OIDC_EMAIL_UNVERIFIED':
+      return 'Your company account’s email address is not verified, so it cannot be linked to an account here.';
+    case 'OIDC_EMAIL_MISSING':
+      return 'Your company account gave no email address. Ask your administrator.';
+    case 'OIDC_STATE_INVALID':
+      return 'That sign-in link was used or has expired. Sign in again.';
+    case 'OIDC_DENIED':
+      return 'Your company’s sign-in did not let you in.';
+    case 'OIDC_TOKEN_INVALID':
+      return 'Your company’s sign-in answered in a way that could not be verified. Sign in again.';
+    case 'OIDC_PROVIDER_UNAVAILABLE':
+      return 'Your company’s sign-in cannot be reached right now. Try again in a moment.';
+    case 'ACCOUNT_DISABLED':
+      return 'This account is disabled.';
+    case 'RATE_LIMITED':
+      return 'Too many attempts. Try again in a little while.';
+    default:
+      return 'Signing in with your company account did not work. Try again.';
+  }
 }
 
 function validate(
