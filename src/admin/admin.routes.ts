@@ -95,6 +95,6 @@ export function registerAdminRoutes(
     );
     return reply
       .status(201)
-      .send(data({ ...invite, url: `/#/register?invite=${encodeURIComponent(invite.token)}` }));
+      .send(data({ ...invite, url: `/sign-up?invite=${encodeURIComponent(invite.token)}` }));
   });
 }

@@ -13,6 +13,7 @@ import { authView } from './views/auth.view.js';
 import { instancesView } from './views/instances.view.js';
 import { sessionsView } from './views/sessions.view.js';
 import { desktopView } from './views/desktop.view.js';
+import { adminAuditView, adminSessionsView, adminUsersView } from './views/admin.view.js';
 
 const ROUTES = {
   signIn: '/sign-in',
@@ -21,6 +22,10 @@ const ROUTES = {
   instances: '/instances',
   sessions: '/sessions',
   desktop: '/desktop/:sessionId',
+  admin: '/admin',
+  adminUsers: '/admin/users',
+  adminSessions: '/admin/sessions',
+  adminAudit: '/admin/audit',
 };
 
 const PUBLIC_ROUTES = new Set(['signIn', 'signUp']);
@@ -100,6 +105,7 @@ export function startApp(root: HTMLElement): void {
 
   const mount = (route: Route | null, path: string) => {
     if (route?.name === 'home') return router.go(ctx.user ? '/instances' : '/sign-in', { replace: true });
+    if (route?.name === 'admin') return router.go('/admin/users', { replace: true });
     if (route && !PUBLIC_ROUTES.has(route.name) && ctx.user === null) {
       const next = encodeURIComponent(path + location.search);
       return router.go(`/sign-in?next=${next}`, { replace: true });
@@ -168,6 +174,12 @@ function createView(ctx: AppContext, route: Route | null): View {
       return sessionsView(ctx);
     case 'desktop':
       return desktopView(ctx, route?.params.sessionId ?? '');
+    case 'adminUsers':
+      return adminUsersView(ctx);
+    case 'adminSessions':
+      return adminSessionsView(ctx);
+    case 'adminAudit':
+      return adminAuditView(ctx);
     default:
       return notFound();
   }
@@ -177,6 +189,12 @@ function buildHeader(ctx: AppContext): { element: HTMLElement; update(routeName:
   const links = {
     instances: h('a', { href: '/instances', 'data-link': true, class: 'nav-link' }, 'Instances'),
     sessions: h('a', { href: '/sessions', 'data-link': true, class: 'nav-link' }, 'Sessions'),
+    // Offered to admins only; the gateway refuses everyone else anyway.
+    admin: h(
+      'a',
+      { href: '/admin/users', 'data-link': true, class: 'nav-link', 'data-testid': 'nav-admin' },
+      'Admin',
+    ),
   };
   const email = h('span', { class: 'header-user-email' });
   const signOut = h(
@@ -197,7 +215,13 @@ function buildHeader(ctx: AppContext): { element: HTMLElement; update(routeName:
       },
     );
   });
-  const nav = h('nav', { class: 'header-nav', 'aria-label': 'Main' }, links.instances, links.sessions);
+  const nav = h(
+    'nav',
+    { class: 'header-nav', 'aria-label': 'Main' },
+    links.instances,
+    links.sessions,
+    links.admin,
+  );
   const user = h('div', { class: 'header-user' }, email, signOut);
   const element = h(
     'header',
@@ -219,8 +243,10 @@ function buildHeader(ctx: AppContext): { element: HTMLElement; update(routeName:
       nav.hidden = !signedIn;
       user.hidden = !signedIn;
       email.textContent = ctx.user?.email ?? '';
+      links.admin.hidden = ctx.user?.role !== 'admin';
       for (const [name, link] of Object.entries(links)) {
-        if (name === routeName) link.setAttribute('aria-current', 'page');
+        if (name === routeName || (name === 'admin' && routeName.startsWith('admin')))
+          link.setAttribute('aria-current', 'page');
         else link.removeAttribute('aria-current');
       }
     },

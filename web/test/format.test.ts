@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { formatAgo, formatDuration, formatRate, formatRtt } from '../src/lib/format.js';
+import {
+  endReasonLabel,
+  formatAgo,
+  formatBytes,
+  formatDuration,
+  formatRate,
+  formatRtt,
+} from '../src/lib/format.js';
 import { retryPhrase } from '../src/api/api-error.js';
 
 describe('format', () => {
@@ -25,5 +32,26 @@ describe('format', () => {
     expect(retryPhrase(42)).toBe('in 42 seconds');
     expect(retryPhrase(900)).toBe('in 15 minutes');
     expect(retryPhrase(null)).toBe('in a little while');
+  });
+});
+
+describe('formatBytes', () => {
+  it('reads in decimal units with one decimal below 10', () => {
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(999)).toBe('999 B');
+    expect(formatBytes(1_234)).toBe('1.2 KB');
+    expect(formatBytes(45_600_000)).toBe('46 MB');
+    expect(formatBytes(2_500_000_000)).toBe('2.5 GB');
+    expect(formatBytes(null)).toBe('—');
+    expect(formatBytes(-1)).toBe('—');
+  });
+});
+
+describe('endReasonLabel', () => {
+  it('says why a session ended in words, and passes an unknown reason through', () => {
+    expect(endReasonLabel('admin')).toBe('Ended by an admin');
+    expect(endReasonLabel('idle-timeout')).toBe('Idle too long');
+    expect(endReasonLabel('something-new')).toBe('something-new');
+    expect(endReasonLabel(null)).toBe('—');
   });
 });

@@ -4,12 +4,17 @@
 import { ApiError } from './api-error.js';
 import type {
   ActiveSession,
+  AdminSession,
+  AdminUser,
+  AuditEvent,
   AuthResult,
   ConnectionTestResult,
   ConnectResult,
   Instance,
   InstanceInput,
   InstancePatch,
+  Page,
+  SessionHistoryEntry,
   TokenPair,
   User,
 } from './types.js';
@@ -49,8 +54,9 @@ export class ApiClient {
 
   // ---- auth ----
 
-  async register(email: string, password: string): Promise<User> {
-    const result = await this.send<AuthResult>('POST', '/api/auth/register', { email, password }, false);
+  async register(email: string, password: string, inviteToken?: string): Promise<User> {
+    const body = inviteToken ? { email, password, inviteToken } : { email, password };
+    const result = await this.send<AuthResult>('POST', '/api/auth/register', body, false);
     this.accessToken = result.accessToken;
     return result.user;
   }
@@ -140,6 +146,37 @@ export class ApiClient {
   }
 
   // ---- plumbing ----
+
+  sessionHistory(cursor?: string): Promise<Page<SessionHistoryEntry>> {
+    return this.request<Page<SessionHistoryEntry>>('GET', `/api/sessions/history${query({ cursor })}`);
+  }
+
+  // ---- administration (admins only; the server answers 403 FORBIDDEN to anyone else) ----
+
+  adminUsers(q: string, cursor?: string): Promise<Page<AdminUser>> {
+    return this.request<Page<AdminUser>>('GET', `/api/admin/users${query({ q, cursor })}`);
+  }
+
+  updateUser(id: string, patch: { role?: 'admin' | 'user'; disabled?: boolean }): Promise<AdminUser> {
+    return this.request<AdminUser>('PATCH', `/api/admin/users/${encodeURIComponent(id)}`, patch);
+  }
+
+  adminSessions(cursor?: string): Promise<Page<AdminSession>> {
+    return this.request<Page<AdminSession>>('GET', `/api/admin/sessions${query({ cursor })}`);
+  }
+
+  adminEndSession(id: string): Promise<void> {
+    return this.request<void>('POST', `/api/admin/sessions/${encodeURIComponent(id)}/end`, {});
+  }
+
+  adminAudit(filters: {
+    actor?: string;
+    type?: string;
+    target?: string;
+    cursor?: string;
+  }): Promise<Page<AuditEvent>> {
+    return this.request<Page<AuditEvent>>('GET', `/api/admin/audit${query(filters)}`);
+  }
 
   /** An authenticated request; on an expired token, refreshes once and retries. */
   async request<T>(method: Method, path: string, body?: unknown): Promise<T> {
@@ -234,4 +271,12 @@ export function webLocksRefreshLock(): (<T>(fn: () => Promise<T>) => Promise<T>)
   const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
   if (!locks) return undefined;
   return <T>(fn: () => Promise<T>) => locks.request('clouddesk-token-refresh', fn) as Promise<T>;
+}
+
+/** `?a=1&b=2` from the set values (empty string when none). */
+function query(values: Record<string, string | undefined>): string {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(values)) if (v !== undefined && v !== '') params.set(k, v);
+  const text = params.toString();
+  return text === '' ? '' : `?${text}`;
 }

@@ -64,6 +64,16 @@ export function describeError(e: unknown): string {
       return 'Your session has expired. Sign in again.';
     case 'REFRESH_TOKEN_REUSED':
       return 'For your safety you were signed out everywhere (a sign-in token was used twice). Sign in again.';
+    case 'ACCOUNT_DISABLED':
+      return 'This account is disabled. Ask an admin of this CloudDesk to enable it.';
+    case 'REGISTRATION_CLOSED':
+      return 'Accounts here are by invitation: ask an admin for an invite link.';
+    case 'INVITE_INVALID':
+      return 'This invite link is used, expired or meant for another email. Ask for a new one.';
+    case 'FORBIDDEN':
+      return 'Only an admin may do this.';
+    case 'LAST_ADMIN':
+      return 'This is the last admin: promote someone else first.';
     case 'INTERNAL':
       return `Something went wrong on the server. ${e.message}`;
     default:

@@ -3,6 +3,8 @@
 export interface User {
   id: string;
   email: string;
+  /** The server enforces it; the client only decides which pages to offer. */
+  role?: 'admin' | 'user';
 }
 
 export interface AuthResult {
@@ -82,4 +84,58 @@ export interface ActiveSession {
   createdAt?: string;
   lastActivityAt: string;
   viewers: number;
+}
+
+/** A page of a cursor-paged list (issue 10). */
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface SessionHistoryEntry {
+  id: string;
+  instanceId: string;
+  instanceName: string | null;
+  desktopEnvironment: string;
+  startedAt: string | null;
+  endedAt: string | null;
+  durationSeconds: number;
+  endReason: string | null;
+  bytesToViewer: number;
+  bytesFromViewer: number;
+}
+
+export interface AdminUser {
+  id: string;
+  email: string;
+  role: 'admin' | 'user';
+  disabled: boolean;
+  createdAt: string;
+  lastSignInAt: string | null;
+  liveSessions: number;
+}
+
+export interface AdminSession {
+  id: string;
+  user: { id: string; email: string };
+  instance: { id: string; name: string; host: string };
+  desktopEnvironment: string;
+  display: number | null;
+  viewers: { id: string; node: string }[];
+  startedAt: string | null;
+  lastActivityAt: string;
+  bytesToViewer: number;
+  bytesFromViewer: number;
+}
+
+export interface AuditEvent {
+  id: string;
+  at: string;
+  actor: string;
+  ip: string | null;
+  node: string;
+  type: string;
+  subjectUserId: string | null;
+  targetId: string | null;
+  details: Record<string, unknown>;
 }

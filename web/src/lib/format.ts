@@ -59,3 +59,31 @@ export function desktopLabel(id: string): string {
   };
   return known[id] ?? id.charAt(0).toUpperCase() + id.slice(1);
 }
+
+/** Bytes → "0 B", "12.3 KB", "4.5 MB", "1.2 GB" (decimal units, as transfer sizes are usually given). */
+export function formatBytes(bytes: number | null): string {
+  if (bytes === null || !Number.isFinite(bytes) || bytes < 0) return '—';
+  if (bytes < 1000) return `${Math.round(bytes)} B`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let value = bytes / 1000;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+/** Why a session ended, in words (the gateway's end reasons). */
+export function endReasonLabel(reason: string | null): string {
+  const known: Record<string, string> = {
+    disconnected: 'Ended by you',
+    'idle-timeout': 'Idle too long',
+    admin: 'Ended by an admin',
+    'instance-deleted': 'Instance deleted',
+    'desktop-gone': 'Desktop had stopped',
+    'start-failed': 'Did not start',
+    'start-abandoned': 'Start abandoned',
+  };
+  return reason === null ? '—' : (known[reason] ?? reason);
+}

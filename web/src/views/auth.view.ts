@@ -18,6 +18,8 @@ export function authView(ctx: AppContext, mode: Mode): View {
   const flash =
     ctx.takeFlash() ??
     (signInError === null ? null : { message: companySignInError(signInError), tone: 'error' as const });
+  // An admin's invite link (REGISTRATION=closed): /sign-up?invite=…
+  const invite = query.get('invite');
   const isSignUp = mode === 'sign-up';
 
   const emailId = uid('email');
@@ -108,7 +110,7 @@ export function authView(ctx: AppContext, mode: Mode): View {
     }
     setBusy(true);
     const call = isSignUp
-      ? ctx.api.register(email.value.trim(), password.value)
+      ? ctx.api.register(email.value.trim(), password.value, invite ?? undefined)
       : ctx.api.login(email.value.trim(), password.value);
     call.then(
       (user) => {

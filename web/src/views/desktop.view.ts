@@ -465,6 +465,10 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
       }
       case 'signed-out':
         stateText.textContent = 'Signed out';
+        // Signed out everywhere or disabled by an admin: this tab's sign-in is over too, or the sign-in
+        // page would send a still-"signed-in" shell straight back to the instances.
+        ctx.api.forget();
+        ctx.user = null;
         ctx.setFlash({ message: state.message, tone: 'error' });
         ctx.go(`/sign-in?next=${encodeURIComponent(`/desktop/${sessionId}`)}`, { replace: true });
         break;

@@ -1,10 +1,19 @@
 // Active sessions: which desktops are running, on which instance, since when and idle for how long;
 // resume one or end it (which stops the desktop on the instance). Refreshes itself while visible.
+// Below them the connection history (issue 10): past sessions, why each ended and what it moved, a
+// page at a time from GET /api/sessions/history (the session records, no second source).
 import { describeError } from '../api/api-error.js';
-import type { ActiveSession } from '../api/types.js';
+import type { ActiveSession, SessionHistoryEntry } from '../api/types.js';
 import type { AppContext, View } from '../app-context.js';
 import { h, icon } from '../lib/dom.js';
-import { desktopLabel, formatAgo, formatDateTime, formatDuration } from '../lib/format.js';
+import {
+  desktopLabel,
+  endReasonLabel,
+  formatAgo,
+  formatBytes,
+  formatDateTime,
+  formatDuration,
+} from '../lib/format.js';
 import { confirmDialog } from '../ui/dialog.js';
 import { toast } from '../ui/toast.js';
 
@@ -15,6 +24,7 @@ export function sessionsView(ctx: AppContext): View {
   let destroyed = false;
 
   const body = h('div', { class: 'sessions', 'aria-busy': 'true' });
+  const history = historySection(ctx);
   const element = h(
     'section',
     { class: 'page' },
@@ -33,6 +43,7 @@ export function sessionsView(ctx: AppContext): View {
       ),
     ),
     body,
+    history.element,
   );
 
   const load = async () => {
@@ -161,6 +172,7 @@ export function sessionsView(ctx: AppContext): View {
         () => {
           sessions = sessions.filter((x) => x.id !== s.id);
           render();
+          history.reload();
           toast('Session ended.', 'success');
         },
         (e: unknown) => {
@@ -191,8 +203,87 @@ export function sessionsView(ctx: AppContext): View {
     title: 'Sessions',
     destroy() {
       destroyed = true;
+      history.destroy();
       window.clearInterval(timer);
       document.removeEventListener('visibilitychange', tick);
+    },
+  };
+}
+
+function historySection(ctx: AppContext): { element: HTMLElement; reload(): void; destroy(): void } {
+  let destroyed = false;
+  let cursor: string | null = null;
+  let generation = 0;
+  const tbody = h('tbody');
+  const status = h('p', { class: 'muted', role: 'status' });
+  const more = h(
+    'button',
+    { type: 'button', class: 'btn btn-secondary btn-sm', hidden: true, 'data-testid': 'history-more' },
+    'Show older',
+  );
+  const row = (s: SessionHistoryEntry) =>
+    h(
+      'tr',
+      { 'data-testid': 'history-session', 'data-session-id': s.id },
+      h('th', { scope: 'row' }, s.instanceName ?? h('span', { class: 'muted' }, 'deleted instance')),
+      h('td', null, desktopLabel(s.desktopEnvironment)),
+      h('td', { title: formatDateTime(s.startedAt) }, formatDateTime(s.startedAt) || '—'),
+      h('td', { title: formatDateTime(s.endedAt) }, formatDateTime(s.endedAt) || '—'),
+      h('td', null, formatDuration(s.durationSeconds * 1000)),
+      h('td', { 'data-testid': 'history-reason' }, endReasonLabel(s.endReason)),
+      h('td', null, `${formatBytes(s.bytesToViewer)} / ${formatBytes(s.bytesFromViewer)}`),
+    );
+  const fetchPage = (reset: boolean) => {
+    const mine = ++generation;
+    more.disabled = true;
+    ctx.api.sessionHistory(reset ? undefined : (cursor ?? undefined)).then(
+      (page) => {
+        if (destroyed || mine !== generation) return;
+        if (reset) tbody.replaceChildren();
+        tbody.append(...page.items.map(row));
+        cursor = page.nextCursor;
+        more.hidden = cursor === null;
+        more.disabled = false;
+        table.hidden = tbody.childElementCount === 0;
+        status.textContent = tbody.childElementCount === 0 ? 'No past sessions yet.' : '';
+      },
+      (e: unknown) => {
+        if (destroyed || mine !== generation) return;
+        more.disabled = false;
+        status.textContent = describeError(e);
+      },
+    );
+  };
+  more.addEventListener('click', () => fetchPage(false));
+  const table = h(
+    'table',
+    { class: 'table', hidden: true },
+    h('caption', { class: 'visually-hidden' }, 'Past sessions'),
+    h(
+      'thead',
+      null,
+      h(
+        'tr',
+        null,
+        ...['Instance', 'Desktop', 'Started', 'Ended', 'Duration', 'Why it ended', 'Sent / received'].map(
+          (c) => h('th', { scope: 'col' }, c),
+        ),
+      ),
+    ),
+    tbody,
+  );
+  const element = h(
+    'section',
+    { class: 'history', 'aria-labelledby': 'history-title' },
+    h('h2', { id: 'history-title', class: 'section-title' }, 'History'),
+    h('div', { class: 'card table-card' }, table, status, more),
+  );
+  fetchPage(true);
+  return {
+    element,
+    reload: () => fetchPage(true),
+    destroy: () => {
+      destroyed = true;
     },
   };
 }
