@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,13 @@ import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-pro
 import { CHROMIUM, launchTestBrowser, type TestBrowser } from './chromium.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
+const SCREENSHOTS = join(REPO, 'docs', 'screenshots');
+/** With UPDATE_SCREENSHOTS=1 the admin pages are saved to docs/screenshots/admin-*.png. */
+async function screenshot(page: Page, name: string): Promise<void> {
+  if (process.env.UPDATE_SCREENSHOTS !== '1') return;
+  await mkdir(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
+}
 const DIST = join(REPO, 'web', 'dist', 'index.html');
 const STEP_MS = 60_000;
 const VIEWPORT = { width: 1280, height: 800 };
@@ -168,6 +175,7 @@ void test(
     await liveRow.waitFor();
     assert.match((await liveRow.textContent()) ?? '', new RegExp(userEmail.replace(/[.]/g, '\\.')));
     assert.match((await liveRow.textContent()) ?? '', /Worker box/);
+    await screenshot(adminPage, 'admin-sessions');
 
     await adminPage.click('[data-testid="admin-tab-users"]');
     await adminPage.fill('[data-testid="admin-user-search"]', 'worker-');
@@ -175,6 +183,7 @@ void test(
     await row.waitFor();
     await adminPage.locator('[data-testid="admin-user"]').nth(1).waitFor({ state: 'detached' });
     assert.match((await row.textContent()) ?? '', /active/);
+    await screenshot(adminPage, 'admin-users');
     await row.locator('[data-testid="admin-user-disable"]').click();
     await adminPage.click('.dialog .btn-danger');
     await adminPage.waitForSelector(
@@ -224,5 +233,6 @@ void test(
     await past.waitFor();
     assert.equal(await past.locator('[data-testid="history-reason"]').textContent(), 'Ended by an admin');
     assert.match((await past.textContent()) ?? '', /Worker box/);
+    await screenshot(userPage, 'sessions-history');
   }),
 );

@@ -114,7 +114,7 @@ function pagedTable<T>(options: {
     { class: 'card table-card' },
     h(
       'table',
-      { class: 'table' },
+      { class: 'table admin-table' },
       h('caption', { class: 'visually-hidden' }, options.caption),
       h('thead', null, h('tr', null, ...options.columns.map((c) => h('th', { scope: 'col' }, c)))),
       tbody,

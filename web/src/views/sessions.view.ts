@@ -257,7 +257,7 @@ function historySection(ctx: AppContext): { element: HTMLElement; reload(): void
   more.addEventListener('click', () => fetchPage(false));
   const table = h(
     'table',
-    { class: 'table', hidden: true },
+    { class: 'table admin-table', hidden: true },
     h('caption', { class: 'visually-hidden' }, 'Past sessions'),
     h(
       'thead',
