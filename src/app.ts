@@ -37,6 +37,10 @@ import type { DesktopStopperOptions } from './sessions/desktop-stopper.js';
 import { UsageService } from './usage/usage.service.js';
 import { registerUsageRoutes } from './usage/usage.routes.js';
 import { SshPool } from './ssh/ssh-pool.js';
+import { FileService } from './files/file.service.js';
+import { registerFileRoutes } from './files/file.routes.js';
+import { DownloadLinks } from './files/download-links.js';
+import { logFileEvents, type FileEvents } from './files/file-events.js';
 import { DesktopService } from './desktop/desktop.service.js';
 import { VncGateway, type VncGatewayHooks } from './relay/vnc-gateway.js';
 import { registerErrorHandling } from './http/error-handler.js';
@@ -66,6 +70,8 @@ export interface AppDeps {
   /** The gateway's own interfaces, refused as instance addresses (default: os.networkInterfaces). */
   networkInterfaces?: InterfaceSource;
   gatewayHooks?: VncGatewayHooks;
+  /** Where file operations are reported (default: structured log lines, until the audit trail takes them). */
+  fileEvents?: FileEvents;
   /** node:cluster worker label for metrics ('0' for a single process). */
   worker?: string;
   /**
@@ -87,6 +93,7 @@ export interface Gateway {
   auth: AuthService;
   instances: InstanceService;
   sessions: SessionService;
+  files: FileService;
   sshPool: SshPool;
   desktops: DesktopService;
   vnc: VncGateway;
@@ -226,6 +233,20 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       stops: { concurrency: config.admission.stopsInFlight, ...deps.desktopStops },
     },
   );
+  const files = new FileService(
+    {
+      instances,
+      pool: sshPool,
+      events: deps.fileEvents ?? logFileEvents(logger.child({ component: 'files' })),
+      clock,
+    },
+    config.files,
+  );
+  const downloadLinks = new DownloadLinks(
+    config.secrets.jwtAccessSecret,
+    config.files.downloadLinkTtlMs,
+    clock,
+  );
   const activity = new ActivityBuffer(sessionRepo, usageRepo, logger, {
     onDropped: (d) => metrics.bufferDropped(d.buffer, d.reason, d.count),
   });
@@ -333,6 +354,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       redirectUri: config.oidc?.redirectUri ?? null,
     });
   registerInstanceRoutes(app, { instances, sessions, authenticate });
+  registerFileRoutes(app, { files, links: downloadLinks, authenticate });
   registerSessionRoutes(app, {
     sessions,
     authenticate,
@@ -390,6 +412,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     auth,
     instances,
     sessions,
+    files,
     sshPool,
     desktops,
     vnc,

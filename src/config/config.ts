@@ -163,6 +163,16 @@ export interface Config {
     stallTimeoutMs: number;
     preOpenBufferBytes: number;
   };
+  files: {
+    /** Largest file one upload or download may move. */
+    maxBytes: number;
+    /** Uploads and downloads one user may have in flight at once (per gateway process). */
+    transfersPerUser: number;
+    /** Bytes of SFTP requests an upload or download keeps waiting for the instance (the per-transfer bound). */
+    windowBytes: number;
+    /** How long a download link (GET …/files/content?token=) stays valid. */
+    downloadLinkTtlMs: number;
+  };
   cors: { origins: string[] };
   rateLimit: {
     windowMs: number;
@@ -476,6 +486,12 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       highWaterBytes: r.int('RELAY_HIGH_WATER_BYTES', 256 * 1024, 16 * 1024, 64 * 1024 * 1024),
       stallTimeoutMs: r.int('RELAY_STALL_TIMEOUT_MS', 30_000, 100, 600_000),
       preOpenBufferBytes: r.int('RELAY_PRE_OPEN_BUFFER_BYTES', 64 * 1024, 1024, 16 * 1024 * 1024),
+    },
+    files: {
+      maxBytes: r.int('FILE_TRANSFER_MAX_BYTES', 2 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
+      transfersPerUser: r.int('FILE_TRANSFERS_PER_USER', 4, 1, 1000),
+      windowBytes: r.int('FILE_TRANSFER_WINDOW_BYTES', 256 * 1024, 32 * 1024, 16 * 1024 * 1024),
+      downloadLinkTtlMs: r.duration('FILE_DOWNLOAD_LINK_TTL', '5m'),
     },
     cors: { origins: r.list('CORS_ORIGIN') },
     rateLimit: {

@@ -154,6 +154,43 @@ export const errorCatalogue = {
   },
   USAGE_RANGE_TOO_LONG: { status: 400, message: 'Ask for at most 366 days of usage at once', log: false },
 
+  // files on the instance (SFTP, src/files/)
+  FILE_NOT_FOUND: { status: 404, message: 'No such file or directory on the instance', log: false },
+  PERMISSION_DENIED: {
+    status: 403,
+    message: "The instance's user may not do this with that path",
+    log: false,
+  },
+  DISK_FULL: { status: 507, message: 'The disk on the instance is full', log: false },
+  IS_A_DIRECTORY: { status: 409, message: 'The path is a directory', log: false },
+  NOT_A_DIRECTORY: { status: 409, message: 'The path is not a directory', log: false },
+  FILE_EXISTS: {
+    status: 409,
+    message: 'Something already has that name; send overwrite=true to replace a file',
+    log: false,
+  },
+  DIRECTORY_NOT_EMPTY: { status: 409, message: 'The directory is not empty', log: false },
+  PATH_INVALID: { status: 400, message: 'The path is not valid', log: false },
+  FILE_TOO_LARGE: { status: 413, message: 'The file is larger than FILE_TRANSFER_MAX_BYTES', log: false },
+  RANGE_NOT_SATISFIABLE: { status: 416, message: 'The range is outside the file', log: false },
+  TRANSFER_LIMIT_REACHED: {
+    status: 429,
+    message: 'Too many file transfers in flight; wait for one to finish',
+    log: false,
+  },
+  UPLOAD_INCOMPLETE: {
+    status: 400,
+    message: 'The upload ended before the whole body arrived; nothing was kept',
+    log: false,
+  },
+  DOWNLOAD_LINK_INVALID: { status: 401, message: 'The download link is invalid or expired', log: false },
+  SFTP_UNAVAILABLE: {
+    status: 422,
+    message: 'The instance has no SFTP subsystem (OpenSSH: Subsystem sftp internal-sftp)',
+    log: false,
+  },
+  SFTP_FAILED: { status: 502, message: 'The SFTP server on the instance refused the operation', log: false },
+
   // dependencies and the process
   STORE_UNAVAILABLE: { status: 503, message: 'The database is unavailable', log: true },
   COORDINATION_UNAVAILABLE: { status: 503, message: 'Coordination (Redis) is unavailable', log: true },

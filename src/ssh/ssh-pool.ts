@@ -14,6 +14,7 @@ import type {
   Client as Ssh2Client,
   ClientChannel,
   ConnectConfig,
+  SFTPWrapper,
   ParsedKey,
   PasswordAuthMethod,
   PublicKeyAuthMethod,
@@ -230,6 +231,45 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
       this.openStream(client, stream, cb, (opened) => client.forwardOut('127.0.0.1', 0, host, port, opened)),
     );
     return { channel, hostKeyFingerprint: conn.fingerprint ?? '' };
+  }
+
+  /**
+   * An SFTP session (the `sftp` subsystem, never a shell) on the pooled connection: it holds a channel slot
+   * until it closes (`sftp.end()`). An instance without the subsystem answers SFTP_UNAVAILABLE.
+   */
+  async openSftp(target: SshTarget): Promise<{ sftp: SFTPWrapper; hostKeyFingerprint: string }> {
+    for (let attempt = 0; ; attempt++) {
+      const conn = await this.acquire(target);
+      try {
+        const sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
+          try {
+            conn.client!.sftp((err, s) => (err ? reject(err) : resolve(s)));
+          } catch (e) {
+            reject(e instanceof Error ? e : new Error(String(e)));
+          }
+        });
+        let released = false;
+        sftp.once('close', () => {
+          if (released) return;
+          released = true;
+          this.release(conn);
+        });
+        sftp.on('error', (e: Error) =>
+          this.logger.debug({ connection: conn.id, err: e.message }, 'SFTP session error'),
+        );
+        return { sftp, hostKeyFingerprint: conn.fingerprint ?? '' };
+      } catch (err) {
+        this.release(conn);
+        if (isConnectionLost(err) && attempt === 0 && !this.closed) {
+          this.drop(conn);
+          continue;
+        }
+        // The subsystem was refused, or the server ended it at once (a missing sftp-server binary).
+        const message = err instanceof Error ? err.message : '';
+        if (/subsystem|SFTP session/.test(message)) throw new AppError('SFTP_UNAVAILABLE', { cause: err });
+        throw channelFailed(err);
+      }
+    }
   }
 
   /**

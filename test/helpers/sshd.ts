@@ -55,6 +55,8 @@ export interface StartSshdOptions {
    * `SetEnv` lines before any `Match` are merged with the fixture's marker into one `SetEnv` line.
    */
   extraConfig?: string[];
+  /** false: no `Subsystem sftp` line at all (an instance without SFTP). Default: internal-sftp. */
+  sftp?: boolean;
 }
 
 const SSHD = '/usr/sbin/sshd';
@@ -276,7 +278,7 @@ function buildConfig(
     'MaxSessions 100',
     'MaxAuthTries 6',
     'LogLevel VERBOSE',
-    'Subsystem sftp internal-sftp',
+    ...(opts.sftp === false ? [] : ['Subsystem sftp internal-sftp']),
     ...after,
     '',
   ].join('\n');
