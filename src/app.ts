@@ -55,6 +55,9 @@ import { registerAuditRoutes } from './audit/audit.routes.js';
 import { runWithRequestContext } from './audit/request-context.js';
 import { AdminService } from './admin/admin.service.js';
 import { registerAdminRoutes } from './admin/admin.routes.js';
+import { ShareRepository } from './store/share.repository.js';
+import { ShareService } from './shares/share.service.js';
+import { registerShareRoutes } from './shares/share.routes.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -103,6 +106,7 @@ export interface Gateway {
   audit: AuditLog;
   auditRetention: AuditRetention;
   admin: AdminService;
+  shares: ShareService;
   isDraining(): boolean;
   /** Starts background timers (heartbeats, activity flush, idle sweep). */
   start(): void;
@@ -138,6 +142,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const sessionRepo = new SessionRepository(store);
   const usageRepo = new UsageRepository(store);
   const auditRepo = new AuditRepository(store);
+  const shareRepo = new ShareRepository(store);
   const audit = new AuditLog(
     { repo: auditRepo, clock, logger: logger.child({ component: 'audit' }) },
     {
@@ -216,6 +221,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       newId,
       logger,
       audit,
+      shares: shareRepo,
       onStartRejected: (reason) => metrics.desktopStartRejected(reason),
       onStopOutcome: (outcome) => metrics.desktopStop(outcome),
     },
@@ -246,6 +252,15 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     config.secrets.jwtAccessSecret,
     config.files.downloadLinkTtlMs,
     clock,
+  );
+  const shares = new ShareService(
+    { shares: shareRepo, sessions: sessionRepo, users, coordinator, audit, clock, newId },
+    {
+      maxMinutes: config.shares.maxMinutes,
+      guests: config.shares.guests,
+      maxViewers: config.sessions.maxViewers,
+      ticketTtlMs: config.sessions.ticketTtlMs,
+    },
   );
   const activity = new ActivityBuffer(sessionRepo, usageRepo, logger, {
     onDropped: (d) => metrics.bufferDropped(d.buffer, d.reason, d.count),
@@ -361,6 +376,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     onSetupDuration: (ms) => metrics.sessionSetup(ms, 'ok'),
   });
   registerUsageRoutes(app, { usage, authenticate });
+  registerShareRoutes(app, { shares, authenticate });
   registerAdminRoutes(app, { admin, auth, authenticate });
   registerAuditRoutes(app, { audit: auditRepo, authenticate });
   registerHealthRoutes(app, {
@@ -421,6 +437,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     audit,
     auditRetention,
     admin,
+    shares,
     isDraining: () => draining,
     start() {
       if (timersStarted) return;

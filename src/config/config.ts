@@ -92,7 +92,15 @@ export interface Config {
   /** Company sign-in (OIDC_ISSUER set), or null. */
   oidc: OidcSettings | null;
   audit: { retentionDays: number };
+  shares: {
+    /** SHARE_MAX_MINUTES: the longest a share may last. */
+    maxMinutes: number;
+    /** SHARE_GUESTS: guests must be signed in, or anyone with the link may join under a display name. */
+    guests: 'signed-in' | 'anyone';
+  };
   sessions: {
+    /** SESSION_MAX_VIEWERS: viewers of one session across the cluster; guests are refused past it. */
+    maxViewers: number;
     maxPerUser: number;
     idleTimeoutMs: number;
     cleanupIntervalMs: number;
@@ -439,7 +447,12 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
     },
     oidc: parseOidc(r),
     audit: { retentionDays: r.int('AUDIT_RETENTION_DAYS', 90, 1, 3650) },
+    shares: {
+      maxMinutes: r.int('SHARE_MAX_MINUTES', 1440, 1, 525_600),
+      guests: r.oneOf<'signed-in' | 'anyone'>('SHARE_GUESTS', 'signed-in', ['signed-in', 'anyone']),
+    },
     sessions: {
+      maxViewers: r.int('SESSION_MAX_VIEWERS', 10, 1, 1000),
       maxPerUser: r.int('MAX_SESSIONS_PER_USER', 5, 1, 1000),
       idleTimeoutMs: sessionTimeoutMinutes * 60_000,
       cleanupIntervalMs: r.int('CLEANUP_INTERVAL_MS', 300_000, 100, 86_400_000),

@@ -3,8 +3,23 @@
 // Both pass test/coordination.test.ts. Nothing else in the code branches on which one runs.
 
 export interface TicketClaims {
+  /** The session's owner (whose desktop it is). */
   userId: string;
   sessionId: string;
+  /** Set for a share's guest: who they are and what the share lets them do. */
+  guest?: GuestClaims;
+}
+
+/** A share's guest, carried by their ticket (shares/share.service.ts). */
+export interface GuestClaims {
+  shareId: string;
+  mode: 'view' | 'control';
+  /** The signed-in guest's user id; null for an anonymous guest (SHARE_GUESTS=anyone). */
+  userId: string | null;
+  /** Shown to the owner: the guest's email, or the display name an anonymous guest gave. */
+  name: string;
+  /** When the share expires (ms since the epoch): the guest's viewer is closed then. */
+  expiresAt: number;
 }
 
 export interface LockHandle {
@@ -20,7 +35,10 @@ export interface LockHandle {
 
 /** A command any node can send; the node holding the affected viewers acts on it. */
 export type ClusterCommand =
-  { type: 'end-session'; sessionId: string; reason: string } | { type: 'sign-out-user'; userId: string };
+  | { type: 'end-session'; sessionId: string; reason: string }
+  | { type: 'sign-out-user'; userId: string }
+  /** A share was revoked: its guests' viewers close (4002). */
+  | { type: 'revoke-share'; shareId: string };
 
 /** What `putOnce` holds: the OIDC sign-in in flight, the second step of a two-factor sign-in. */
 export type OnceKind = 'oidc' | 'mfa';
@@ -29,6 +47,8 @@ export interface ViewerLease {
   sessionId: string;
   viewerId: string;
   nodeId: string;
+  /** Set when the viewer is a share's guest (the owner's list of who is watching). */
+  guest?: { shareId: string; name: string };
 }
 
 export interface Coordinator {

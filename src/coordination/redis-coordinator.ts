@@ -26,7 +26,8 @@
 //   lock:{<key>}             "<fence>:<nonce>", SET PX by script; released by compare-and-delete
 //   fence:{<key>}            the key's fencing counter (INCR), in the same slot as its lock
 //   viewers:{<sessionId>}    sorted set viewerId → lease expiry (injected clock), PEXPIREs with the last lease
-//   viewer-nodes:{<sessionId>}  hash viewerId → node id beside it, same slot and expiry (admin's list)
+//   viewer-nodes:{<sessionId>}  hash viewerId → node id beside it (JSON {node, shareId, name} for a share's
+//                            guest), same slot and expiry (the admin's list, the owner's guests)
 //   commands                 pub/sub channel for ClusterCommand JSON (on a cluster PUBLISH reaches every node)
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -39,6 +40,7 @@ import type { Logger } from '../observability/logger.js';
 import type {
   ClusterCommand,
   Coordinator,
+  GuestClaims,
   LockHandle,
   OnceKind,
   TicketClaims,
@@ -154,15 +156,56 @@ export function parseClusterCommand(text: string): ClusterCommand | null {
   if (v.type === 'sign-out-user' && typeof v.userId === 'string') {
     return { type: 'sign-out-user', userId: v.userId };
   }
+  if (v.type === 'revoke-share' && typeof v.shareId === 'string') {
+    return { type: 'revoke-share', shareId: v.shareId };
+  }
   return null;
+}
+
+function parseGuest(v: unknown): GuestClaims | undefined | null {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null) return null;
+  const g = v as Record<string, unknown>;
+  if (
+    typeof g.shareId !== 'string' ||
+    (g.mode !== 'view' && g.mode !== 'control') ||
+    (g.userId !== null && typeof g.userId !== 'string') ||
+    typeof g.name !== 'string' ||
+    typeof g.expiresAt !== 'number'
+  )
+    return null;
+  return { shareId: g.shareId, mode: g.mode, userId: g.userId, name: g.name, expiresAt: g.expiresAt };
+}
+
+/** The viewer-nodes hash holds the node id, or for a guest JSON with the node and who they are. */
+function encodeLeaseNode(lease: ViewerLease): string {
+  return lease.guest ? JSON.stringify({ node: lease.nodeId, ...lease.guest }) : lease.nodeId;
+}
+
+function decodeLeaseNode(sessionId: string, viewerId: string, value: string | undefined): ViewerLease {
+  if (value?.startsWith('{')) {
+    try {
+      const v = JSON.parse(value) as Record<string, unknown>;
+      if (typeof v.node === 'string' && typeof v.shareId === 'string' && typeof v.name === 'string') {
+        return { sessionId, viewerId, nodeId: v.node, guest: { shareId: v.shareId, name: v.name } };
+      }
+    } catch {
+      // fall through: a corrupt entry names no node
+    }
+    return { sessionId, viewerId, nodeId: 'unknown' };
+  }
+  return { sessionId, viewerId, nodeId: value ?? 'unknown' };
 }
 
 function parseClaims(text: string | null): TicketClaims | null {
   if (text === null) return null;
   try {
     const v = JSON.parse(text) as Record<string, unknown>;
-    if (typeof v.userId === 'string' && typeof v.sessionId === 'string') {
-      return { userId: v.userId, sessionId: v.sessionId };
+    const guest = parseGuest(v.guest);
+    if (typeof v.userId === 'string' && typeof v.sessionId === 'string' && guest !== null) {
+      return guest
+        ? { userId: v.userId, sessionId: v.sessionId, guest }
+        : { userId: v.userId, sessionId: v.sessionId };
     }
   } catch {
     // fall through: treat a corrupt entry as an unknown ticket
@@ -510,7 +553,7 @@ export class RedisCoordinator implements Coordinator {
   // Retry: SET of a fresh random key with the same value is idempotent.
   issueTicket(claims: TicketClaims, ttlMs: number): Promise<string> {
     const ticket = randomBytes(24).toString('base64url');
-    const value = JSON.stringify({ userId: claims.userId, sessionId: claims.sessionId });
+    const value = JSON.stringify({ userId: claims.userId, sessionId: claims.sessionId, guest: claims.guest });
     return this.call(async () => {
       await this.redis.set(this.key('ticket', ticket), value, 'PX', Math.max(1, Math.round(ttlMs)));
       return ticket;
@@ -603,7 +646,7 @@ export class RedisCoordinator implements Coordinator {
         lease.viewerId,
         String(now),
         String(now + ttlMs),
-        lease.nodeId,
+        encodeLeaseNode(lease),
       );
     });
   }
@@ -626,7 +669,7 @@ export class RedisCoordinator implements Coordinator {
             this.redis.zrangebyscore(this.key('viewers', sessionId), `(${now}`, '+inf'),
             this.redis.hgetall(this.key('viewer-nodes', sessionId)),
           ]);
-          return ids.map((viewerId) => ({ sessionId, viewerId, nodeId: nodes[viewerId] ?? 'unknown' }));
+          return ids.map((viewerId) => decodeLeaseNode(sessionId, viewerId, nodes[viewerId]));
         }),
       );
       sessionIds.forEach((id, i) => out.set(id, results[i]!));

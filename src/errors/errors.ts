@@ -132,6 +132,31 @@ export const errorCatalogue = {
   },
   TICKET_INVALID: { status: 401, message: 'The connect ticket is invalid, used or expired', log: false },
 
+  SESSION_NOT_READY: { status: 409, message: 'The desktop of this session is still starting', log: false },
+  SESSION_VIEWERS_FULL: {
+    status: 429,
+    message: 'This desktop has as many viewers as it may have (SESSION_MAX_VIEWERS)',
+    log: false,
+  },
+
+  // shares
+  SHARE_NOT_FOUND: { status: 404, message: 'No such share', log: false },
+  SHARE_INVALID: { status: 404, message: 'This share link is not valid', log: false },
+  SHARE_REVOKED: { status: 410, message: 'This share link was revoked by its owner', log: false },
+  SHARE_EXPIRED: { status: 410, message: 'This share link has expired', log: false },
+  SHARE_USED: { status: 410, message: 'This single-use share link was already used', log: false },
+  SHARE_SIGN_IN_REQUIRED: { status: 401, message: 'Sign in to open this share link', log: false },
+  SHARE_GUEST_NAME_REQUIRED: {
+    status: 400,
+    message: 'Give a display name (1 to 64 characters) to join as a guest',
+    log: false,
+  },
+  SHARE_EXPIRY_TOO_LONG: {
+    status: 400,
+    message: 'A share may last at most SHARE_MAX_MINUTES minutes',
+    log: false,
+  },
+
   // administration
   USER_NOT_FOUND: { status: 404, message: 'No such user', log: false },
   LAST_ADMIN: {

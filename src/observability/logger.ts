@@ -39,11 +39,11 @@ export function createLogger(
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       serializers: {
-        // Never log a URL's query string: it can hold a connect ticket.
+        // Never log a URL's query string (it can hold a connect ticket) nor a share link's token.
         req: (req: { id?: string; method?: string; url?: string }) => ({
           id: req.id,
           method: req.method,
-          url: req.url?.split('?')[0],
+          url: req.url?.split('?')[0]?.replace(/^\/api\/shares\/[^/]{40,}/, '/api/shares/[token]'),
         }),
       },
     },

@@ -6,6 +6,8 @@ export const CloseCode = {
   SESSION_ENDED: 4000,
   /** The user signed out everywhere: do not reconnect. */
   SIGNED_OUT: 4001,
+  /** The share this guest joined through was revoked or expired: do not reconnect. */
+  SHARE_REVOKED: 4002,
   /** This gateway process is draining or restarting: reconnect (through the balancer, to another one). */
   RECONNECT: 4010,
   /** The viewer did not read for too long (stalled past the deadline): reconnect if still wanted. */

@@ -2,7 +2,9 @@
 // (path, Origin, single-use ticket, per-user connect limit) before the WebSocket is accepted, then
 // the viewer is relayed into an SSH channel to its desktop. Also: one heartbeat timer for all viewers
 // (ping, missed pongs, RTT), viewer leases in the coordinator, activity notes, cluster commands
-// ("end session X", "sign user Y out") and draining on shutdown. Each viewer's policy is decided here,
+// ("end session X", "sign user Y out", "share Z revoked") and draining on shutdown. A share's guest is a
+// viewer like the owner's, with the share's mode as its policy (view-only: the parser drops input,
+// clipboard and resize) and closed (4002) when the share is revoked or expires. Each viewer's policy is decided here,
 // once, at attach (the configured caps narrowed by the session's own, see rfb/viewer-policy.ts), and
 // each viewer's usage (bytes each way, seconds attached) is handed to the activity buffer when it
 // flushes and when the viewer leaves — never per chunk.
@@ -13,7 +15,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { AppError, isAppError, errorCatalogue } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
-import type { ClusterCommand, Coordinator } from '../coordination/coordinator.js';
+import type { ClusterCommand, Coordinator, GuestClaims, ViewerLease } from '../coordination/coordinator.js';
 import type { DesktopService } from '../desktop/desktop.service.js';
 import type { SessionEndpoint, SessionService } from '../sessions/session.service.js';
 import type { ActivityBuffer } from '../sessions/activity-buffer.js';
@@ -46,7 +48,12 @@ export interface VncGatewayHooks {
 
 interface Viewer {
   id: string;
+  /** The session's owner (usage is the owner's). */
   userId: string;
+  /** Set for a share's guest. */
+  guest: GuestClaims | null;
+  /** Closes a guest when its share expires. */
+  expiry: NodeJS.Timeout | null;
   sessionId: string;
   instanceId: string;
   ws: WebSocket;
@@ -67,11 +74,17 @@ const MIN_RATE_SAMPLE_MS = 1000;
 
 const TICKET_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 const LEASE_RENEW_MS = 15_000;
+/**
+ * A revoked share is remembered this long, so a guest whose ticket was checked just before the revoke
+ * and who attaches just after the command passed is still closed (longer than any ticket lives).
+ */
+const REVOKED_MEMORY_MS = 15 * 60_000;
 
 export class VncGateway {
   private readonly wss: WebSocketServer;
   private readonly viewers = new Set<Viewer>();
   private readonly bySession = new Map<string, Set<Viewer>>();
+  private readonly revokedShares = new Map<string, number>();
   private heartbeat: NodeJS.Timeout | null = null;
   private leaseTimer: NodeJS.Timeout | null = null;
   private draining = false;
@@ -167,7 +180,10 @@ export class VncGateway {
     let endpoint: SessionEndpoint;
     try {
       endpoint = await this.deps.sessions.resolveTicket(ticket);
-      await this.deps.hooks?.consumeWsConnect?.(endpoint.session.user_id);
+      const guest = endpoint.guest;
+      await this.deps.hooks?.consumeWsConnect?.(
+        guest ? (guest.userId ?? `share:${guest.shareId}`) : endpoint.session.user_id,
+      );
     } catch (e) {
       if (!isAppError(e)) throw e;
       return rejectUpgrade(socket, e);
@@ -193,6 +209,8 @@ export class VncGateway {
     const viewer: Viewer = {
       id: randomBytes(9).toString('base64url'),
       userId: session.user_id,
+      guest: endpoint.guest ?? null,
+      expiry: null,
       sessionId: session.id,
       instanceId: session.instance_id,
       ws,
@@ -212,7 +230,7 @@ export class VncGateway {
     set.add(viewer);
     this.deps.activity.touch(session.id, now);
     this.deps.audit?.record('viewer.attached', {
-      actor: session.user_id,
+      actor: actorOf(viewer),
       ip,
       subjectUserId: session.user_id,
       targetId: session.id,
@@ -220,6 +238,9 @@ export class VncGateway {
         viewerId: viewer.id,
         node: this.options.nodeId,
         viewOnly: endpoint.policy?.viewOnly ?? false,
+        ...(viewer.guest
+          ? { shareId: viewer.guest.shareId, guestName: viewer.guest.name, mode: viewer.guest.mode }
+          : {}),
       },
     });
     ws.on('pong', () => {
@@ -228,15 +249,27 @@ export class VncGateway {
     });
     ws.on('close', (code) => this.detach(viewer, code));
     void this.deps.coordinator
-      .putViewer(
-        { sessionId: session.id, viewerId: viewer.id, nodeId: this.options.nodeId },
-        LEASE_RENEW_MS * 3,
-      )
+      .putViewer(this.leaseOf(viewer), LEASE_RENEW_MS * 3)
       .catch((e: unknown) =>
         this.deps.logger.warn({ err: e, sessionId: session.id }, 'could not record viewer lease'),
       );
 
     const log = this.deps.logger.child({ sessionId: session.id, viewerId: viewer.id });
+    const guest = viewer.guest;
+    if (guest) {
+      if (this.revokedShares.has(guest.shareId)) {
+        ws.close(CloseCode.SHARE_REVOKED, 'share revoked');
+        return;
+      }
+      // Timers cap at 2^31-1 ms (~24.8 days); SHARE_MAX_MINUTES allows a year: re-arm until it is due.
+      const arm = () => {
+        const left = guest.expiresAt - this.deps.clock.now();
+        if (left <= 0) return closeViewer(viewer, CloseCode.SHARE_REVOKED, 'share expired');
+        viewer.expiry = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
+        viewer.expiry.unref();
+      };
+      arm();
+    }
     // The one place a viewer's policy is decided; the relay and its parser only enforce it.
     const policy = tightenPolicy(this.options.basePolicy, endpoint.policy);
     const streamPromise = this.deps.desktops.openStream(target, handle, { budgetKbps: policy.maxKbps });
@@ -277,8 +310,18 @@ export class VncGateway {
     });
   }
 
+  private leaseOf(v: Viewer): ViewerLease {
+    return {
+      sessionId: v.sessionId,
+      viewerId: v.id,
+      nodeId: this.options.nodeId,
+      ...(v.guest ? { guest: { shareId: v.guest.shareId, name: v.guest.name } } : {}),
+    };
+  }
+
   private detach(viewer: Viewer, code: number): void {
     if (!this.viewers.delete(viewer)) return;
+    if (viewer.expiry) clearTimeout(viewer.expiry);
     viewer.relay?.close(code, '');
     const set = this.bySession.get(viewer.sessionId);
     set?.delete(viewer);
@@ -288,7 +331,7 @@ export class VncGateway {
     this.deps.activity.touch(viewer.sessionId, now);
     this.deps.hooks?.onViewerClosed?.(code);
     this.deps.audit?.record('viewer.detached', {
-      actor: viewer.userId,
+      actor: actorOf(viewer),
       ip: viewer.ip,
       subjectUserId: viewer.userId,
       targetId: viewer.sessionId,
@@ -299,6 +342,7 @@ export class VncGateway {
         durationSeconds: Math.round((now - viewer.attachedAt) / 1000),
         bytesToViewer: viewer.relay?.bytesToViewer ?? 0,
         bytesFromViewer: viewer.relay?.bytesFromViewer ?? 0,
+        ...(viewer.guest ? { shareId: viewer.guest.shareId, guestName: viewer.guest.name } : {}),
       },
     });
     void this.deps.coordinator
@@ -350,9 +394,20 @@ export class VncGateway {
         this.closeSession(command.sessionId, CloseCode.SESSION_ENDED, command.reason);
         break;
       case 'sign-out-user':
+        // A guest is signed out with their own account, not with the owner's.
         for (const v of [...this.viewers])
-          if (v.userId === command.userId) closeViewer(v, CloseCode.SIGNED_OUT, 'signed out');
+          if ((v.guest ? v.guest.userId : v.userId) === command.userId)
+            closeViewer(v, CloseCode.SIGNED_OUT, 'signed out');
         break;
+      case 'revoke-share': {
+        const now = Date.now();
+        for (const [id, at] of this.revokedShares)
+          if (at < now - REVOKED_MEMORY_MS) this.revokedShares.delete(id);
+        this.revokedShares.set(command.shareId, now);
+        for (const v of [...this.viewers])
+          if (v.guest?.shareId === command.shareId) closeViewer(v, CloseCode.SHARE_REVOKED, 'share revoked');
+        break;
+      }
     }
   }
 
@@ -378,10 +433,7 @@ export class VncGateway {
         this.deps.activity.touch(v.sessionId, now);
       }
       try {
-        await this.deps.coordinator.putViewer(
-          { sessionId: v.sessionId, viewerId: v.id, nodeId: this.options.nodeId },
-          LEASE_RENEW_MS * 3,
-        );
+        await this.deps.coordinator.putViewer(this.leaseOf(v), LEASE_RENEW_MS * 3);
       } catch (e) {
         this.deps.logger.warn({ err: e }, 'could not renew viewer leases');
         return;
@@ -413,6 +465,11 @@ export class VncGateway {
     }
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
+}
+
+/** Who the audit trail names for a viewer: the owner, a signed-in guest, or 'anonymous'. */
+function actorOf(v: Viewer): string {
+  return v.guest ? (v.guest.userId ?? 'anonymous') : v.userId;
 }
 
 function closeViewer(viewer: Viewer, code: number, reason: string): void {

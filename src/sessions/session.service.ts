@@ -10,7 +10,8 @@ import { AppError, isAppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { IdGenerator } from '../lib/ids.js';
 import type { Logger } from '../observability/logger.js';
-import type { Coordinator } from '../coordination/coordinator.js';
+import type { Coordinator, GuestClaims } from '../coordination/coordinator.js';
+import type { ShareRepository } from '../store/share.repository.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { SessionRepository, SessionRow } from '../store/session.repository.js';
 import type { InstanceRow } from '../store/instance.repository.js';
@@ -87,6 +88,8 @@ export interface SessionEndpoint {
    * `{ viewOnly: true }` for a guest of a view-only share. The owner's own tickets carry none.
    */
   policy?: ViewerPolicyOverrides;
+  /** Set when the viewer is a share's guest (not the owner). */
+  guest?: GuestClaims;
 }
 
 export class SessionService {
@@ -103,6 +106,8 @@ export class SessionService {
       onStartRejected?: (reason: StartRejection) => void;
       onStopOutcome?: (outcome: StopOutcome) => void;
       audit: AuditSink;
+      /** To refuse a guest's ticket whose share was revoked or expired since it was issued. */
+      shares?: Pick<ShareRepository, 'findById'>;
     },
     private readonly options: SessionServiceOptions,
   ) {
@@ -254,8 +259,20 @@ export class SessionService {
     const session = await this.deps.sessions.findOwned(claims.userId, claims.sessionId);
     if (!session) throw new AppError('TICKET_INVALID');
     if (session.status !== 'active') throw new AppError('SESSION_ENDED');
+    const guest = claims.guest;
+    if (guest) {
+      const share = await this.deps.shares?.findById(guest.shareId);
+      if (!share || share.session_id !== session.id || share.revoked_at !== null)
+        throw new AppError('SHARE_REVOKED');
+      if (share.expires_at <= this.deps.clock.now()) throw new AppError('SHARE_EXPIRED');
+    }
     const instance = await this.deps.instances.getRow(claims.userId, session.instance_id);
-    return { session, target: await this.deps.instances.target(instance), handle: this.handleOf(session) };
+    return {
+      session,
+      target: await this.deps.instances.target(instance),
+      handle: this.handleOf(session),
+      ...(guest ? { guest, policy: { viewOnly: guest.mode === 'view' } } : {}),
+    };
   }
 
   /**

@@ -245,4 +245,31 @@ export const migrations: Record<string, Migration> = {
       await db.schema.dropTable('user_identities').execute();
     },
   },
+  // Session sharing (issue 10): a share lets guests watch (or drive) a live session through an unguessable
+  // link; only the token's SHA-256 is kept. A share goes with its session (and the session with its owner).
+  '0007_shares': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('shares')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('session_id', 'text', (c) => c.notNull().references('sessions.id').onDelete('cascade'))
+        .addColumn('owner_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('mode', 'text', (c) => c.notNull())
+        .addColumn('single_use', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('used_at', 'bigint')
+        .addColumn('revoked_at', 'bigint')
+        .execute();
+      await db.schema
+        .createIndex('shares_session')
+        .on('shares')
+        .columns(['session_id', 'created_at'])
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('shares').execute();
+    },
+  },
 };

@@ -141,6 +141,24 @@ export interface TotpRecoveryCodesTable {
   used_at: number | null;
 }
 
+export type ShareMode = 'view' | 'control';
+
+/** A link to a live session for guests (shares/); only the token's SHA-256 (hex) is kept. */
+export interface SharesTable {
+  id: string;
+  session_id: string;
+  owner_id: string;
+  token_hash: string;
+  mode: ShareMode;
+  /** 1: the link can be exchanged for a ticket once. */
+  single_use: number;
+  created_at: number;
+  expires_at: number;
+  /** The first exchange for a ticket (a single-use share is spent then). */
+  used_at: number | null;
+  revoked_at: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   refresh_tokens: RefreshTokensTable;
@@ -152,4 +170,5 @@ export interface Database {
   user_identities: UserIdentitiesTable;
   user_totp: UserTotpTable;
   totp_recovery_codes: TotpRecoveryCodesTable;
+  shares: SharesTable;
 }

@@ -113,6 +113,34 @@ export function contractSuite(
       assert.equal(await b!.redeemTicket(ticket), null);
     });
 
+    void it("a share guest's ticket carries who they are and the share, on any node", async () => {
+      const [a, b] = await h.nodes(2);
+      const guest = {
+        shareId: 'sh1',
+        mode: 'view' as const,
+        userId: null,
+        name: 'Bob',
+        expiresAt: 1_234_567,
+      };
+      const ticket = await a!.issueTicket({ userId: 'u1', sessionId: 's1', guest }, 30_000);
+      assert.deepEqual(await b!.redeemTicket(ticket), { userId: 'u1', sessionId: 's1', guest });
+      await a!.putViewer(
+        { sessionId: 's-g', viewerId: 'g1', nodeId: 'a', guest: { shareId: 'sh1', name: 'Bob' } },
+        60_000,
+      );
+      await b!.putViewer({ sessionId: 's-g', viewerId: 'o1', nodeId: 'b' }, 60_000);
+      const leases = (await b!.listViewers(['s-g'])).get('s-g') ?? [];
+      assert.deepEqual(
+        leases.sort((x, y) => x.viewerId.localeCompare(y.viewerId)),
+        [
+          { sessionId: 's-g', viewerId: 'g1', nodeId: 'a', guest: { shareId: 'sh1', name: 'Bob' } },
+          { sessionId: 's-g', viewerId: 'o1', nodeId: 'b' },
+        ],
+      );
+      await a!.removeViewer('s-g', 'g1');
+      await a!.removeViewer('s-g', 'o1');
+    });
+
     void it('two nodes racing to redeem one ticket: exactly one gets the claims', async () => {
       const [a, b] = await h.nodes(2);
       for (let i = 0; i < 20; i++) {
@@ -297,6 +325,10 @@ export function contractSuite(
       const gotB2 = inboxB.next();
       await b!.publish(signOut);
       assert.deepEqual(await gotB2, signOut);
+      const revoke: ClusterCommand = { type: 'revoke-share', shareId: 'sh-9' };
+      const gotA2 = inboxA.next();
+      await b!.publish(revoke);
+      assert.deepEqual(await gotA2, revoke);
     });
 
     void it('ping answers and state is up', async () => {
