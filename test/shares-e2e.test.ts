@@ -79,8 +79,10 @@ describe('sharing end to end (sshd + TigerVNC)', () => {
     };
     // A focused xterm whose keystrokes go to a file line by line (the tty is canonical): what the file
     // holds is exactly what was typed into the desktop.
+    // The openbox desktop opens an xterm of its own: wait for it first, so it cannot take the focus later.
     await onDesktop(
-      `: > ${file}; setsid xterm -title sink-${display} -e sh -c 'stty -echo; exec cat > ${file}' </dev/null >/dev/null 2>&1 &` +
+      `timeout 20 xdotool search --sync --onlyvisible --class xterm >/dev/null;` +
+        ` : > ${file}; setsid xterm -title sink-${display} -e sh -c 'stty -echo; exec cat > ${file}' </dev/null >/dev/null 2>&1 &` +
         ` w=$(timeout 20 xdotool search --sync --onlyvisible --name sink-${display} | head -n 1);` +
         ` xdotool windowactivate --sync "$w" 2>/dev/null || xdotool windowfocus --sync "$w"`,
     );
