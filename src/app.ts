@@ -25,6 +25,8 @@ import { OidcClient, type OidcProviderPort } from './identity/oidc-client.js';
 import { OidcService } from './identity/oidc.service.js';
 import { registerOidcRoutes } from './identity/oidc.routes.js';
 import { IdentityRepository } from './store/identity.repository.js';
+import { TotpService } from './identity/totp.service.js';
+import { registerTotpRoutes } from './identity/totp.routes.js';
 import type { SignInGuard } from './auth/sign-in-guard.js';
 import { AddressGuard, type InterfaceSource, type Resolver } from './instances/address-guard.js';
 import { InstanceService } from './instances/instance.service.js';
@@ -169,8 +171,13 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     clock,
     options: config.desktop,
   });
+  const identities = new IdentityRepository(store);
+  const totp = new TotpService(
+    { identities, secrets, coordinator, audit, clock },
+    { require2fa: config.auth.require2fa },
+  );
   const auth = new AuthService(
-    { users, clock, newId, audit, logger },
+    { users, clock, newId, audit, logger, secondFactor: totp },
     {
       accessSecret: config.secrets.jwtAccessSecret,
       refreshSecret: config.secrets.jwtRefreshSecret,
@@ -182,7 +189,6 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       local: config.auth.local,
     },
   );
-  const identities = new IdentityRepository(store);
   const oidc =
     config.oidc &&
     new OidcService(
@@ -368,6 +374,14 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       refreshTtlSeconds: config.auth.refreshTtlSeconds,
       redirectUri: config.oidc?.redirectUri ?? null,
     });
+  registerTotpRoutes(app, {
+    totp,
+    auth,
+    users,
+    guard: deps.signInGuard ?? rateLimits,
+    authenticate,
+    refreshTtlSeconds: config.auth.refreshTtlSeconds,
+  });
   registerInstanceRoutes(app, { instances, sessions, authenticate });
   registerFileRoutes(app, { files, links: downloadLinks, authenticate });
   registerSessionRoutes(app, {

@@ -52,6 +52,11 @@ export interface AuthServiceOptions {
   local?: boolean;
 }
 
+export interface SecondFactorGate {
+  /** Throws (MFA_REQUIRED, MFA_ENROLMENT_REQUIRED, with a challenge) when a code must come first. */
+  beforeTokens(user: UserRow): Promise<void>;
+}
+
 /** How an account proved who it is, for the audit trail. */
 export type SignInMethod = 'password' | 'oidc';
 
@@ -84,6 +89,8 @@ export class AuthService {
       newId: IdGenerator;
       audit: AuditSink;
       logger?: Logger;
+      /** Two-factor (identity/totp.service.ts): may refuse tokens after a right password until a code. */
+      secondFactor?: SecondFactorGate;
     },
     private readonly options: AuthServiceOptions,
   ) {
@@ -143,6 +150,8 @@ export class AuthService {
       targetId: row.id,
       details: { email: row.email, role: row.role, invited: options.inviteToken !== undefined },
     });
+    // AUTH_REQUIRE_2FA: the new account gets no token until it has set up its second factor.
+    await this.deps.secondFactor?.beforeTokens(row);
     return { user: toPublicUser(row), ...(await this.issuePair(row.id, this.deps.newId(), null)) };
   }
 
@@ -225,6 +234,7 @@ export class AuthService {
       this.signInFailed(normalized, row.id, 'ACCOUNT_DISABLED');
       throw new AppError('ACCOUNT_DISABLED');
     }
+    await this.deps.secondFactor?.beforeTokens(row);
     return this.completeSignIn(row, 'password');
   }
 
