@@ -58,7 +58,7 @@ describe('admin across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', () =
   const post = (gw: TestGateway, url: string, payload?: object, headers?: Record<string, string>) =>
     gw.app.inject({ method: 'POST', url, headers, ...(payload === undefined ? {} : { payload }) });
 
-  test('the full story', { timeout: 120_000 }, async () => {
+  test('the full story', { timeout: 120_000 }, async (t) => {
     const secrets: string[] = [];
     // A cluster has no first-account admin: the operator makes one (as `clouddesk admin create`).
     const adminPassword = 'admin passphrase 0123';
@@ -141,6 +141,7 @@ describe('admin across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', () =
     assert.equal(await first.viewer.closed, 4001);
     const elapsed = performance.now() - started;
     assert.ok(elapsed < 1000, `closed after ${Math.round(elapsed)} ms`);
+    t.diagnostic(`disable on A → viewer on B closed (4001) in ${Math.round(elapsed)} ms`);
     assert.equal(
       (await b.app.inject({ method: 'GET', url: '/api/sessions/active', headers: user.auth })).statusCode,
       403,

@@ -2,7 +2,8 @@
 // process, sshd and TigerVNC: the first account of the install is its admin and sees the Admin pages;
 // a normal user does not, and the gateway refuses them the admin API whatever the page shows; the
 // admin finds the user, sees their live desktop, disables them, and the user's open desktop tab shows
-// that they were signed out; the user's past session is in the history with why it ended.
+// that they were signed out; the user's past session is in the history with why it ended; an invite
+// link made on the users page signs someone up, once.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -234,5 +235,33 @@ void test(
     assert.equal(await past.locator('[data-testid="history-reason"]').textContent(), 'Ended by an admin');
     assert.match((await past.textContent()) ?? '', /Worker box/);
     await screenshot(userPage, 'sessions-history');
+
+    // An invite link, made on the users page, signs someone up once.
+    await adminPage.click('[data-testid="admin-invite"]');
+    const invitedEmail = `invited-${Date.now()}@example.com`;
+    await adminPage.fill('input[name="invite-email"]', invitedEmail);
+    await adminPage.click('.dialog .btn-primary');
+    const inviteUrl = (await adminPage
+      .locator('[data-testid="admin-invite-url"]:not(:empty)')
+      .textContent())!;
+    assert.match(inviteUrl, /\/sign-up\?invite=[A-Za-z0-9_-]{43}$/);
+    const guestContext = await browser.browser.newContext({ viewport: VIEWPORT, colorScheme: 'light' });
+    try {
+      const guest = await guestContext.newPage();
+      guest.setDefaultTimeout(STEP_MS);
+      await guest.goto(inviteUrl);
+      await guest.fill('input[name="email"]', invitedEmail);
+      await guest.fill('input[name="password"]', password);
+      await guest.click('button[type="submit"]');
+      await guest.waitForURL(/\/instances$/);
+    } finally {
+      await guestContext.close();
+    }
+    const again = await api<{ error: { code: string } }>('POST', '/api/auth/register', {
+      email: `late-${Date.now()}@example.com`,
+      password,
+      inviteToken: new URL(inviteUrl).searchParams.get('invite'),
+    });
+    assert.equal(again.body.error.code, 'INVITE_INVALID', 'the invite was used');
   }),
 );

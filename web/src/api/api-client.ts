@@ -165,6 +165,11 @@ export class ApiClient {
     return this.request<Page<AdminSession>>('GET', `/api/admin/sessions${query({ cursor })}`);
   }
 
+  /** A single-use sign-up link (REGISTRATION=closed); `url` is a path on this site. */
+  createInvite(email?: string): Promise<{ url: string; expiresAt: string; email: string | null }> {
+    return this.request('POST', '/api/admin/invites', email ? { email } : {});
+  }
+
   adminEndSession(id: string): Promise<void> {
     return this.request<void>('POST', `/api/admin/sessions/${encodeURIComponent(id)}/end`, {});
   }

@@ -7,7 +7,7 @@ import type { AdminSession, AdminUser, AuditEvent, Page } from '../api/types.js'
 import type { AppContext, View } from '../app-context.js';
 import { h, icon } from '../lib/dom.js';
 import { desktopLabel, formatAgo, formatBytes, formatDateTime } from '../lib/format.js';
-import { confirmDialog } from '../ui/dialog.js';
+import { confirmDialog, openDialog } from '../ui/dialog.js';
 import { toast } from '../ui/toast.js';
 
 type Tab = 'users' | 'sessions' | 'audit';
@@ -231,7 +231,7 @@ export function adminUsersView(ctx: AppContext): View {
     element: shell(
       'users',
       'Everyone with an account here.',
-      h('div', { class: 'toolbar-row' }, search),
+      h('div', { class: 'toolbar-row' }, search, inviteButton(ctx)),
       table.element,
     ),
     destroy() {
@@ -361,4 +361,50 @@ export function adminAuditView(ctx: AppContext): View {
     ),
     destroy: () => table.destroy(),
   };
+}
+
+/** "Invite": a single-use sign-up link, optionally for one email, shown once to copy. */
+function inviteButton(ctx: AppContext): HTMLButtonElement {
+  const button = h(
+    'button',
+    { type: 'button', class: 'btn btn-secondary btn-sm', 'data-testid': 'admin-invite' },
+    icon('plus', 16),
+    'Invite',
+  );
+  button.addEventListener('click', () => {
+    const email = h('input', {
+      type: 'email',
+      class: 'input',
+      name: 'invite-email',
+      placeholder: 'Only for this email (optional)',
+      'aria-label': 'Email the invite is for (optional)',
+    });
+    const result = h('p', { class: 'mono', 'data-testid': 'admin-invite-url' });
+    const note = h(
+      'p',
+      { class: 'muted' },
+      'The link works once and expires in 3 days. It is shown only now: copy it and send it.',
+    );
+    const dialog = openDialog({
+      title: 'Invite someone',
+      body: h('div', null, email, result, note),
+    });
+    const create = h('button', { type: 'button', class: 'btn btn-primary' }, 'Create link');
+    create.addEventListener('click', () => {
+      create.disabled = true;
+      ctx.api.createInvite(email.value.trim() || undefined).then(
+        (invite) => {
+          result.textContent = new URL(invite.url, location.origin).href;
+          create.hidden = true;
+        },
+        (e: unknown) => {
+          create.disabled = false;
+          toast(describeError(e), 'error');
+        },
+      );
+    });
+    dialog.footer.append(create);
+    email.focus();
+  });
+  return button;
 }
