@@ -5,7 +5,8 @@
 // connects and disconnects run in a loop and a viewer streams, the primary's postmaster is killed with
 // SIGKILL. Then:
 // - every write answered 2xx is in the new primary, row by row against the client-side log;
-// - nothing was answered 500; every refusal is 503 STORE_UNAVAILABLE;
+// - nothing was answered 500; every refusal is 503 STORE_UNAVAILABLE; a second gateway that never
+//   retries (DATABASE_RETRY_MS=0) shows that 503 path during the outage and serves again unrestarted;
 // - /api/ready went 503 and came back by itself, and the API serves writes again (bound: the plan's
 //   30 s; the measured times are reported as diagnostics and written in docs/reliability.md);
 // - the open stream kept flowing; the usage the activity buffer and the events the audit buffer held
@@ -79,6 +80,8 @@ void describe('PostgreSQL failover: SIGKILL the primary under load', { timeout: 
   let cluster: PatroniCluster;
   let sshd: SshdFixture;
   let gateway: GatewayProcess;
+  /** A second gateway that never retries (DATABASE_RETRY_MS=0): what it answers during the outage is the 503 path. */
+  let strict: GatewayProcess;
   /** Set by the test when it is done, and by `after` when it failed midway: the loops end either way. */
   let stopLoad = false;
   let background: Promise<unknown>[] = [];
@@ -100,13 +103,16 @@ void describe('PostgreSQL failover: SIGKILL the primary under load', { timeout: 
         LOG_LEVEL: 'info',
       },
     });
+    strict = await startGatewayProcess({
+      env: { ...TEST_SECRETS, DATABASE_URL: cluster.url, DATABASE_RETRY_MS: '0', LOG_LEVEL: 'info' },
+    });
   });
 
   after(async () => {
     stopLoad = true;
     await Promise.allSettled(background);
     const logs = (await gateway?.logs()) ?? '';
-    await gateway?.stop();
+    await Promise.all([gateway?.stop(), strict?.stop()]);
     let left: string[] = [];
     if (sshd) {
       const pids = await processesWithEnv(sshd.envMarker);
@@ -260,8 +266,18 @@ void describe('PostgreSQL failover: SIGKILL the primary under load', { timeout: 
       }
     })();
 
+    // The no-retry gateway: a read of the viewer's instances, every 100 ms.
+    const strictAnswers: { at: number; status: number; code?: string }[] = [];
+    const strictPolling = (async () => {
+      while (!stopLoad) {
+        const a = await call(strict.url, 'GET', '/api/instances', viewerToken);
+        strictAnswers.push({ at: Date.now(), status: a.status, code: a.body.error?.code });
+        await sleep(100);
+      }
+    })();
+
     const workers = Array.from({ length: WORKERS }, (_, w) => worker(w));
-    background = [...workers, polling, streaming];
+    background = [...workers, polling, streaming, strictPolling];
     // Warm up: every kind of write has worked at least once before the kill.
     const warmDeadline = Date.now() + 60_000;
     while (
@@ -325,7 +341,7 @@ void describe('PostgreSQL failover: SIGKILL the primary under load', { timeout: 
       60_000,
     );
     stopLoad = true;
-    await Promise.all([...workers, polling, streaming]);
+    await Promise.all([...workers, polling, streaming, strictPolling]);
 
     // The stream: never closed, and it moved bytes during the outage.
     assert.equal(streamError, null, 'the open stream kept answering');
@@ -343,6 +359,17 @@ void describe('PostgreSQL failover: SIGKILL the primary under load', { timeout: 
       assert.equal(o.status, 503, `${o.kind} answered ${o.status} ${o.code ?? ''}`);
       assert.equal(o.code, 'STORE_UNAVAILABLE', `${o.kind} answered 503 ${o.code ?? ''}`);
     }
+    // Without retries, the outage shows as 503 STORE_UNAVAILABLE (never a 500), and the same process
+    // serves again afterwards: its pool reconnected without a restart.
+    const strictDuring = strictAnswers.filter((a) => a.at >= killedAt);
+    const strict503 = strictDuring.filter((a) => a.status === 503);
+    assert.ok(strict503.length > 0, 'the no-retry gateway answered 503 during the outage');
+    for (const a of strictDuring.filter((x) => x.status !== 200)) {
+      assert.equal(a.status, 503, `no-retry gateway answered ${a.status} ${a.code ?? ''}`);
+      assert.equal(a.code, 'STORE_UNAVAILABLE');
+    }
+    const strictBack = strictDuring.find((a) => a.at > strict503.at(-1)!.at && a.status === 200);
+    assert.ok(strictBack, 'the no-retry gateway serves again without a restart');
     const spanning = ops.filter((o) => o.sentAt <= killedAt + 3000 && o.answeredAt >= killedAt);
     const longest = Math.max(...spanning.map((o) => o.answeredAt - o.sentAt));
 
@@ -446,7 +473,7 @@ void describe('PostgreSQL failover: SIGKILL the primary under load', { timeout: 
     t.diagnostic(
       `SIGKILL (${path}) → /api/ready 503 after ${notReadyAt - killedAt} ms, 200 again after ${readyAgainAt - killedAt} ms; ` +
         `first sign-up sent after the kill answered 201 after ${firstWrite.answeredAt - killedAt} ms; ` +
-        `longest request across the kill ${longest} ms; ${refused.length} answers 503 STORE_UNAVAILABLE ` +
+        `longest request across the kill ${longest} ms; no-retry gateway: ${strict503.length} × 503 until ${strictBack.at - killedAt} ms; ${refused.length} answers 503 STORE_UNAVAILABLE ` +
         `(${[...new Set(refused.map((o) => o.kind))].join(', ') || 'none'}); 2xx writes checked: ` +
         `${count('register')} users, ${count('instance')} instances, ${count('connect')} sessions, ${count('disconnect')} ends; ` +
         `viewer: ${framesAtRecovery} frames by recovery, ${bytesAtRecovery - bytesAtKill} bytes during the outage`,
