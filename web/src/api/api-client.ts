@@ -10,6 +10,7 @@ import type {
   AuthResult,
   ConnectionTestResult,
   ConnectResult,
+  FileListing,
   Instance,
   InstanceInput,
   InstancePatch,
@@ -183,6 +184,88 @@ export class ApiClient {
     return this.request<Page<AuditEvent>>('GET', `/api/admin/audit${query(filters)}`);
   }
 
+  // ---- files on an instance (SFTP) ----
+
+  listFiles(instanceId: string, path?: string): Promise<FileListing> {
+    return this.request<FileListing>('GET', `${filesBase(instanceId)}${query({ path })}`);
+  }
+
+  /** A URL the browser's own download manager can fetch (streams to disk, resumes with Range). */
+  fileDownloadLink(instanceId: string, path: string): Promise<{ url: string; expiresAt: string }> {
+    return this.request('POST', `${filesBase(instanceId)}/link`, { path });
+  }
+
+  makeFolder(instanceId: string, path: string): Promise<{ path: string }> {
+    return this.request('POST', `${filesBase(instanceId)}/mkdir`, { path });
+  }
+
+  renameFile(instanceId: string, from: string, to: string): Promise<{ path: string }> {
+    return this.request('POST', `${filesBase(instanceId)}/rename`, { from, to });
+  }
+
+  deleteFile(instanceId: string, path: string): Promise<void> {
+    return this.request('POST', `${filesBase(instanceId)}/delete`, { path });
+  }
+
+  /**
+   * Uploads a File as the request body (the browser streams it from disk) with progress events; abort
+   * with `signal`. XMLHttpRequest because fetch reports no upload progress.
+   */
+  async uploadFile(
+    instanceId: string,
+    path: string,
+    file: Blob,
+    opts: { overwrite?: boolean; onProgress?: (sent: number, total: number) => void; signal?: AbortSignal },
+  ): Promise<{ path: string; size: number }> {
+    if (this.accessToken === null) await this.refreshOrSignOut();
+    const attempt = () =>
+      new Promise<{ path: string; size: number }>((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        const url = `${filesBase(instanceId)}/content${query({ path, overwrite: opts.overwrite ? 'true' : undefined })}`;
+        xhr.open('PUT', url);
+        xhr.setRequestHeader('Authorization', `Bearer ${this.accessToken ?? ''}`);
+        xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+        xhr.upload.onprogress = (e) => opts.onProgress?.(e.loaded, e.total);
+        xhr.onload = () => {
+          let payload: unknown = null;
+          try {
+            payload = JSON.parse(xhr.responseText);
+          } catch {
+            // not JSON
+          }
+          if (xhr.status === 201 && isObject(payload) && isObject(payload.data)) {
+            resolve(payload.data as { path: string; size: number });
+            return;
+          }
+          const error = isObject(payload) && isObject(payload.error) ? payload.error : null;
+          reject(
+            new ApiError(
+              xhr.status,
+              error && typeof error.code === 'string' ? error.code : 'BAD_RESPONSE',
+              error && typeof error.message === 'string'
+                ? error.message
+                : `Upload failed (HTTP ${xhr.status})`,
+            ),
+          );
+        };
+        xhr.onerror = () => reject(new ApiError(0, 'NETWORK', 'Cannot reach CloudDesk'));
+        xhr.onabort = () => reject(new ApiError(0, 'CANCELLED', 'Upload cancelled'));
+        if (opts.signal?.aborted) {
+          reject(new ApiError(0, 'CANCELLED', 'Upload cancelled'));
+          return;
+        }
+        opts.signal?.addEventListener('abort', () => xhr.abort(), { once: true });
+        xhr.send(file);
+      });
+    try {
+      return await attempt();
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 401 || !REFRESHABLE.has(e.code)) throw e;
+    }
+    await this.refreshOrSignOut();
+    return attempt();
+  }
+
   /** An authenticated request; on an expired token, refreshes once and retries. */
   async request<T>(method: Method, path: string, body?: unknown): Promise<T> {
     if (this.accessToken === null) await this.refreshOrSignOut();
@@ -276,6 +359,10 @@ export function webLocksRefreshLock(): (<T>(fn: () => Promise<T>) => Promise<T>)
   const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
   if (!locks) return undefined;
   return <T>(fn: () => Promise<T>) => locks.request('clouddesk-token-refresh', fn) as Promise<T>;
+}
+
+function filesBase(instanceId: string): string {
+  return `/api/instances/${encodeURIComponent(instanceId)}/files`;
 }
 
 /** `?a=1&b=2` from the set values (empty string when none). */

@@ -139,3 +139,21 @@ export interface AuditEvent {
   targetId: string | null;
   details: Record<string, unknown>;
 }
+
+/** One entry of a folder on an instance (GET /api/instances/:id/files). */
+export interface FileEntry {
+  name: string;
+  path: string;
+  type: 'file' | 'directory' | 'symlink' | 'other';
+  targetType?: 'file' | 'directory' | 'symlink' | 'other' | null;
+  size: number;
+  mtime: string;
+  mode: number;
+}
+
+export interface FileListing {
+  path: string;
+  parent: string | null;
+  entries: FileEntry[];
+  truncated: boolean;
+}

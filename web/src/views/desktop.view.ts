@@ -15,6 +15,7 @@ import { DesktopConnection, type LinkStats, type ViewerState } from '../viewer/d
 import { keyCombos } from '../viewer/key-combos.js';
 import { isQualityName, qualityMenu } from '../viewer/quality.js';
 import { progressSteps } from './progress-steps.js';
+import { filesPanel } from './files.panel.js';
 
 const SCALING: Array<{ value: Scaling; label: string; title: string }> = [
   { value: 'remote', label: 'Resize', title: 'Resize the remote desktop to this window (sharp text)' },
@@ -25,6 +26,15 @@ const SCALING: Array<{ value: Scaling; label: string; title: string }> = [
 export function desktopView(ctx: AppContext, sessionId: string): View {
   const pending = ctx.pendingConnects.get(sessionId);
   ctx.pendingConnects.delete(sessionId);
+  // The session's instance (for the Files panel) and, after a reload, its labels.
+  const sessionInfo = ctx.api.activeSessions().then(
+    (list) => list.find((x) => x.id === sessionId) ?? null,
+    () => null,
+  );
+  const files = filesPanel(
+    ctx,
+    sessionInfo.then((s) => s?.instanceId ?? null),
+  );
   let viewOnly = false;
 
   // ---- toolbar ----
@@ -297,6 +307,22 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     });
   });
 
+  const filesButton = h(
+    'button',
+    {
+      type: 'button',
+      class: 'btn btn-toolbar',
+      'aria-pressed': 'false',
+      'data-testid': 'files-toggle',
+      title: 'Files on the instance: browse, download, upload (or drop files onto the desktop)',
+    },
+    icon('upload', 16),
+    h('span', { class: 'toolbar-label' }, 'Files'),
+  );
+  filesButton.addEventListener('click', () => {
+    filesButton.setAttribute('aria-pressed', String(files.toggle()));
+  });
+
   const toolbar = h(
     'header',
     { class: 'viewer-toolbar' },
@@ -311,6 +337,7 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
       viewOnlyButton,
       keysMenu,
       clipboardMenu,
+      filesButton,
       fullscreen,
       endButton,
     ),
@@ -336,7 +363,52 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     'View only — your keyboard and mouse are not sent',
   );
   const hint = h('div', { class: 'viewer-hint', hidden: true, 'data-testid': 'desktop-hint' });
-  const stage = h('div', { class: 'viewer-stage' }, ghost, target, overlay, viewOnlyBadge, hint);
+  const dropHint = h(
+    'div',
+    { class: 'viewer-drop', hidden: true, 'aria-hidden': 'true' },
+    'Drop to upload into the folder shown in Files',
+  );
+  const stage = h(
+    'div',
+    { class: 'viewer-stage', 'data-testid': 'stage' },
+    ghost,
+    target,
+    overlay,
+    viewOnlyBadge,
+    hint,
+    dropHint,
+  );
+  // Files dragged onto the desktop upload into the Files panel's folder (the home folder at first).
+  const carriesFiles = (e: DragEvent) => e.dataTransfer?.types.includes('Files') ?? false;
+  stage.addEventListener(
+    'dragover',
+    (e) => {
+      if (!carriesFiles(e)) return;
+      e.preventDefault();
+      e.stopPropagation();
+      if (e.dataTransfer) e.dataTransfer.dropEffect = 'copy';
+      dropHint.hidden = false;
+    },
+    true,
+  );
+  stage.addEventListener('dragleave', (e) => {
+    if (e.target === stage || !stage.contains(e.relatedTarget as Node | null)) dropHint.hidden = true;
+  });
+  stage.addEventListener(
+    'drop',
+    (e) => {
+      if (!carriesFiles(e)) return;
+      e.preventDefault();
+      e.stopPropagation();
+      dropHint.hidden = true;
+      const dropped = [...(e.dataTransfer?.files ?? [])];
+      if (dropped.length === 0) return;
+      filesButton.setAttribute('aria-pressed', String(files.toggle(true)));
+      files.upload(dropped);
+    },
+    true,
+  );
+  const body = h('div', { class: 'viewer-body' }, stage, files.element);
 
   // ---- status line ----
   const stateText = h('span', { class: 'status-state', 'data-testid': 'viewer-status' }, 'Connecting…');
@@ -364,7 +436,7 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     'div',
     { class: 'viewer', 'data-state': 'connecting', 'data-testid': 'viewer' },
     toolbar,
-    stage,
+    body,
     status,
   );
   const element = h(
@@ -590,9 +662,8 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
 
   // Labels for a reloaded page (the connect dialog's hand-off is gone then).
   if (!pending) {
-    ctx.api.activeSessions().then(
-      (list) => {
-        const s = list.find((x) => x.id === sessionId);
+    sessionInfo.then(
+      (s) => {
         if (!s) return;
         desktopEnvironment = s.desktopEnvironment;
         maybeShowHint();
