@@ -1,0 +1,146 @@
+// Sharing across two gateways (each with its own node id and Redis connection, one PostgreSQL database;
+// what a round-robin balancer does to a guest: the share is made on one node, the link opened on the
+// other) with real sshd + TigerVNC: the guest joins on B through a share created on A and is held to
+// view-only there, the owner on A sees the guest and its node, and a revoke on A closes the guest on B
+// within a second (4002) while the owner's viewer stays.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { systemClock } from '../src/lib/clock.js';
+import { createLogger } from '../src/observability/logger.js';
+import { RedisCoordinator } from '../src/coordination/redis-coordinator.js';
+import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
+import { createTestDatabase } from './helpers/postgres-database.js';
+import { startSshd, type SshdFixture } from './helpers/sshd.js';
+import { RfbTestClient } from './helpers/rfb-client.js';
+
+const REDIS_URL = 'redis://127.0.0.1:6379';
+
+describe('sharing across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', () => {
+  let sshd: SshdFixture;
+  let db: { url: string; drop(): Promise<void> };
+  const gateways: (TestGateway & { base: string })[] = [];
+  let a: TestGateway & { base: string };
+  let b: TestGateway & { base: string };
+  const prefix = `cd-test-shares-${randomBytes(4).toString('hex')}:`;
+
+  before(async () => {
+    [sshd, db] = await Promise.all([startSshd({ users: 1 }), createTestDatabase()]);
+    for (const node of ['gw-a', 'gw-b']) {
+      const coordinator = new RedisCoordinator({
+        url: REDIS_URL,
+        clock: systemClock,
+        logger: createLogger({ level: 'silent' }),
+        keyPrefix: prefix,
+      });
+      gateways.push(
+        await listenTestGateway(
+          {
+            DATABASE_URL: db.url,
+            REDIS_URL,
+            NODE_ID: node,
+            REGISTRATION: 'open',
+            SHARE_GUESTS: 'anyone',
+            WS_MAX_CONNECTS_PER_MINUTE: '1000',
+          },
+          { coordinator },
+        ),
+      );
+    }
+    [a, b] = gateways as [typeof a, typeof b];
+  });
+  after(async () => {
+    for (const g of gateways) await g.cleanup();
+    await sshd?.stop();
+    await db?.drop();
+  });
+
+  test(
+    'made on A, joined on B, revoked on A: the guest on B is closed within a second',
+    { timeout: 120_000 },
+    async () => {
+      const alice = await newUser(a);
+      const instance = await newInstance(a, alice, {
+        host: sshd.host,
+        port: sshd.port,
+        user: sshd.users[0]!,
+      });
+      const connect = await a.app.inject({
+        method: 'POST',
+        url: '/api/sessions/connect',
+        headers: alice.auth,
+        payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
+      });
+      assert.equal(connect.statusCode, 201, connect.body);
+      const { sessionId, websocketUrl } = connect.json().data as { sessionId: string; websocketUrl: string };
+      const owner = await RfbTestClient.open(`ws://${a.base}${websocketUrl}`);
+      await owner.handshake();
+
+      const created = await a.app.inject({
+        method: 'POST',
+        url: `/api/sessions/${sessionId}/shares`,
+        headers: alice.auth,
+        payload: { mode: 'view' },
+      });
+      assert.equal(created.statusCode, 201, created.body);
+      const share = created.json().data as { id: string; url: string };
+      const token = share.url.split('#')[1]!;
+
+      // The anonymous guest's calls and WebSocket all land on B.
+      const invitation = await b.app.inject({ method: 'GET', url: `/api/shares/${token}` });
+      assert.equal(invitation.json().data.ownerName, alice.email);
+      const exchanged = await b.app.inject({
+        method: 'POST',
+        url: `/api/shares/${token}/ticket`,
+        payload: { displayName: 'Dana from support' },
+      });
+      assert.equal(exchanged.statusCode, 200, exchanged.body);
+      const guest = await RfbTestClient.open(`ws://${b.base}${exchanged.json().data.websocketUrl as string}`);
+      await guest.handshake();
+      guest.requestUpdate(false);
+      assert.ok((await guest.readFramebufferUpdate()).bytes > 0, 'the guest on B sees the desktop');
+
+      // The owner, asking A, sees the guest on B. The lease is written as the guest attaches; wait for it.
+      let guests: { name: string; node: string }[] = [];
+      for (let i = 0; i < 100 && guests.length === 0; i++) {
+        const listed = await a.app.inject({
+          method: 'GET',
+          url: `/api/sessions/${sessionId}/shares`,
+          headers: alice.auth,
+        });
+        guests = (listed.json().data as { guests: typeof guests }[])[0]!.guests;
+        if (guests.length === 0) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(
+        guests.map((g) => [g.name, g.node]),
+        [['Dana from support', 'gw-b']],
+      );
+
+      const started = performance.now();
+      const revoked = await a.app.inject({
+        method: 'DELETE',
+        url: `/api/shares/${share.id}`,
+        headers: alice.auth,
+      });
+      assert.equal(revoked.statusCode, 204);
+      assert.equal(await guest.closed, 4002);
+      const ms = performance.now() - started;
+      assert.ok(ms < 1000, `closed ${Math.round(ms)} ms after the revoke`);
+
+      owner.requestUpdate(false);
+      assert.ok((await owner.readFramebufferUpdate()).bytes > 0, "the owner's viewer on A stays");
+      const again = await b.app.inject({
+        method: 'POST',
+        url: `/api/shares/${token}/ticket`,
+        payload: { displayName: 'Dana from support' },
+      });
+      assert.equal(again.json().error.code, 'SHARE_REVOKED');
+      await a.app.inject({
+        method: 'POST',
+        url: `/api/sessions/disconnect/${sessionId}`,
+        headers: alice.auth,
+      });
+      assert.equal(await owner.closed, 4000);
+    },
+  );
+});
