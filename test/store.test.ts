@@ -186,6 +186,24 @@ for (const dialect of dialects) {
       assert.equal(live[0]?.instance_name, 'box');
     });
 
+    test('the per-user session limit holds in the database alone, under concurrent inserts', async () => {
+      const alice = await newUserRow();
+      const insts = Array.from({ length: 6 }, () => instanceRow(alice));
+      for (const i of insts) await instances.create(i);
+      // No lock in front: six racing inserts, at most three live sessions.
+      const rows = insts.map((i) => sessionRow(alice, i.id, { status: 'starting' }));
+      const results = await Promise.all(rows.map((r) => sessions.createWithinLimit(r, 3)));
+      assert.equal(results.filter(Boolean).length, 3);
+      assert.equal(await sessions.countLive(alice), 3);
+      // A retry of an insert that committed finds its own row.
+      const taken = rows[results.indexOf(true)]!;
+      assert.equal(await sessions.createWithinLimit(taken, 3), true);
+      assert.equal(await sessions.countLive(alice), 3);
+      await sessions.markEnded(taken.id, 'test', 2000);
+      const free = rows[results.indexOf(false)]!;
+      assert.equal(await sessions.createWithinLimit(free, 3), true, 'an ended session frees a slot');
+    });
+
     test('activity timestamps are written in one batch and never move backwards', async () => {
       const alice = await newUserRow();
       const inst = instanceRow(alice);

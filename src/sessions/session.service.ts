@@ -341,7 +341,7 @@ export class SessionService {
     return null;
   }
 
-  /** Takes one of the user's session slots, atomically across the cluster. */
+  /** Takes one of the user's session slots, atomically across the cluster (lock, then the database's check). */
   private async reserve(
     userId: string,
     instance: InstanceRow,
@@ -376,7 +376,11 @@ export class SessionService {
         stop_due_at: null,
         stop_attempts: 0,
       };
-      await this.deps.sessions.create(row);
+      // The lock keeps the common case cheap and ordered; the database's own check is what holds
+      // the limit if a Redis failover lost the lock and granted it twice (docs/coordination.md).
+      if (!(await this.deps.sessions.createWithinLimit(row, this.options.maxPerUser))) {
+        throw new AppError('SESSION_LIMIT_REACHED');
+      }
       return row;
     });
   }

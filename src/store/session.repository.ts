@@ -27,6 +27,35 @@ export class SessionRepository {
     );
   }
 
+  /**
+   * Inserts the session only while the user has fewer than `max` live sessions, serialised per user
+   * by the database itself (the transaction locks the user's row first), so the limit holds even if
+   * the cluster lock in front of it was granted twice across a Redis failover. Idempotent: a retry
+   * whose first attempt committed finds its own row and answers true.
+   */
+  async createWithinLimit(row: SessionRow, max: number): Promise<boolean> {
+    return this.retry.run('idempotent', () =>
+      this.db.transaction().execute(async (trx) => {
+        await trx
+          .updateTable('users')
+          .set((eb) => ({ id: eb.ref('id') }))
+          .where('id', '=', row.user_id)
+          .execute();
+        const own = await trx.selectFrom('sessions').select('id').where('id', '=', row.id).executeTakeFirst();
+        if (own) return true;
+        const live = await trx
+          .selectFrom('sessions')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('user_id', '=', row.user_id)
+          .where('status', '<>', 'ended')
+          .executeTakeFirstOrThrow();
+        if (Number(live.n) >= max) return false;
+        await trx.insertInto('sessions').values(row).execute();
+        return true;
+      }),
+    );
+  }
+
   findById(id: string): Promise<SessionRow | undefined> {
     return this.retry.run('read', () =>
       this.db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst(),
