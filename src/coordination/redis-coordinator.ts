@@ -264,6 +264,7 @@ export class RedisCoordinator implements Coordinator {
   private readonly logger: Logger;
   private readonly retryBudgetMs: number;
   private readonly replicaAckTimeoutMs: number;
+  private readonly attemptTimeoutMs: number;
   private readonly handlers: ((command: ClusterCommand) => void)[] = [];
   private wasDown = false;
   private closed = false;
@@ -293,6 +294,8 @@ export class RedisCoordinator implements Coordinator {
     const backoff = (times: number) =>
       Math.round(Math.min(50 * 2 ** Math.min(times, 16), maxDelay) * (0.5 + Math.random() / 2));
     const commandTimeout = options.commandTimeoutMs ?? 2000;
+    // A ticket or lock call is a write, then maybe a WAIT for a replica: two round trips.
+    this.attemptTimeoutMs = commandTimeout + this.replicaAckTimeoutMs + 500;
     const connectTimeout = options.connectTimeoutMs ?? 3000;
 
     this.redis = defineScripts(
@@ -473,7 +476,7 @@ export class RedisCoordinator implements Coordinator {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new AppError('COORDINATION_UNAVAILABLE', { message: 'Coordination is closed' });
       try {
-        return await fn();
+        return await this.bounded(fn);
       } catch (e) {
         // AppErrors and non-errors (a rate limiter's RateLimiterRes) are answers, not failures.
         if (isAppError(e) || !(e instanceof Error)) throw e;
@@ -481,8 +484,34 @@ export class RedisCoordinator implements Coordinator {
         if (!isTransientRedisError(e) || Date.now() - started + delay > budgetMs) {
           throw new AppError('COORDINATION_UNAVAILABLE', { cause: e });
         }
+        // A pipeline that met a moved slot does not make ioredis refresh its slot map by itself.
+        if (this.redis instanceof Cluster && /^(MOVED|ASK|CLUSTERDOWN)\b/.test(e.message)) {
+          this.redis.refreshSlotsCache(() => undefined);
+        }
         await this.settle(delay);
       }
+    }
+  }
+
+  /**
+   * One attempt, bounded: ioredis times out single commands, but a pipeline queued on a cluster node
+   * that died mid-failover can wait for good. Past the command timeout (plus a margin) the attempt
+   * counts as failed; a late answer is ignored (every command here is safe to have run anyway).
+   */
+  private async bounded<T>(fn: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer from Redis within ${this.attemptTimeoutMs} ms`)),
+        this.attemptTimeoutMs,
+      );
+    });
+    const attempt = fn();
+    attempt.catch(() => undefined);
+    try {
+      return await Promise.race([attempt, timeout]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -550,12 +579,15 @@ export class RedisCoordinator implements Coordinator {
     }
   }
 
-  // Retry: SET of a fresh random key with the same value is idempotent.
+  // Retry: SET of a fresh random key with the same value is idempotent. Waiting for a replica keeps
+  // a ticket handed out just before a failover usable after it (a replica that lags only costs the
+  // viewer a fresh ticket, so the ticket is handed out either way).
   issueTicket(claims: TicketClaims, ttlMs: number): Promise<string> {
     const ticket = randomBytes(24).toString('base64url');
+    const key = this.key('ticket', ticket);
     const value = JSON.stringify({ userId: claims.userId, sessionId: claims.sessionId, guest: claims.guest });
     return this.call(async () => {
-      await this.redis.set(this.key('ticket', ticket), value, 'PX', Math.max(1, Math.round(ttlMs)));
+      await this.afterWrite((p) => p.set(key, value, 'PX', Math.max(1, Math.round(ttlMs))), key);
       return ticket;
     });
   }

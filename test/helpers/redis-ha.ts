@@ -19,6 +19,9 @@ import { spawnRedisServer, waitForPong } from './redis-server.js';
 
 const HOST = '127.0.0.1';
 const WAIT_BOUND_MS = 30_000;
+// A replica's first sync starts at once instead of after Redis' default 5 s (it waits for more
+// replicas to share one diskless transfer). A replica that never synced cannot be promoted.
+const FAST_SYNC = ['--repl-diskless-sync-delay', '0'];
 
 export interface Endpoint {
   host: typeof HOST;
@@ -29,11 +32,12 @@ async function waitUntil(
   what: string,
   condition: () => Promise<boolean>,
   boundMs = WAIT_BOUND_MS,
+  state: () => string = () => '',
 ): Promise<void> {
   const deadline = Date.now() + boundMs;
   for (;;) {
     if (await condition().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} ${state()}`);
     await sleep(50);
   }
 }
@@ -116,9 +120,9 @@ export async function startRedisSentinelSet(): Promise<RedisSentinelFixture> {
   };
   try {
     const primary = await freePort();
-    await servers.start(primary, []);
+    await servers.start(primary, FAST_SYNC);
     const replica = await freePort();
-    await servers.start(replica, ['--replicaof', HOST, String(primary)]);
+    await servers.start(replica, ['--replicaof', HOST, String(primary), ...FAST_SYNC]);
     await waitUntil('the replica in sync', () =>
       ask(replica, async (r) => infoField(await r.info('replication'), 'master_link_status') === 'up'),
     );
@@ -149,18 +153,26 @@ export async function startRedisSentinelSet(): Promise<RedisSentinelFixture> {
       sentinels.push({ host: HOST, port });
     }
     // A failover needs the sentinels to know each other (hello messages every 2 s) and the replica.
-    await waitUntil('sentinels that know each other and the replica', async () => {
-      for (const s of sentinels) {
-        const ok = await ask(s.port, async (r) => {
-          const peers = (await r.call('SENTINEL', 'SENTINELS', masterName)) as unknown[];
-          const replicas = (await r.call('SENTINEL', 'REPLICAS', masterName)) as string[][];
-          const flags = (entry: string[]) => entry[entry.indexOf('flags') + 1] ?? '';
-          return peers.length === 2 && replicas.length === 1 && flags(replicas[0]!) === 'slave';
-        });
-        if (!ok) return false;
-      }
-      return true;
-    });
+    let seen = '';
+    await waitUntil(
+      'sentinels that know each other and the replica',
+      async () => {
+        const views = await Promise.all(
+          sentinels.map((s) =>
+            ask(s.port, async (r) => {
+              const peers = (await r.call('SENTINEL', 'SENTINELS', masterName)) as unknown[];
+              const replicas = (await r.call('SENTINEL', 'REPLICAS', masterName)) as string[][];
+              const flags = replicas.map((e) => e[e.indexOf('flags') + 1] ?? '?');
+              return { peers: peers.length, flags };
+            }),
+          ),
+        );
+        seen = JSON.stringify(views);
+        return views.every((v) => v.peers === 2 && v.flags.length === 1 && v.flags[0] === 'slave');
+      },
+      WAIT_BOUND_MS,
+      () => seen,
+    );
 
     const primaryPort = () =>
       ask(sentinels[0]!.port, async (r) => {
@@ -190,7 +202,7 @@ export async function startRedisSentinelSet(): Promise<RedisSentinelFixture> {
       },
       async restart(port) {
         const current = await primaryPort();
-        await servers.start(port, ['--replicaof', HOST, String(current)]);
+        await servers.start(port, ['--replicaof', HOST, String(current), ...FAST_SYNC]);
       },
       dispose,
     };
@@ -293,6 +305,12 @@ export async function startRedisCluster(): Promise<RedisClusterFixture> {
         const healthy = view.filter((n) => n.link === 'connected' && !/fail/.test(n.flags));
         if (healthy.length !== 6) return false;
         if (view.filter((n) => /master/.test(n.flags)).length !== 3) return false;
+      }
+      // Every replica has its primary's data (else it could not take over).
+      for (const p of ports) {
+        const info = await ask(p, (r) => r.info('replication'));
+        if (infoField(info, 'role') === 'slave' && infoField(info, 'master_link_status') !== 'up')
+          return false;
       }
       return true;
     });
