@@ -283,7 +283,11 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       audit,
       isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
       hooks: {
-        consumeWsConnect: (userId) => rateLimits.consumeWsConnect(userId),
+        // A ticket issued just before its account was disabled is refused too (403 ACCOUNT_DISABLED).
+        consumeWsConnect: async (userId) => {
+          await auth.activeUser(userId);
+          await rateLimits.consumeWsConnect(userId);
+        },
         onViewerRtt: (ms) => metrics.viewerRttMs(ms),
         onViewerClosed: (code) => metrics.wsClosed(code),
         onViewerKbps: (kbps) => metrics.viewerKbps(kbps),

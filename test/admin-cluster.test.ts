@@ -129,6 +129,11 @@ describe('admin across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', () =
     const users = await a.app.inject({ method: 'GET', url: '/api/admin/users?q=worker', headers: adminAuth });
     assert.equal(users.json().data.items[0].liveSessions, 1);
 
+    // A ticket taken before the account is disabled is no way back in.
+    const spare = await post(b, `/api/sessions/${first.sessionId}/ticket`, {}, user.auth);
+    const spareUrl = spare.json().data.websocketUrl as string;
+    secrets.push(spareUrl.split('ticket=')[1]!);
+
     // Disabled on A: the viewer on B is closed within a second, with 4001.
     const started = performance.now();
     const disabled = await a.app.inject({
@@ -142,6 +147,10 @@ describe('admin across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', () =
     const elapsed = performance.now() - started;
     assert.ok(elapsed < 1000, `closed after ${Math.round(elapsed)} ms`);
     t.diagnostic(`disable on A → viewer on B closed (4001) in ${Math.round(elapsed)} ms`);
+    await assert.rejects(
+      RfbTestClient.open(`ws://${b.base}${spareUrl}`),
+      (e: { status?: number; body?: string }) => e.status === 403 && /ACCOUNT_DISABLED/.test(e.body ?? ''),
+    );
     assert.equal(
       (await b.app.inject({ method: 'GET', url: '/api/sessions/active', headers: user.auth })).statusCode,
       403,

@@ -157,6 +157,24 @@ describe('gateway end to end (sshd + TigerVNC)', () => {
     assert.equal(report.vncServer.kind, 'tigervnc');
     assert.ok(report.desktopEnvironments.includes('openbox'));
     assert.ok(report.desktopEnvironments.includes('xfce'));
+
+    // The audit trail has the refusals (connect and test) and the re-trust, with both fingerprints.
+    await gw.audit.flush();
+    const rows = await gw.store.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('target_id', '=', instance.id)
+      .where('type', 'like', 'host-key.%')
+      .orderBy('id')
+      .execute();
+    assert.deepEqual(
+      rows.map((r) => [r.type, JSON.parse(r.details) as unknown]),
+      [
+        ['host-key.mismatch', { pinned: wrong, presented: sshd.hostKeyFingerprint }],
+        ['host-key.mismatch', { pinned: wrong, presented: sshd.hostKeyFingerprint }],
+        ['host-key.retrusted', { previous: wrong, fingerprint: sshd.hostKeyFingerprint }],
+      ],
+    );
   });
 
   test('the per-user session limit answers 429 SESSION_LIMIT_REACHED', async () => {
