@@ -28,6 +28,8 @@ export interface OidcProviderFixture {
 export async function startOidcProvider(options: {
   redirectUris: string[];
   accounts: Record<string, TestAccount>;
+  /** A port chosen beforehand (a gateway started first was told the issuer); default any free one. */
+  port?: number;
 }): Promise<OidcProviderFixture> {
   const accounts = new Map(Object.entries(options.accounts));
   const clientId = 'clouddesk';
@@ -37,7 +39,7 @@ export async function startOidcProvider(options: {
   const { privateKey: otherKey } = await generateKeyPair('RS256');
 
   const server: Server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
   const provider = new Provider(issuer, {

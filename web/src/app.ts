@@ -13,6 +13,7 @@ import { authView } from './views/auth.view.js';
 import { instancesView } from './views/instances.view.js';
 import { sessionsView } from './views/sessions.view.js';
 import { desktopView } from './views/desktop.view.js';
+import { securityView } from './views/two-factor.js';
 import { adminAuditView, adminSessionsView, adminUsersView } from './views/admin.view.js';
 
 const ROUTES = {
@@ -21,6 +22,7 @@ const ROUTES = {
   home: '/',
   instances: '/instances',
   sessions: '/sessions',
+  security: '/security',
   desktop: '/desktop/:sessionId',
   admin: '/admin',
   adminUsers: '/admin/users',
@@ -172,6 +174,8 @@ function createView(ctx: AppContext, route: Route | null): View {
       return instancesView(ctx);
     case 'sessions':
       return sessionsView(ctx);
+    case 'security':
+      return securityView(ctx);
     case 'desktop':
       return desktopView(ctx, route?.params.sessionId ?? '');
     case 'adminUsers':
@@ -189,6 +193,11 @@ function buildHeader(ctx: AppContext): { element: HTMLElement; update(routeName:
   const links = {
     instances: h('a', { href: '/instances', 'data-link': true, class: 'nav-link' }, 'Instances'),
     sessions: h('a', { href: '/sessions', 'data-link': true, class: 'nav-link' }, 'Sessions'),
+    security: h(
+      'a',
+      { href: '/security', 'data-link': true, class: 'nav-link', 'data-testid': 'nav-security' },
+      'Security',
+    ),
     // Offered to admins only; the gateway refuses everyone else anyway.
     admin: h(
       'a',
@@ -220,6 +229,7 @@ function buildHeader(ctx: AppContext): { element: HTMLElement; update(routeName:
     { class: 'header-nav', 'aria-label': 'Main' },
     links.instances,
     links.sessions,
+    links.security,
     links.admin,
   );
   const user = h('div', { class: 'header-user' }, email, signOut);

@@ -43,6 +43,12 @@ export interface SignInMethods {
   registration: 'open' | 'closed';
 }
 
+export interface Enrolment {
+  secret: string;
+  otpauthUrl: string;
+  qrSvg: string;
+}
+
 export class ApiClient {
   private accessToken: string | null = null;
   private refreshing: Promise<void> | null = null;
@@ -60,6 +66,44 @@ export class ApiClient {
     const result = await this.send<AuthResult>('POST', '/api/auth/register', body, false);
     this.accessToken = result.accessToken;
     return result.user;
+  }
+
+  // ---- two-factor ----
+
+  /** The second step of a sign-in (MFA_REQUIRED / MFA_ENROLMENT_REQUIRED gave the challenge). */
+  async verifySecondFactor(
+    challenge: string,
+    code: string,
+  ): Promise<{ user: User; recoveryCodes?: string[] }> {
+    const result = await this.send<AuthResult & { recoveryCodes?: string[] }>(
+      'POST',
+      '/api/auth/2fa/verify',
+      { challenge, code },
+      false,
+    );
+    this.accessToken = result.accessToken;
+    return { user: result.user, recoveryCodes: result.recoveryCodes };
+  }
+
+  /** The set-up AUTH_REQUIRE_2FA asks for before any token. */
+  enrolWithChallenge(challenge: string): Promise<Enrolment> {
+    return this.send<Enrolment>('POST', '/api/auth/2fa/enrol', { challenge }, false);
+  }
+
+  twoFactorStatus(): Promise<{ enabled: boolean; recoveryCodesLeft: number }> {
+    return this.request('GET', '/api/auth/2fa');
+  }
+
+  setupTwoFactor(): Promise<Enrolment> {
+    return this.request<Enrolment>('POST', '/api/auth/2fa/setup', {});
+  }
+
+  confirmTwoFactor(code: string): Promise<{ recoveryCodes: string[] }> {
+    return this.request('POST', '/api/auth/2fa/confirm', { code });
+  }
+
+  disableTwoFactor(code: string): Promise<void> {
+    return this.request<void>('POST', '/api/auth/2fa/disable', { code });
   }
 
   /** What the sign-in page may offer: passwords, and/or "Sign in with <name>" (company sign-in). */

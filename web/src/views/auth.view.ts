@@ -5,6 +5,7 @@ import { describeError, isApiError } from '../api/api-error.js';
 import type { AppContext, View } from '../app-context.js';
 import { brandMark } from '../ui/brand.js';
 import { h, uid } from '../lib/dom.js';
+import { codeForm, enrolmentPanel, recoveryCodesPanel } from './two-factor.js';
 
 type Mode = 'sign-in' | 'sign-up';
 
@@ -119,6 +120,11 @@ export function authView(ctx: AppContext, mode: Mode): View {
       },
       (e: unknown) => {
         setBusy(false);
+        const challenge = isApiError(e) ? e.details?.challenge : undefined;
+        if (isApiError(e) && typeof challenge === 'string') {
+          if (e.code === 'MFA_REQUIRED') return secondStep(challenge, false);
+          if (e.code === 'MFA_ENROLMENT_REQUIRED') return secondStep(challenge, true);
+        }
         error.textContent = describeError(e);
         if (isApiError(e) && e.code === 'INVALID_CREDENTIALS') {
           password.select();
@@ -127,6 +133,44 @@ export function authView(ctx: AppContext, mode: Mode): View {
       },
     );
   });
+
+  /** After a right password: the code (or, with AUTH_REQUIRE_2FA, the set-up first), then in. */
+  const secondStep = (challenge: string, enrol: boolean) => {
+    const finish = async (code: string) => {
+      const { user, recoveryCodes } = await ctx.api.verifySecondFactor(challenge, code);
+      const enter = () => {
+        ctx.signedIn(user);
+        ctx.go(next ?? '/instances', { replace: true });
+      };
+      if (recoveryCodes) form.replaceWith(recoveryCodesPanel(recoveryCodes, enter));
+      else enter();
+    };
+    if (!enrol) {
+      const step = codeForm({
+        label: 'Code from your authenticator app',
+        submitText: 'Verify',
+        allowRecovery: true,
+        onCode: finish,
+      });
+      form.replaceWith(step);
+      return;
+    }
+    ctx.api.enrolWithChallenge(challenge).then(
+      (enrolment) => {
+        form.replaceWith(
+          h(
+            'div',
+            null,
+            h('p', { role: 'status' }, 'This site requires two-factor sign-in. Set it up to continue.'),
+            enrolmentPanel(enrolment, finish),
+          ),
+        );
+      },
+      (e: unknown) => {
+        error.textContent = describeError(e);
+      },
+    );
+  };
 
   const switchLink = isSignUp
     ? h('p', { class: 'auth-switch' }, 'Already have an account? ', link('/sign-in', next, 'Sign in'))
