@@ -42,7 +42,7 @@ import { SshPool } from './ssh/ssh-pool.js';
 import { FileService } from './files/file.service.js';
 import { registerFileRoutes } from './files/file.routes.js';
 import { DownloadLinks } from './files/download-links.js';
-import { logFileEvents, type FileEvents } from './files/file-events.js';
+import { auditFileEvents, type FileEvents } from './files/file-events.js';
 import { DesktopService } from './desktop/desktop.service.js';
 import { VncGateway, type VncGatewayHooks } from './relay/vnc-gateway.js';
 import { registerErrorHandling } from './http/error-handler.js';
@@ -75,7 +75,7 @@ export interface AppDeps {
   /** The gateway's own interfaces, refused as instance addresses (default: os.networkInterfaces). */
   networkInterfaces?: InterfaceSource;
   gatewayHooks?: VncGatewayHooks;
-  /** Where file operations are reported (default: structured log lines, until the audit trail takes them). */
+  /** Where file operations are reported (default: the audit trail). */
   fileEvents?: FileEvents;
   /** node:cluster worker label for metrics ('0' for a single process). */
   worker?: string;
@@ -249,7 +249,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     {
       instances,
       pool: sshPool,
-      events: deps.fileEvents ?? logFileEvents(logger.child({ component: 'files' })),
+      events: deps.fileEvents ?? auditFileEvents(audit),
       clock,
     },
     config.files,

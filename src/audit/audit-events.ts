@@ -34,6 +34,9 @@ export const auditEventTypes = [
   'share.revoked',
   'file.upload',
   'file.download',
+  'file.mkdir',
+  'file.rename',
+  'file.delete',
 ] as const;
 
 export type AuditEventType = (typeof auditEventTypes)[number];

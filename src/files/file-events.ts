@@ -1,7 +1,8 @@
 // What happened to files on an instance, for the audit trail: one call per operation with its outcome.
-// Until the audit trail takes this seam over (an injected sink, like session activity), events are
-// structured log lines (`event: 'file.upload'`, …) at info level.
-import type { Logger } from '../observability/logger.js';
+// The gateway sends them to the audit trail (`auditFileEvents`), which also writes each as a structured
+// log line.
+import type { AuditDetails } from '../audit/audit-events.js';
+import type { AuditSink } from '../audit/audit-log.js';
 
 export type FileEventType = 'file.upload' | 'file.download' | 'file.mkdir' | 'file.rename' | 'file.delete';
 
@@ -30,10 +31,25 @@ export interface FileEvents {
   record(type: FileEventType, details: FileEventDetails): void;
 }
 
-export function logFileEvents(logger: Logger): FileEvents {
+/**
+ * File events as audit rows: the user's own trail (`GET /api/audit/me`) and the admins', with the
+ * instance as the target. Only the listed facts go in: a path and name, never the file's contents.
+ */
+export function auditFileEvents(audit: AuditSink): FileEvents {
   return {
-    record(type, details) {
-      logger.info({ event: type, ...details }, type);
+    record(type, d) {
+      const details: AuditDetails = {
+        instanceId: d.instanceId,
+        path: d.path,
+        name: d.name,
+        outcome: d.outcome,
+      };
+      if (d.code !== undefined) details.code = d.code;
+      if (d.size !== undefined) details.size = d.size;
+      if (d.bytes !== undefined) details.bytes = d.bytes;
+      if (d.target !== undefined) details.target = d.target;
+      if (d.durationMs !== undefined) details.durationMs = d.durationMs;
+      audit.record(type, { actor: d.userId, subjectUserId: d.userId, targetId: d.instanceId, details });
     },
   };
 }
