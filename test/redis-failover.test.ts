@@ -7,6 +7,11 @@ import type { RedisSettings } from '../src/config/config.js';
 import type { Coordinator, LockHandle } from '../src/coordination/coordinator.js';
 import { AppError } from '../src/errors/errors.js';
 import { commandInbox, contractSuite, redisHarness, waitFor } from './helpers/coordination-contract.js';
+import { startGatewayProcess, type GatewayProcess } from './helpers/gateway-process.js';
+import { createTestDatabase } from './helpers/postgres-database.js';
+import { RfbTestClient } from './helpers/rfb-client.js';
+import { startSshd, type SshdFixture } from './helpers/sshd.js';
+import { TEST_SECRETS } from './helpers/test-secrets.js';
 import {
   startRedisCluster,
   startRedisSentinelSet,
@@ -183,4 +188,218 @@ async function coordinatorFailover(
   } finally {
     await h.close();
   }
+}
+
+// Gateways on Redis through Sentinel, as in production: two gateway processes (src/main.ts) on a
+// throwaway PostgreSQL database, sshd + TigerVNC desktops, viewers streaming; the Redis primary is
+// SIGKILLed while connects (ticket + WebSocket) and sign-ins keep arriving.
+void describe(
+  'gateways on Sentinel: SIGKILL the Redis primary while viewers stream',
+  { timeout: 180_000 },
+  () => {
+    let redis: RedisSentinelFixture;
+    let db: { url: string; drop(): Promise<void> };
+    let sshd: SshdFixture;
+    const gateways: GatewayProcess[] = [];
+    const viewers: RfbTestClient[] = [];
+
+    before(async () => {
+      [redis, db, sshd] = await Promise.all([
+        startRedisSentinelSet(),
+        createTestDatabase(),
+        startSshd({ usernames: ['cdtestrf1', 'cdtestrf2', 'cdtestrf3'] }),
+      ]);
+      const env = {
+        ...TEST_SECRETS,
+        DATABASE_URL: db.url,
+        REDIS_SENTINELS: redis.sentinelsEnv,
+        REDIS_SENTINEL_NAME: redis.masterName,
+        REGISTRATION: 'open',
+        MAX_SESSIONS_PER_USER: '2',
+        WS_MAX_CONNECTS_PER_MINUTE: '1000',
+      };
+      // The first process migrates the fresh database alone; then the second joins.
+      gateways.push(await startGatewayProcess({ env }));
+      gateways.push(await startGatewayProcess({ env }));
+    });
+    after(async () => {
+      for (const v of viewers) v.close();
+      await Promise.all(gateways.map((g) => g.stop()));
+      await Promise.all([redis?.dispose(), sshd?.stop()]);
+      await db?.drop();
+    });
+
+    void it('no stream dropped; connects and sign-ins back within 10 s; no ticket twice; the limit holds', async (t) => {
+      const [g1, g2] = gateways as [GatewayProcess, GatewayProcess];
+      const api = (g: GatewayProcess) => apiClient(g.url);
+      const email = `rf-${Date.now()}@example.com`;
+      const password = 'correct horse battery staple';
+      const reg = await api(g1)('POST', '/api/auth/register', { body: { email, password } });
+      assert.equal(reg.status, 201, JSON.stringify(reg.body));
+      const token = (reg.body.data as { accessToken: string }).accessToken;
+      const instanceIds: string[] = [];
+      for (const [i, u] of sshd.users.entries()) {
+        const res = await api(g1)('POST', '/api/instances', {
+          token,
+          body: {
+            name: `desk ${i}`,
+            host: sshd.host,
+            port: sshd.port,
+            username: u.username,
+            auth: { type: 'privateKey', privateKey: u.privateKey },
+          },
+        });
+        assert.equal(res.status, 201, JSON.stringify(res.body));
+        instanceIds.push((res.body.data as { id: string }).id);
+      }
+      const sessionIds: string[] = [];
+      for (const [i, instanceId] of instanceIds.slice(0, 2).entries()) {
+        const res = await api(gateways[i % 2]!)('POST', '/api/sessions/connect', {
+          token,
+          body: { instanceId, desktopEnvironment: 'openbox' },
+        });
+        assert.equal(res.status, 201, JSON.stringify(res.body));
+        sessionIds.push((res.body.data as { sessionId: string }).sessionId);
+      }
+
+      const usedTickets: { url: string; gateway: GatewayProcess }[] = [];
+      /** Ticket from one gateway, WebSocket to the other, RFB handshake and a first frame. */
+      const connectViewer = async (i: number): Promise<RfbTestClient> => {
+        const from = gateways[i % 2]!;
+        const to = gateways[(i + 1) % 2]!;
+        const res = await api(from)('POST', `/api/sessions/${sessionIds[i % 2]!}/ticket`, { token });
+        if (res.status !== 200) throw new Error(`ticket: ${res.status} ${res.body.error?.code ?? ''}`);
+        const url = `${to.url.replace(/^http/, 'ws')}${(res.body.data as { websocketUrl: string }).websocketUrl}`;
+        const client = await RfbTestClient.open(url, { origin: to.url });
+        usedTickets.push({ url, gateway: to });
+        await client.handshake();
+        client.requestUpdate(false);
+        assert.ok((await client.readFramebufferUpdate()).rects >= 1);
+        return client;
+      };
+      for (let i = 0; i < 8; i++) viewers.push(await connectViewer(i));
+
+      // Connects and sign-ins keep arriving, on both gateways, before, during and after the kill.
+      let stop = false;
+      let killedAt = 0;
+      const firstOk = { connect: 0, signIn: 0 };
+      const failures: string[] = [];
+      const loop = async (kind: 'connect' | 'signIn', once: (i: number) => Promise<void>) => {
+        for (let i = 0; !stop; i++) {
+          const started = Date.now();
+          try {
+            await once(i);
+            if (killedAt > 0 && started > killedAt && firstOk[kind] === 0) firstOk[kind] = Date.now();
+          } catch (e) {
+            failures.push(`${kind} +${killedAt ? Date.now() - killedAt : 0} ms: ${(e as Error).message}`);
+            await sleep(100);
+          }
+        }
+      };
+      const loops = [
+        loop('connect', async (i) => (await connectViewer(i)).close()),
+        loop('signIn', async (i) => {
+          const res = await api(gateways[i % 2]!)('POST', '/api/auth/login', { body: { email, password } });
+          if (res.status !== 200) throw new Error(`sign-in: ${res.status} ${res.body.error?.code ?? ''}`);
+        }),
+      ];
+      await waitFor('traffic flowing', () => usedTickets.length > 10, 30_000);
+
+      const killed = await redis.killPrimary();
+      killedAt = Date.now();
+      // The per-user limit during the blip: two sessions live, so a third is refused on both gateways.
+      const third = await Promise.all(
+        gateways.map((g) =>
+          api(g)('POST', '/api/sessions/connect', {
+            token,
+            body: { instanceId: instanceIds[2], desktopEnvironment: 'openbox' },
+          }),
+        ),
+      );
+      await redis.waitForNewPrimary(killed);
+      const failoverMs = Date.now() - killedAt;
+      await waitFor(
+        'connects and sign-ins after the kill',
+        () => firstOk.connect > 0 && firstOk.signIn > 0,
+        30_000,
+      );
+      stop = true;
+      await Promise.all(loops);
+      const connectMs = firstOk.connect - killedAt;
+      const signInMs = firstOk.signIn - killedAt;
+      t.diagnostic(
+        `Sentinel promoted the replica ${failoverMs} ms after the kill; first connect started after the kill ` +
+          `done at +${connectMs} ms, first sign-in at +${signInMs} ms; ${failures.length} calls failed: ${failures.join('; ')}`,
+      );
+      assert.ok(connectMs < 10_000, `connects work again within 10 s (${connectMs} ms)`);
+      assert.ok(signInMs < 10_000, `sign-ins work again within 10 s (${signInMs} ms)`);
+
+      for (const res of third) {
+        assert.ok(
+          res.status === 429 || res.status === 503,
+          `a third session is refused (${res.status} ${JSON.stringify(res.body)})`,
+        );
+        if (res.status === 429) assert.equal(res.body.error?.code, 'SESSION_LIMIT_REACHED');
+      }
+      const after = await api(g2)('POST', '/api/sessions/connect', {
+        token,
+        body: { instanceId: instanceIds[2], desktopEnvironment: 'openbox' },
+      });
+      assert.equal(after.status, 429, JSON.stringify(after.body));
+      assert.equal(after.body.error?.code, 'SESSION_LIMIT_REACHED');
+      const live = await api(g1)('GET', '/api/sessions/active', { token });
+      assert.equal((live.body.data as unknown[]).length, 2, 'still two live sessions');
+
+      // No open stream dropped: every viewer opened before the kill still answers a full update.
+      for (const v of viewers) {
+        assert.equal(v.closeCode, null, 'the viewer was not closed');
+        v.requestUpdate(false);
+        assert.ok((await v.readFramebufferUpdate()).rects >= 1);
+      }
+
+      // No ticket works twice: every ticket used before, during or after the kill is refused now.
+      for (const { url, gateway } of usedTickets) {
+        await assert.rejects(
+          RfbTestClient.open(url, { origin: gateway.url }),
+          (e: Error & { status?: number }) => e.status !== undefined && e.status !== 101,
+          'a used ticket is refused',
+        );
+      }
+      t.diagnostic(`${usedTickets.length} used tickets all refused afterwards`);
+    });
+  },
+);
+
+async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
+}
+
+interface ApiAnswer {
+  status: number;
+  body: { data?: unknown; error?: { code: string; message: string } };
+}
+
+function apiClient(base: string) {
+  return async (
+    method: string,
+    path: string,
+    options: { token?: string; body?: unknown } = {},
+  ): Promise<ApiAnswer> => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+      },
+      body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+    });
+    const text = await res.text();
+    let body: ApiAnswer['body'] = {};
+    try {
+      body = JSON.parse(text) as ApiAnswer['body'];
+    } catch {
+      // not JSON
+    }
+    return { status: res.status, body };
+  };
 }

@@ -323,8 +323,12 @@ export function contractSuite(
       assert.deepEqual(await gotB, command);
       const signOut: ClusterCommand = { type: 'sign-out-user', userId: 'u-9' };
       const gotB2 = inboxB.next();
+      // A hears it too, maybe later than B (on a cluster it crosses the bus): wait for it, so the
+      // next waiter on A is not handed this one.
+      const gotA1 = inboxA.next();
       await b!.publish(signOut);
       assert.deepEqual(await gotB2, signOut);
+      assert.deepEqual(await gotA1, signOut);
       const revoke: ClusterCommand = { type: 'revoke-share', shareId: 'sh-9' };
       const gotA2 = inboxA.next();
       await b!.publish(revoke);
