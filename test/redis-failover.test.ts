@@ -288,7 +288,13 @@ void describe(
         for (let i = 0; !stop; i++) {
           const started = Date.now();
           try {
-            await once(i);
+            // Bounded, so one connect stuck on a loaded machine does not stop the arrivals.
+            await Promise.race([
+              once(i),
+              sleep(15_000).then(() => {
+                throw new Error('no answer within 15 s');
+              }),
+            ]);
             if (killedAt > 0 && started > killedAt && firstOk[kind] === 0) firstOk[kind] = Date.now();
           } catch (e) {
             failures.push(`${kind} +${killedAt ? Date.now() - killedAt : 0} ms: ${(e as Error).message}`);
@@ -322,7 +328,11 @@ void describe(
         'connects and sign-ins after the kill',
         () => firstOk.connect > 0 && firstOk.signIn > 0,
         30_000,
-      );
+      ).catch((e: Error) => {
+        throw new Error(
+          `${e.message} (${JSON.stringify(firstOk)}); failures: ${failures.slice(-20).join('; ')}`,
+        );
+      });
       stop = true;
       await Promise.all(loops);
       const connectMs = firstOk.connect - killedAt;
