@@ -126,20 +126,34 @@ anim_frames() {
   ANIM="$d"
 }
 
+# The xfwm4 processes of this desktop (by its marker) whose command line has --compositor=off.
+xfwm4_off() {
+  for _d in /proc/[0-9]*; do
+    [ "$(cat "$_d/comm" 2>/dev/null)" = xfwm4 ] || continue
+    { tr '\000' '\n' < "$_d/environ"; } 2>/dev/null | grep -qx "CLOUDDESK_DESKTOP=$1" || continue
+    { tr '\000' ' ' < "$_d/cmdline"; } 2>/dev/null | grep -q -- '--compositor=off' && say "$_d"
+  done
+  return 0
+}
+
 # The gateway starts xfwm4 with --compositor=off, which no xfconf setting can turn back on: for "on",
-# xfwm4 is replaced by one started without it (with the desktop's marker, so ending the desktop ends it).
+# this desktop's xfwm4 is replaced by one started without it (with the desktop's marker, so ending the
+# desktop ends it).
 cmd_compositing() {
   session_bus || die no-session-bus
   v=false; [ "$1" = on ] && v=true
-  if [ "$v" = true ] && ps -o args= -u "$(id -u)" | grep -q -- 'xfwm4 --compositor=off'; then
+  if [ "$v" = true ]; then
     _m=$(desktop_var CLOUDDESK_DESKTOP) || die no-desktop
-    _x=$(command -v xfwm4) || die no-xfwm4
-    CLOUDDESK_DESKTOP="$_m" setsid "$_x" --replace </dev/null >>"$W/xfwm4.log" 2>&1 &
-    i=0
-    while ps -o args= -u "$(id -u)" | grep -q -- 'xfwm4 --compositor=off'; do
-      i=$((i + 1)); [ "$i" -lt 100 ] || die xfwm4-replace
-      sleep 0.1
-    done
+    _old=$(xfwm4_off "$_m")
+    if [ -n "$_old" ]; then
+      _x=$(command -v xfwm4) || die no-xfwm4
+      CLOUDDESK_DESKTOP="$_m" setsid "$_x" --replace </dev/null >>"$W/xfwm4.log" 2>&1 &
+      i=0
+      while [ -n "$(xfwm4_off "$_m")" ]; do
+        i=$((i + 1)); [ "$i" -lt 300 ] || die xfwm4-replace
+        sleep 0.1
+      done
+    fi
   fi
   xfconf-query -c xfwm4 -p /general/use_compositing -s "$v" 2>/dev/null \
     || xfconf-query -c xfwm4 -p /general/use_compositing -n -t bool -s "$v" || die xfconf

@@ -65,7 +65,7 @@ xpid=$$
 (
   i=0
   while :; do
-    l=; read -r l < "/tmp/.X$n-lock" 2>/dev/null
+    l=; { read -r l < "/tmp/.X$n-lock"; } 2>/dev/null
     if [ "$l" = "$xpid" ] && [ -S "/tmp/.X11-unix/X$n" ]; then break; fi
     i=$((i + 1))
     if [ "$i" -gt 600 ] || ! kill -0 "$xpid" 2>/dev/null; then exit 1; fi
