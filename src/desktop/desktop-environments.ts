@@ -11,11 +11,18 @@ interface DesktopEnvironmentSpec {
    * black screen until right-click): candidate programs, best first, constant words only.
    */
   companion?: readonly string[];
+  /** Arguments for the companion (constant words): where it opens, out of the way of what comes later. */
+  companionArgs?: readonly string[];
 }
 
 export const desktopEnvironments = {
   xfce: { label: 'Xfce', commands: [['startxfce4'], ['xfce4-session']] },
-  openbox: { label: 'Openbox', commands: [['openbox-session'], ['openbox']], companion: ['xterm'] },
+  openbox: {
+    label: 'Openbox',
+    commands: [['openbox-session'], ['openbox']],
+    companion: ['xterm'],
+    companionArgs: ['-geometry', '80x24-0-0'],
+  },
   mate: { label: 'MATE', commands: [['mate-session']] },
   lxqt: { label: 'LXQt', commands: [['startlxqt'], ['lxqt-session']] },
   icewm: { label: 'IceWM', commands: [['icewm-session'], ['icewm']] },
@@ -33,7 +40,7 @@ export function isDesktopEnvironmentId(value: unknown): value is DesktopEnvironm
 const safeWord = /^[A-Za-z0-9._-]+$/;
 for (const [id, spec] of Object.entries(desktopEnvironments)) {
   if (!safeWord.test(id)) throw new Error(`desktop environment id ${id} is not a safe word`);
-  const companion: readonly string[] = 'companion' in spec ? spec.companion : [];
+  const companion: readonly string[] = 'companion' in spec ? [...spec.companion, ...spec.companionArgs] : [];
   for (const word of [...spec.commands.flat(), ...companion])
     if (!safeWord.test(word)) throw new Error(`unsafe word in ${id}: ${word}`);
 }

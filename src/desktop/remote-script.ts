@@ -19,7 +19,9 @@ import { desktopEnvironments } from './desktop-environments.js';
 const deCases = Object.entries(desktopEnvironments)
   .map(([id, spec]) => {
     const companion: readonly string[] = 'companion' in spec ? spec.companion : [];
-    return `    ${id}) _cands='${spec.commands.map((c) => c.join(' ')).join(' ')}'; _comps='${companion.join(' ')}' ;;`;
+    const args: readonly string[] = 'companionArgs' in spec ? spec.companionArgs : [];
+    const cands = spec.commands.map((c) => c.join(' ')).join(' ');
+    return `    ${id}) _cands='${cands}'; _comps='${companion.join(' ')}'; _compargs='${args.join(' ') || '-'}' ;;`;
   })
   .join('\n');
 
@@ -51,7 +53,7 @@ exec sleep 2147483647`;
 // token, then writes its PID where that start waits for it. The desktop environment waits, in a child, until
 // the X lock names this Xvnc and its socket exists: never on someone else's X server.
 const SESSION_SCRIPT = String.raw`
-n=$1; rdir=$2; transport=$3; geometry=$4; xvnc=$5; tok=$6; fps=$7; companion=$8; shift 8
+n=$1; rdir=$2; transport=$3; geometry=$4; xvnc=$5; tok=$6; fps=$7; companion=$8; compargs=$9; shift 9
 id="$n-$$"; base="$rdir/start-$tok"
 CLOUDDESK_DESKTOP="$id"; export CLOUDDESK_DESKTOP
 mv -f "$base.log" "$rdir/$id.log"
@@ -71,7 +73,10 @@ xpid=$$
     if [ "$i" -gt 600 ] || ! kill -0 "$xpid" 2>/dev/null; then exit 1; fi
     sleep 0.1
   done
-  if [ "$companion" != - ]; then "$companion" </dev/null & fi
+  if [ "$companion" != - ]; then
+    if [ "$compargs" = - ]; then compargs=; fi
+    "$companion" $compargs </dev/null &
+  fi
   exec "$@"
 ) &
 if [ "$transport" = unix ]; then
@@ -125,7 +130,7 @@ find_xvnc() {
 # The session command of desktop environment $1 (DE_CMD), and the companion program to start beside it
 # (DE_COMPANION, - for none or none installed).
 de_command() {
-  DE_CMD=; DE_COMPANION=-
+  DE_CMD=; DE_COMPANION=-; _compargs=-
   case $1 in
 @@DE_CASES@@
     *) return 1 ;;
@@ -301,7 +306,7 @@ cmd_start() {
   elif _run=$(lookup dbus-launch "$PATH"); then set -- "$_run" --exit-with-session "$DE_CMD"
   else set -- "$DE_CMD"; fi
   "$SETSID" sh -c "$SESSION_SCRIPT" clouddesk-desktop "$n" "$RDIR" "$transport" "$geometry" "$XVNC" "$tok" "$fps" \
-    "$DE_COMPANION" "$@" \
+    "$DE_COMPANION" "$_compargs" "$@" \
     </dev/null >>"$log" 2>&1 &
   spid=$!
   i=0

@@ -144,8 +144,8 @@ async function onDesktop(command: string): Promise<void> {
     '-o',
     'LogLevel=ERROR',
     `${user.username}@${sshd.host}`,
-    // The X cookie is where the desktop service keeps it (src/desktop/remote-script.ts).
-    `export DISPLAY=:${display} XAUTHORITY=/tmp/clouddesk-$(id -u)/${display}.xauth; ${command}`,
+    // The X cookie is where the desktop service keeps it (src/desktop/remote-script.ts): <N>-<Xvnc PID>.xauth.
+    `export DISPLAY=:${display} XAUTHORITY=$(ls /tmp/clouddesk-$(id -u)/${display}-*.xauth | head -n 1); ${command}`,
   ]);
 }
 
