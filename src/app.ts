@@ -48,6 +48,7 @@ import { VncGateway, type VncGatewayHooks } from './relay/vnc-gateway.js';
 import { registerErrorHandling } from './http/error-handler.js';
 import { makeAuthenticate } from './http/authenticate.js';
 import { registerHealthRoutes } from './http/health.routes.js';
+import { describeApiRoutes, registerApiDocs } from './http/api-docs.js';
 import { isOriginAllowed, originMatches } from './http/origin.js';
 import { RequestLogController } from './http/request-logging.js';
 import { AuditRepository } from './store/audit.repository.js';
@@ -331,6 +332,9 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     routerOptions: { maxParamLength: 200 },
   });
+  // Before any route: every /api route is described as it is registered (http/api-docs.ts).
+  describeApiRoutes(app);
+  if (config.http.apiDocs) await registerApiDocs(app);
   await app.register(fastifyCookie);
   // Security headers (Helmet's defaults). API answers get a deny-all CSP; the web client's HTML
   // replaces it with its own (http/web-client.ts).

@@ -3,7 +3,7 @@
 import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { data, Email, IdParams, strictObject } from '../http/schemas.js';
+import { data, DataOf, Email, IdParams, Nullable, PageOf, strictObject, Timestamp } from '../http/schemas.js';
 import { requireAdmin } from '../http/authenticate.js';
 import { idPattern } from '../lib/ids.js';
 import type { AuthService } from '../auth/auth.service.js';
@@ -41,6 +41,39 @@ const InviteBody = Type.Union([
   Type.Null(),
 ]);
 
+const Role = Type.Union([Type.Literal('admin'), Type.Literal('user')]);
+const AdminUserSchema = Type.Object({
+  id: Type.String(),
+  email: Type.String(),
+  role: Role,
+  disabled: Type.Boolean(),
+  createdAt: Timestamp,
+  lastSignInAt: Nullable(Timestamp),
+  liveSessions: Type.Integer(),
+});
+const AdminSessionSchema = Type.Object({
+  id: Type.String(),
+  user: Type.Object({ id: Type.String(), email: Type.String() }),
+  instance: Type.Object({ id: Type.String(), name: Type.String(), host: Type.String() }),
+  desktopEnvironment: Type.String(),
+  display: Nullable(Type.Integer()),
+  status: Type.Union([Type.Literal('starting'), Type.Literal('active'), Type.Literal('ended')]),
+  viewers: Type.Array(Type.Object({ id: Type.String(), node: Type.String() }), {
+    description: 'The viewers connected now and the gateway node of each',
+  }),
+  startedAt: Nullable(Timestamp),
+  lastActivityAt: Timestamp,
+  bytesToViewer: Type.Number(),
+  bytesFromViewer: Type.Number(),
+});
+const InviteSchema = Type.Object({
+  id: Type.String(),
+  token: Type.String({ description: 'Shown only here, once; only its hash is stored' }),
+  email: Nullable(Type.String({ description: 'When set, only this email can use the invite' })),
+  expiresAt: Timestamp,
+  url: Type.String({ description: "The web client's sign-up link with the token" }),
+});
+
 export function registerAdminRoutes(
   app: FastifyInstance,
   deps: { admin: AdminService; auth: AuthService; authenticate: preHandlerAsyncHookHandler },
@@ -49,52 +82,117 @@ export function registerAdminRoutes(
   const { admin } = deps;
   const preHandler = [deps.authenticate, requireAdmin];
 
-  r.get('/api/admin/users', { preHandler, schema: { querystring: UsersQuery } }, async (request) => {
-    const q = request.query;
-    return data(
-      await admin.listUsers({
-        q: q.q?.trim() || undefined,
-        role: q.role,
-        disabled: q.disabled === undefined ? undefined : q.disabled === 'true',
-        cursor: q.cursor,
-        limit: Number(q.limit ?? 50),
-      }),
-    );
-  });
+  r.get(
+    '/api/admin/users',
+    {
+      preHandler,
+      schema: {
+        summary: 'Users, filtered by email text, role and disabled, oldest first',
+        querystring: UsersQuery,
+        errors: ['CURSOR_INVALID'],
+        response: { 200: DataOf(PageOf(AdminUserSchema), 'A page of users') },
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      return data(
+        await admin.listUsers({
+          q: q.q?.trim() || undefined,
+          role: q.role,
+          disabled: q.disabled === undefined ? undefined : q.disabled === 'true',
+          cursor: q.cursor,
+          limit: Number(q.limit ?? 50),
+        }),
+      );
+    },
+  );
 
   r.patch(
     '/api/admin/users/:id',
-    { preHandler, schema: { params: IdParams, body: UserPatch } },
+    {
+      preHandler,
+      schema: {
+        summary: "Change a user's role or disable (sign out everywhere) / enable the account",
+        params: IdParams,
+        body: UserPatch,
+        errors: ['USER_NOT_FOUND', 'LAST_ADMIN', 'BUSY'],
+        response: { 200: DataOf(AdminUserSchema, 'The user as changed') },
+      },
+    },
     async (request) => data(await admin.updateUser(request.params.id, request.body)),
   );
 
-  r.get('/api/admin/sessions', { preHandler, schema: { querystring: SessionsQuery } }, async (request) => {
-    const q = request.query;
-    return data(
-      await admin.listSessions({
-        userId: q.userId,
-        instanceId: q.instanceId,
-        cursor: q.cursor,
-        limit: Number(q.limit ?? 50),
-      }),
-    );
-  });
+  r.get(
+    '/api/admin/sessions',
+    {
+      preHandler,
+      schema: {
+        summary: 'Live sessions of everyone, filtered by user or instance',
+        querystring: SessionsQuery,
+        errors: ['CURSOR_INVALID'],
+        response: { 200: DataOf(PageOf(AdminSessionSchema), 'A page of live sessions') },
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      return data(
+        await admin.listSessions({
+          userId: q.userId,
+          instanceId: q.instanceId,
+          cursor: q.cursor,
+          limit: Number(q.limit ?? 50),
+        }),
+      );
+    },
+  );
 
-  r.post('/api/admin/sessions/:id/end', { preHandler, schema: { params: IdParams } }, async (request) => {
-    await admin.endSession(request.params.id);
-    return data({ sessionId: request.params.id, status: 'ended', reason: 'admin' });
-  });
+  r.post(
+    '/api/admin/sessions/:id/end',
+    {
+      preHandler,
+      schema: {
+        summary: "End anyone's session (reason `admin`)",
+        params: IdParams,
+        errors: ['SESSION_NOT_FOUND', 'SESSION_ENDED'],
+        response: {
+          200: DataOf(
+            Type.Object({
+              sessionId: Type.String(),
+              status: Type.Literal('ended'),
+              reason: Type.Literal('admin'),
+            }),
+            'The session is ended',
+          ),
+        },
+      },
+    },
+    async (request) => {
+      await admin.endSession(request.params.id);
+      return data({ sessionId: request.params.id, status: 'ended' as const, reason: 'admin' as const });
+    },
+  );
 
   // A single-use sign-up link; the token is shown here once and stored only as a hash.
-  r.post('/api/admin/invites', { preHandler, schema: { body: InviteBody } }, async (request, reply) => {
-    const body = request.body ?? {};
-    const invite = await deps.auth.createInvite(
-      request.userId,
-      body.email ?? null,
-      body.expiresInHours ?? 72,
-    );
-    return reply
-      .status(201)
-      .send(data({ ...invite, url: `/sign-up?invite=${encodeURIComponent(invite.token)}` }));
-  });
+  r.post(
+    '/api/admin/invites',
+    {
+      preHandler,
+      schema: {
+        summary: 'Create a single-use sign-up invite (optionally for one email)',
+        body: InviteBody,
+        response: { 201: DataOf(InviteSchema, 'The invite; its token is shown only now') },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body ?? {};
+      const invite = await deps.auth.createInvite(
+        request.userId,
+        body.email ?? null,
+        body.expiresInHours ?? 72,
+      );
+      return reply
+        .status(201)
+        .send(data({ ...invite, url: `/sign-up?invite=${encodeURIComponent(invite.token)}` }));
+    },
+  );
 }

@@ -11,7 +11,7 @@ import type { AuditSink } from '../audit/audit-log.js';
 import type { UserRepository, UserRow } from '../store/user.repository.js';
 import type { SessionRepository } from '../store/session.repository.js';
 import type { SessionService } from '../sessions/session.service.js';
-import type { UserRole } from '../store/schema.js';
+import type { SessionStatus, UserRole } from '../store/schema.js';
 
 export interface AdminUser {
   id: string;
@@ -29,7 +29,7 @@ export interface AdminSession {
   instance: { id: string; name: string; host: string };
   desktopEnvironment: string;
   display: number | null;
-  status: string;
+  status: SessionStatus;
   viewers: { id: string; node: string }[];
   startedAt: string | null;
   lastActivityAt: string;

@@ -4,7 +4,7 @@ import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '../errors/errors.js';
-import { data, strictObject } from '../http/schemas.js';
+import { data, DataOf, Nullable, PageOf, strictObject, Timestamp } from '../http/schemas.js';
 import { requireAdmin } from '../http/authenticate.js';
 import { decodeCursor, page } from '../lib/cursor.js';
 import { Cursor, Limit } from '../admin/admin.routes.js';
@@ -30,6 +30,19 @@ const AdminQuery = strictObject({
   cursor: Type.Optional(Cursor),
   limit: Type.Optional(Limit),
 });
+
+const AuditEvent = Type.Object({
+  id: Type.String(),
+  at: Timestamp,
+  actor: Type.String({ description: 'A user id, or `system`' }),
+  ip: Nullable(Type.String()),
+  node: Type.String({ description: 'The gateway node that recorded it' }),
+  type: Type.String({ description: `One of: ${auditEventTypes.join(', ')}` }),
+  subjectUserId: Nullable(Type.String()),
+  targetId: Nullable(Type.String()),
+  details: Type.Record(Type.String(), Type.Unknown()),
+});
+const AuditPage = DataOf(PageOf(AuditEvent), 'A page of events, newest first');
 
 export interface PublicAuditEvent {
   id: string;
@@ -93,7 +106,15 @@ export function registerAuditRoutes(
 
   r.get(
     '/api/admin/audit',
-    { preHandler: [deps.authenticate, requireAdmin], schema: { querystring: AdminQuery } },
+    {
+      preHandler: [deps.authenticate, requireAdmin],
+      schema: {
+        summary: "Everyone's audit trail, filtered by actor, type, target and time",
+        querystring: AdminQuery,
+        errors: ['CURSOR_INVALID', 'AUDIT_RANGE_INVALID'],
+        response: { 200: AuditPage },
+      },
+    },
     async (request) => {
       const { actor, type, target, ...rest } = request.query;
       return data(await query({ actor, type, target }, rest));
@@ -102,7 +123,15 @@ export function registerAuditRoutes(
 
   r.get(
     '/api/audit/me',
-    { preHandler: deps.authenticate, schema: { querystring: MeQuery } },
+    {
+      preHandler: deps.authenticate,
+      schema: {
+        summary: "The caller's own audit trail: sign-ins and from where, instances, sessions, viewers",
+        querystring: MeQuery,
+        errors: ['CURSOR_INVALID', 'AUDIT_RANGE_INVALID'],
+        response: { 200: AuditPage },
+      },
+    },
     async (request) => {
       const { type, ...rest } = request.query;
       return data(await query({ type, subjectUserId: request.userId }, rest));

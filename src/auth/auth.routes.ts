@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHook
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '../errors/errors.js';
-import { data, Email, Password, strictObject } from '../http/schemas.js';
+import { data, DataOf, Email, NoContent, Password, strictObject } from '../http/schemas.js';
 import type { AuthService } from './auth.service.js';
 import type { SignInGuard } from './sign-in-guard.js';
 
@@ -40,6 +40,19 @@ export function setRefreshTokenCookie(
     maxAge: ttlSeconds,
   });
 }
+
+export const PublicUserSchema = Type.Object({
+  id: Type.String(),
+  email: Type.String(),
+  role: Type.Union([Type.Literal('admin'), Type.Literal('user')]),
+});
+const TokenPairSchema = Type.Object({
+  accessToken: Type.String({ description: 'Send as `Authorization: Bearer …`; lives JWT_ACCESS_EXPIRY' }),
+  refreshToken: Type.String({ description: 'Also set as the httpOnly `cd_refresh` cookie' }),
+});
+const SignedIn = Type.Object({ user: PublicUserSchema, ...TokenPairSchema.properties });
+// Refresh and logout take the token in the body or, with no body, from the cookie.
+const bodyOrCookie: Record<string, string[]>[] = [{ refreshCookie: [] }, {}];
 
 export function registerAuthRoutes(
   app: FastifyInstance,
@@ -80,66 +93,187 @@ export function registerAuthRoutes(
     return cookie;
   };
 
-  r.post('/api/auth/register', { schema: { body: Registration } }, async (request, reply) => {
-    await guard.attempt(request.ip);
-    const { email, password, inviteToken } = request.body;
-    const result = await auth.register(email, password, { inviteToken });
-    setRefreshCookie(request, reply, result.refreshToken);
-    return reply.status(201).send(data(result));
-  });
-
-  r.post('/api/auth/login', { schema: { body: Credentials } }, async (request, reply) => {
-    const { email, password } = request.body;
-    try {
-      await guard.beforeSignIn(email, request.ip);
-    } catch (e) {
-      if (e instanceof AppError && e.code === 'RATE_LIMITED') auth.signInFailed(email, null, e.code);
-      throw e;
-    }
-    try {
-      const result = await auth.login(email, password);
-      await guard.signInSucceeded(email, request.ip);
+  r.post(
+    '/api/auth/register',
+    {
+      schema: {
+        summary: 'Create an account (with an invite when registration is closed) and sign in',
+        body: Registration,
+        errors: [
+          'LOCAL_AUTH_DISABLED',
+          'REGISTRATION_CLOSED',
+          'INVITE_INVALID',
+          'EMAIL_TAKEN',
+          'RATE_LIMITED',
+          'OVERLOADED',
+          'COORDINATION_UNAVAILABLE',
+          'STORE_UNAVAILABLE',
+        ],
+        response: { 201: DataOf(SignedIn, 'Signed up and signed in; the refresh cookie is set') },
+      },
+    },
+    async (request, reply) => {
+      await guard.attempt(request.ip);
+      const { email, password, inviteToken } = request.body;
+      const result = await auth.register(email, password, { inviteToken });
       setRefreshCookie(request, reply, result.refreshToken);
-      return reply.send(data(result));
-    } catch (e) {
-      if (e instanceof AppError && e.code === 'INVALID_CREDENTIALS')
-        await guard.signInFailed(email, request.ip);
-      throw e;
-    }
-  });
-
-  r.post('/api/auth/refresh', { schema: { body: RefreshBody } }, async (request, reply) => {
-    await guard.attempt(request.ip);
-    const token = refreshTokenOf(request, request.body);
-    if (!token) throw new AppError('UNAUTHENTICATED', { message: 'No refresh token' });
-    const pair = await auth.refresh(token);
-    setRefreshCookie(request, reply, pair.refreshToken);
-    return reply.send(data(pair));
-  });
-
-  r.post('/api/auth/logout', { schema: { body: RefreshBody } }, async (request, reply) => {
-    const token = refreshTokenOf(request, request.body);
-    if (token) await auth.logout(token);
-    reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
-    return reply.status(204).send();
-  });
-
-  // Every refresh token of the user revoked, and their viewers closed on every node (4001).
-  r.post('/api/auth/logout-all', { preHandler: deps.authenticate }, async (request, reply) => {
-    await auth.signOutEverywhere(request.userId);
-    await deps.publishSignOut(request.userId);
-    reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
-    return reply.status(204).send();
-  });
-
-  // What the sign-up page needs to know before anyone is signed in.
-  r.get('/api/auth/registration', () => Promise.resolve(data({ mode: deps.registration })));
-
-  r.get('/api/auth/methods', () =>
-    Promise.resolve(data({ ...deps.methods, registration: deps.registration })),
+      return reply.status(201).send(data(result));
+    },
   );
 
-  r.get('/api/auth/me', { preHandler: deps.authenticate }, async (request) =>
-    data(await auth.me(request.userId)),
+  r.post(
+    '/api/auth/login',
+    {
+      schema: {
+        summary: 'Sign in with email and password',
+        body: Credentials,
+        errors: [
+          'LOCAL_AUTH_DISABLED',
+          'INVALID_CREDENTIALS',
+          'ACCOUNT_DISABLED',
+          'RATE_LIMITED',
+          'OVERLOADED',
+          'COORDINATION_UNAVAILABLE',
+          'STORE_UNAVAILABLE',
+        ],
+        response: { 200: DataOf(SignedIn, 'Signed in; the refresh cookie is set') },
+      },
+    },
+    async (request, reply) => {
+      const { email, password } = request.body;
+      try {
+        await guard.beforeSignIn(email, request.ip);
+      } catch (e) {
+        if (e instanceof AppError && e.code === 'RATE_LIMITED') auth.signInFailed(email, null, e.code);
+        throw e;
+      }
+      try {
+        const result = await auth.login(email, password);
+        await guard.signInSucceeded(email, request.ip);
+        setRefreshCookie(request, reply, result.refreshToken);
+        return reply.send(data(result));
+      } catch (e) {
+        if (e instanceof AppError && e.code === 'INVALID_CREDENTIALS')
+          await guard.signInFailed(email, request.ip);
+        throw e;
+      }
+    },
+  );
+
+  r.post(
+    '/api/auth/refresh',
+    {
+      schema: {
+        summary: 'Rotate the refresh token: a new access and refresh token',
+        description:
+          'A reused refresh token ends every session of its sign-in (`REFRESH_TOKEN_REUSED`), except the one just rotated, presented again within REFRESH_REUSE_GRACE_MS.',
+        body: RefreshBody,
+        security: bodyOrCookie,
+        errors: [
+          'UNAUTHENTICATED',
+          'INVALID_TOKEN',
+          'REFRESH_TOKEN_REUSED',
+          'ACCOUNT_DISABLED',
+          'FORBIDDEN_ORIGIN',
+          'RATE_LIMITED',
+          'COORDINATION_UNAVAILABLE',
+          'STORE_UNAVAILABLE',
+        ],
+        response: { 200: DataOf(TokenPairSchema, 'The new pair; the refresh cookie is replaced') },
+      },
+    },
+    async (request, reply) => {
+      await guard.attempt(request.ip);
+      const token = refreshTokenOf(request, request.body);
+      if (!token) throw new AppError('UNAUTHENTICATED', { message: 'No refresh token' });
+      const pair = await auth.refresh(token);
+      setRefreshCookie(request, reply, pair.refreshToken);
+      return reply.send(data(pair));
+    },
+  );
+
+  r.post(
+    '/api/auth/logout',
+    {
+      schema: {
+        summary: "Sign out: revoke the refresh token's sign-in (unknown tokens are ignored)",
+        body: RefreshBody,
+        security: bodyOrCookie,
+        errors: ['FORBIDDEN_ORIGIN', 'STORE_UNAVAILABLE'],
+        response: { 204: NoContent },
+      },
+    },
+    async (request, reply) => {
+      const token = refreshTokenOf(request, request.body);
+      if (token) await auth.logout(token);
+      reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
+      return reply.status(204).send();
+    },
+  );
+
+  // Every refresh token of the user revoked, and their viewers closed on every node (4001).
+  r.post(
+    '/api/auth/logout-all',
+    {
+      preHandler: deps.authenticate,
+      schema: {
+        summary: 'Sign out everywhere: every refresh token revoked, every viewer closed (4001)',
+        response: { 204: NoContent },
+      },
+    },
+    async (request, reply) => {
+      await auth.signOutEverywhere(request.userId);
+      await deps.publishSignOut(request.userId);
+      reply.clearCookie(REFRESH_COOKIE, { path: '/api/auth' });
+      return reply.status(204).send();
+    },
+  );
+
+  // What the sign-up page needs to know before anyone is signed in.
+  r.get(
+    '/api/auth/registration',
+    {
+      schema: {
+        summary: 'Whether anyone may sign up (`open`) or only with an invite (`closed`)',
+        response: {
+          200: DataOf(
+            Type.Object({ mode: Type.Union([Type.Literal('open'), Type.Literal('closed')]) }),
+            'The registration mode',
+          ),
+        },
+      },
+    },
+    () => Promise.resolve(data({ mode: deps.registration })),
+  );
+
+  r.get(
+    '/api/auth/methods',
+    {
+      schema: {
+        summary: 'How one may sign in here: passwords, company sign-in (OIDC), and the registration mode',
+        response: {
+          200: DataOf(
+            Type.Object({
+              local: Type.Boolean({ description: 'Password sign-in (AUTH_LOCAL)' }),
+              oidc: Type.Union([Type.Object({ name: Type.String() }), Type.Null()], {
+                description: 'The company sign-in offered ("Sign in with <name>"), or null',
+              }),
+              registration: Type.Union([Type.Literal('open'), Type.Literal('closed')]),
+            }),
+            'The sign-in methods',
+          ),
+        },
+      },
+    },
+    () => Promise.resolve(data({ ...deps.methods, registration: deps.registration })),
+  );
+
+  r.get(
+    '/api/auth/me',
+    {
+      preHandler: deps.authenticate,
+      schema: { summary: 'The signed-in user', response: { 200: DataOf(PublicUserSchema, 'The user') } },
+    },
+    async (request) => data(await auth.me(request.userId)),
   );
 }

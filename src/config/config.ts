@@ -59,7 +59,15 @@ export interface OidcSettings {
 
 export interface Config {
   env: string;
-  http: { host: string; port: number; trustProxy: boolean; bodyLimitBytes: number; publicDir: string | null };
+  http: {
+    host: string;
+    port: number;
+    trustProxy: boolean;
+    bodyLimitBytes: number;
+    publicDir: string | null;
+    /** API_DOCS: the OpenAPI document at /api/openapi.json and the reference page at /api/docs. */
+    apiDocs: boolean;
+  };
   dataDir: string;
   databaseUrl: string | null;
   /** How long a request retries a safe statement across a database failover before 503 (0 = never). */
@@ -420,6 +428,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       trustProxy: r.bool('TRUST_PROXY', false),
       bodyLimitBytes: r.int('HTTP_BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
       publicDir: r.optional('PUBLIC_DIR'),
+      apiDocs: r.oneOf<'on' | 'off'>('API_DOCS', 'on', ['on', 'off']) === 'on',
     },
     dataDir,
     databaseUrl,

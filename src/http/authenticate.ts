@@ -14,11 +14,21 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Which guard a route hook is: the API description (http/api-docs.ts) reads a route's security scheme
+ * and the error codes of its checks from the hooks it is registered with, so no route repeats them.
+ */
+const guards = new WeakMap<object, 'user' | 'admin'>();
+
+export function guardOf(hook: unknown): 'user' | 'admin' | undefined {
+  return typeof hook === 'function' ? guards.get(hook) : undefined;
+}
+
 export function makeAuthenticate(
   auth: Pick<AuthService, 'verifyAccess' | 'activeUser'>,
   afterAuth?: (userId: string, reply: FastifyReply) => Promise<void>,
 ) {
-  return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const header = request.headers.authorization;
     if (!header) throw new AppError('UNAUTHENTICATED');
     const m = /^Bearer ([A-Za-z0-9_\-.]{1,4096})$/.exec(header);
@@ -30,7 +40,9 @@ export function makeAuthenticate(
     const context = currentRequestContext();
     if (context) context.userId = user.id;
     if (afterAuth) await afterAuth(request.userId, reply);
-  };
+  }
+  guards.set(authenticate, 'user');
+  return authenticate;
 }
 
 /** After `authenticate`: 403 FORBIDDEN unless the caller is an admin (now, per the store). */
@@ -38,3 +50,4 @@ export function requireAdmin(request: FastifyRequest): Promise<void> {
   if (request.userRole !== 'admin') return Promise.reject(new AppError('FORBIDDEN'));
   return Promise.resolve();
 }
+guards.set(requireAdmin, 'admin');

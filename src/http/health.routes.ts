@@ -1,6 +1,7 @@
 // /api/health (liveness: process facts, counts, dependency states) and /api/ready (readiness for the
 // load balancer: 503 while the store does not answer or the process drains), after the plan's §9.5.
 import type { FastifyInstance } from 'fastify';
+import { Type } from '@sinclair/typebox';
 import type { Store } from '../store/database.js';
 import type { Coordinator } from '../coordination/coordinator.js';
 
@@ -22,8 +23,49 @@ async function check(fn: () => Promise<void>): Promise<boolean> {
   }
 }
 
+const State = (states: string[]) => Type.Union(states.map((s) => Type.Literal(s)));
+const Health = Type.Object({
+  status: State(['healthy', 'degraded', 'unhealthy']),
+  timestamp: Type.String({ format: 'date-time' }),
+  uptime: Type.Number({ description: 'Seconds since the process started' }),
+  processId: Type.Integer(),
+  nodeId: Type.String(),
+  draining: Type.Boolean(),
+  memory: Type.Object({ heapUsedMb: Type.Number(), heapTotalMb: Type.Number(), rssMb: Type.Number() }),
+  connections: Type.Record(Type.String(), Type.Number(), {
+    description: 'websockets, sessionsWithViewers, sshConnections, sshChannels',
+  }),
+  dependencies: Type.Object({
+    database: Type.Object({
+      kind: State(['sqlite', 'postgres']),
+      state: State(['connected', 'disconnected']),
+    }),
+    coordination: Type.Object({
+      kind: State(['memory', 'redis']),
+      state: State(['in-process', 'connected', 'disconnected']),
+    }),
+  }),
+});
+const Ready = Type.Object({
+  ready: Type.Boolean(),
+  draining: Type.Boolean(),
+  checks: Type.Object({ database: Type.Boolean() }),
+});
+const described = (schema: object, description: string) => ({
+  ...schema,
+  'x-response-description': description,
+});
+
 export function registerHealthRoutes(app: FastifyInstance, s: HealthSources): void {
-  app.get('/api/health', async (_request, reply) => {
+  const healthSchema = {
+    summary: 'Liveness: process facts, connection counts and dependency states (no sign-in)',
+    tags: ['health'],
+    response: {
+      200: described(Health, '`healthy`, or `degraded` (Redis unreachable)'),
+      503: described(Health, '`unhealthy`: the database does not answer'),
+    },
+  };
+  app.get('/api/health', { schema: healthSchema }, async (_request, reply) => {
     const [database, redis] = await Promise.all([
       check(() => s.store.ping(2000)),
       s.coordinationKind === 'redis' ? check(() => s.coordinator.ping()) : Promise.resolve(null),
@@ -53,7 +95,15 @@ export function registerHealthRoutes(app: FastifyInstance, s: HealthSources): vo
     });
   });
 
-  app.get('/api/ready', async (_request, reply) => {
+  const readySchema = {
+    summary: 'Readiness for the load balancer: 503 while the database does not answer or the node drains',
+    tags: ['health'],
+    response: {
+      200: described(Ready, 'Ready for traffic'),
+      503: described(Ready, 'Not ready: send traffic elsewhere'),
+    },
+  };
+  app.get('/api/ready', { schema: readySchema }, async (_request, reply) => {
     const draining = s.isDraining();
     const database = draining ? false : await check(() => s.store.ping(2000));
     const ready = !draining && database;

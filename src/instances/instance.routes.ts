@@ -2,7 +2,19 @@
 import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { data, Fingerprint, IdParams, strictObject } from '../http/schemas.js';
+import type { ErrorCode } from '../errors/errors.js';
+import {
+  data,
+  DataOf,
+  Fingerprint,
+  IdParams,
+  NoContent,
+  Nullable,
+  strictObject,
+  Timestamp,
+} from '../http/schemas.js';
+import { sshLoginErrorCodes } from '../ssh/ssh-errors.js';
+import { desktopEnvironmentIds } from '../desktop/desktop-environments.js';
 import type { SessionService } from '../sessions/session.service.js';
 import type { InstanceService } from './instance.service.js';
 
@@ -38,6 +50,44 @@ const PatchInstanceBody = strictObject({
   hostKeyFingerprint: Type.Optional(Type.Union([Fingerprint, Type.Null()])),
 });
 
+const InstanceSchema = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  host: Type.String(),
+  port: Type.Integer(),
+  username: Type.String(),
+  auth: Type.Object({
+    type: Type.Union([Type.Literal('password'), Type.Literal('privateKey')]),
+  }),
+  hostKeyFingerprint: Nullable(
+    Type.String({ description: 'The pinned SSH host key; null until the first login pins one' }),
+  ),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+const DesktopEnvironment = Type.Union(desktopEnvironmentIds.map((id) => Type.Literal(id)));
+const TestResult = Type.Object({
+  reachable: Type.Literal(true),
+  hostKeyFingerprint: Type.String({ description: 'The host key this login saw' }),
+  hostKeyStatus: Type.Union([Type.Literal('pinned'), Type.Literal('new')], {
+    description: '`new`: nothing pinned yet, confirm the fingerprint (it is pinned on the first connect)',
+  }),
+  vncServer: Nullable(
+    Type.Object({
+      kind: Type.Literal('tigervnc'),
+      version: Nullable(Type.String()),
+      unixSocket: Type.Boolean({ description: 'Whether Xvnc can listen on a Unix socket' }),
+    }),
+  ),
+  desktopEnvironments: Type.Array(DesktopEnvironment, { description: 'The desktops installed there' }),
+});
+
+/** The address guard's refusals (instances/address-guard.ts): on every route that takes or dials a host. */
+export const addressErrorCodes = [
+  'INSTANCE_ADDRESS_FORBIDDEN',
+  'INSTANCE_HOST_UNRESOLVABLE',
+] as const satisfies readonly ErrorCode[];
+
 export function registerInstanceRoutes(
   app: FastifyInstance,
   deps: { instances: InstanceService; sessions: SessionService; authenticate: preHandlerAsyncHookHandler },
@@ -46,30 +96,92 @@ export function registerInstanceRoutes(
   const { instances } = deps;
   const preHandler = deps.authenticate;
 
-  r.get('/api/instances', { preHandler }, async (request) => data(await instances.list(request.userId)));
-
-  r.post('/api/instances', { preHandler, schema: { body: NewInstanceBody } }, async (request, reply) =>
-    reply.status(201).send(data(await instances.create(request.userId, request.body))),
+  r.get(
+    '/api/instances',
+    {
+      preHandler,
+      schema: {
+        summary: "The caller's instances",
+        response: { 200: DataOf(Type.Array(InstanceSchema), 'The instances, oldest first') },
+      },
+    },
+    async (request) => data(await instances.list(request.userId)),
   );
 
-  r.get('/api/instances/:id', { preHandler, schema: { params: IdParams } }, async (request) =>
-    data(await instances.get(request.userId, request.params.id)),
+  r.post(
+    '/api/instances',
+    {
+      preHandler,
+      schema: {
+        summary: 'Register an instance: SSH address and credentials (a password or a private key)',
+        body: NewInstanceBody,
+        errors: [...addressErrorCodes, 'INVALID_PRIVATE_KEY'],
+        response: { 201: DataOf(InstanceSchema, 'The instance; credentials are never returned') },
+      },
+    },
+    async (request, reply) =>
+      reply.status(201).send(data(await instances.create(request.userId, request.body))),
+  );
+
+  r.get(
+    '/api/instances/:id',
+    {
+      preHandler,
+      schema: {
+        summary: 'One instance',
+        params: IdParams,
+        errors: ['INSTANCE_NOT_FOUND'],
+        response: { 200: DataOf(InstanceSchema, 'The instance') },
+      },
+    },
+    async (request) => data(await instances.get(request.userId, request.params.id)),
   );
 
   r.patch(
     '/api/instances/:id',
-    { preHandler, schema: { params: IdParams, body: PatchInstanceBody } },
+    {
+      preHandler,
+      schema: {
+        summary: 'Change an instance (`hostKeyFingerprint: null` forgets the pinned host key)',
+        params: IdParams,
+        body: PatchInstanceBody,
+        errors: ['INSTANCE_NOT_FOUND', ...addressErrorCodes, 'INVALID_PRIVATE_KEY'],
+        response: { 200: DataOf(InstanceSchema, 'The instance as changed') },
+      },
+    },
     async (request) => data(await instances.update(request.userId, request.params.id, request.body)),
   );
 
-  r.delete('/api/instances/:id', { preHandler, schema: { params: IdParams } }, async (request, reply) => {
-    await instances.getRow(request.userId, request.params.id);
-    await deps.sessions.endAllForInstance(request.userId, request.params.id);
-    await instances.delete(request.userId, request.params.id);
-    return reply.status(204).send();
-  });
+  r.delete(
+    '/api/instances/:id',
+    {
+      preHandler,
+      schema: {
+        summary: 'Delete an instance; its live session is ended and its desktop stopped first',
+        params: IdParams,
+        errors: ['INSTANCE_NOT_FOUND'],
+        response: { 204: NoContent },
+      },
+    },
+    async (request, reply) => {
+      await instances.getRow(request.userId, request.params.id);
+      await deps.sessions.endAllForInstance(request.userId, request.params.id);
+      await instances.delete(request.userId, request.params.id);
+      return reply.status(204).send();
+    },
+  );
 
-  r.post('/api/instances/:id/test', { preHandler, schema: { params: IdParams } }, async (request) =>
-    data(await instances.test(request.userId, request.params.id)),
+  r.post(
+    '/api/instances/:id/test',
+    {
+      preHandler,
+      schema: {
+        summary: 'Log in over SSH: host key, VNC server and desktop environments found',
+        params: IdParams,
+        errors: ['INSTANCE_NOT_FOUND', ...addressErrorCodes, ...sshLoginErrorCodes, 'DESKTOP_START_FAILED'],
+        response: { 200: DataOf(TestResult, 'The login worked; what the instance has') },
+      },
+    },
+    async (request) => data(await instances.test(request.userId, request.params.id)),
   );
 }

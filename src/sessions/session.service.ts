@@ -15,6 +15,7 @@ import type { ShareRepository } from '../store/share.repository.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { SessionRepository, SessionRow } from '../store/session.repository.js';
 import type { InstanceRow } from '../store/instance.repository.js';
+import type { SessionStatus } from '../store/schema.js';
 import type { InstanceService } from '../instances/instance.service.js';
 import type { DesktopHandle, DesktopService } from '../desktop/desktop.service.js';
 import type { SshTarget } from '../ssh/ssh-pool.js';
@@ -49,7 +50,7 @@ export interface PublicSession {
   instanceName?: string;
   desktopEnvironment: string;
   display: number | null;
-  status: string;
+  status: SessionStatus;
   startedAt: string | null;
   createdAt: string;
   lastActivityAt: string;

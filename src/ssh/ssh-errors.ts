@@ -1,6 +1,18 @@
 // How an ssh2 failure becomes one of our catalogue errors, and which failures are worth another attempt.
 // ssh2 marks where an error came from in `err.level`; the socket errors keep their errno `code`.
-import { AppError } from '../errors/errors.js';
+import { AppError, type ErrorCode } from '../errors/errors.js';
+
+/** What a request that logs in to an instance over SSH can answer (listed in the API description). */
+export const sshLoginErrorCodes = [
+  'SSH_AUTH_FAILED',
+  'SSH_UNREACHABLE',
+  'SSH_TIMEOUT',
+  'SSH_PROTOCOL_ERROR',
+  'SSH_CHANNEL_FAILED',
+  'HOST_KEY_MISMATCH',
+  'INVALID_PRIVATE_KEY',
+  'SHUTTING_DOWN',
+] as const satisfies readonly ErrorCode[];
 
 interface Ssh2Error extends Error {
   level?: string;
