@@ -101,6 +101,7 @@ export function registerAuthRoutes(
         body: Registration,
         errors: [
           'LOCAL_AUTH_DISABLED',
+          'MFA_ENROLMENT_REQUIRED',
           'REGISTRATION_CLOSED',
           'INVITE_INVALID',
           'EMAIL_TAKEN',
@@ -127,8 +128,12 @@ export function registerAuthRoutes(
       schema: {
         summary: 'Sign in with email and password',
         body: Credentials,
+        description:
+          'With two-factor sign-in on, a right password answers 401 `MFA_REQUIRED` (or 403 `MFA_ENROLMENT_REQUIRED` under AUTH_REQUIRE_2FA) with `details.challenge` for the second step; no token before it.',
         errors: [
           'LOCAL_AUTH_DISABLED',
+          'MFA_REQUIRED',
+          'MFA_ENROLMENT_REQUIRED',
           'INVALID_CREDENTIALS',
           'ACCOUNT_DISABLED',
           'RATE_LIMITED',
