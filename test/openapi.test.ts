@@ -35,14 +35,6 @@ const isDocsRoute = (url: string) => url === '/api/openapi.json' || url.startsWi
  * route not on it must be fully described.
  */
 const notYetDescribed = new Set([
-  'GET /api/auth/2fa',
-  'POST /api/auth/2fa/setup',
-  'POST /api/auth/2fa/confirm',
-  'POST /api/auth/2fa/recovery-codes',
-  'POST /api/auth/2fa/disable',
-  'POST /api/auth/2fa/enrol',
-  'POST /api/auth/2fa/verify',
-  'POST /api/admin/users/:id/2fa/reset',
   'GET /api/instances/:id/files',
   'GET /api/instances/:id/files/content',
   'PUT /api/instances/:id/files/content',

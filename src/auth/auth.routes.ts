@@ -50,7 +50,7 @@ const TokenPairSchema = Type.Object({
   accessToken: Type.String({ description: 'Send as `Authorization: Bearer …`; lives JWT_ACCESS_EXPIRY' }),
   refreshToken: Type.String({ description: 'Also set as the httpOnly `cd_refresh` cookie' }),
 });
-const SignedIn = Type.Object({ user: PublicUserSchema, ...TokenPairSchema.properties });
+export const SignedIn = Type.Object({ user: PublicUserSchema, ...TokenPairSchema.properties });
 // Refresh and logout take the token in the body or, with no body, from the cookie.
 const bodyOrCookie: Record<string, string[]>[] = [{ refreshCookie: [] }, {}];
 

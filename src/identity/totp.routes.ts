@@ -9,8 +9,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '../errors/errors.js';
 import { requireAdmin } from '../http/authenticate.js';
-import { data, IdParams, strictObject } from '../http/schemas.js';
-import { setRefreshTokenCookie } from '../auth/auth.routes.js';
+import { data, DataOf, IdParams, NoContent, strictObject } from '../http/schemas.js';
+import { setRefreshTokenCookie, SignedIn } from '../auth/auth.routes.js';
 import type { AuthService } from '../auth/auth.service.js';
 import type { SignInGuard } from '../auth/sign-in-guard.js';
 import type { UserRepository, UserRow } from '../store/user.repository.js';
@@ -20,6 +20,15 @@ import type { TotpService } from './totp.service.js';
 const Code = Type.String({ minLength: 6, maxLength: 32, pattern: '^[0-9A-Za-z -]+$' });
 const Challenge = Type.String({ minLength: 16, maxLength: 128, pattern: '^[A-Za-z0-9_-]+$' });
 const CodeBody = strictObject({ code: Code });
+const RecoveryCodes = Type.Array(Type.String(), {
+  description: 'Ten single-use recovery codes, shown only now (stored hashed)',
+});
+const EnrolmentSchema = Type.Object({
+  secret: Type.String({ description: 'Base32, for typing into an app by hand' }),
+  otpauthUrl: Type.String(),
+  qrSvg: Type.String({ description: 'The otpauth URL as a QR code (SVG markup)' }),
+});
+const codeErrors = ['MFA_CODE_INVALID', 'MFA_CHALLENGE_INVALID', 'RATE_LIMITED'] as const;
 
 export function registerTotpRoutes(
   app: FastifyInstance,
@@ -60,17 +69,47 @@ export function registerTotpRoutes(
     if (!(await totp.verify(user, code))) throw new AppError('MFA_CODE_INVALID');
   };
 
-  r.get('/api/auth/2fa', { preHandler: deps.authenticate }, async (request) =>
-    data(await totp.status(request.userId)),
+  r.get(
+    '/api/auth/2fa',
+    {
+      preHandler: deps.authenticate,
+      schema: {
+        summary: "Whether the caller's two-factor sign-in (TOTP) is on, and recovery codes left",
+        response: {
+          200: DataOf(
+            Type.Object({ enabled: Type.Boolean(), recoveryCodesLeft: Type.Integer() }),
+            'The two-factor status',
+          ),
+        },
+      },
+    },
+    async (request) => data(await totp.status(request.userId)),
   );
 
-  r.post('/api/auth/2fa/setup', { preHandler: deps.authenticate }, async (request) =>
-    data(await totp.beginEnrolment(await userOf(request.userId))),
+  r.post(
+    '/api/auth/2fa/setup',
+    {
+      preHandler: deps.authenticate,
+      schema: {
+        summary: 'Start turning TOTP on: a new secret as QR code and otpauth URL, confirmed by a first code',
+        errors: ['MFA_ALREADY_ENABLED', 'MFA_CHALLENGE_INVALID'],
+        response: { 200: DataOf(EnrolmentSchema, 'The secret waiting for its first code') },
+      },
+    },
+    async (request) => data(await totp.beginEnrolment(await userOf(request.userId))),
   );
 
   r.post(
     '/api/auth/2fa/confirm',
-    { preHandler: deps.authenticate, schema: { body: CodeBody } },
+    {
+      preHandler: deps.authenticate,
+      schema: {
+        summary: 'Turn TOTP on with a first code: the recovery codes are shown once',
+        body: CodeBody,
+        errors: [...codeErrors, 'MFA_ALREADY_ENABLED', 'MFA_NOT_ENABLED'],
+        response: { 200: DataOf(Type.Object({ recoveryCodes: RecoveryCodes }), 'TOTP is on') },
+      },
+    },
     async (request) => {
       const user = await userOf(request.userId);
       return data(await checked(request, user, () => totp.confirmEnrolment(user, request.body.code)));
@@ -79,7 +118,15 @@ export function registerTotpRoutes(
 
   r.post(
     '/api/auth/2fa/recovery-codes',
-    { preHandler: deps.authenticate, schema: { body: CodeBody } },
+    {
+      preHandler: deps.authenticate,
+      schema: {
+        summary: 'New recovery codes (the old ones stop working); needs a code',
+        body: CodeBody,
+        errors: codeErrors,
+        response: { 200: DataOf(Type.Object({ recoveryCodes: RecoveryCodes }), 'The new recovery codes') },
+      },
+    },
     async (request) => {
       const user = await userOf(request.userId);
       await checked(request, user, () => mustVerify(user, request.body.code));
@@ -89,7 +136,15 @@ export function registerTotpRoutes(
 
   r.post(
     '/api/auth/2fa/disable',
-    { preHandler: deps.authenticate, schema: { body: CodeBody } },
+    {
+      preHandler: deps.authenticate,
+      schema: {
+        summary: 'Turn TOTP off; needs a code',
+        body: CodeBody,
+        errors: codeErrors,
+        response: { 204: NoContent },
+      },
+    },
     async (request, reply) => {
       const user = await userOf(request.userId);
       await checked(request, user, () => mustVerify(user, request.body.code));
@@ -100,7 +155,20 @@ export function registerTotpRoutes(
 
   r.post(
     '/api/auth/2fa/enrol',
-    { schema: { body: strictObject({ challenge: Challenge }) } },
+    {
+      schema: {
+        summary: 'The TOTP set-up AUTH_REQUIRE_2FA asks for before a first sign-in (then `verify`)',
+        body: strictObject({ challenge: Challenge }),
+        errors: [
+          'MFA_CHALLENGE_INVALID',
+          'MFA_ALREADY_ENABLED',
+          'RATE_LIMITED',
+          'COORDINATION_UNAVAILABLE',
+          'STORE_UNAVAILABLE',
+        ],
+        response: { 200: DataOf(EnrolmentSchema, 'The secret waiting for its first code') },
+      },
+    },
     async (request) => {
       await guard.attempt(request.ip);
       return data(await totp.enrolWithChallenge(request.body.challenge, userOf));
@@ -109,7 +177,26 @@ export function registerTotpRoutes(
 
   r.post(
     '/api/auth/2fa/verify',
-    { schema: { body: strictObject({ challenge: Challenge, code: Code }) } },
+    {
+      schema: {
+        summary: 'The second step of a sign-in: the challenge of MFA_REQUIRED (or of `enrol`) and a code',
+        body: strictObject({ challenge: Challenge, code: Code }),
+        errors: [
+          ...codeErrors,
+          'ACCOUNT_DISABLED',
+          'MFA_ALREADY_ENABLED',
+          'MFA_NOT_ENABLED',
+          'COORDINATION_UNAVAILABLE',
+          'STORE_UNAVAILABLE',
+        ],
+        response: {
+          200: DataOf(
+            Type.Object({ ...SignedIn.properties, recoveryCodes: Type.Optional(RecoveryCodes) }),
+            'Signed in (the refresh cookie is set); after an enrolment, with its recovery codes',
+          ),
+        },
+      },
+    },
     async (request, reply) => {
       await guard.attempt(request.ip);
       const { challenge, code } = request.body;
@@ -130,7 +217,15 @@ export function registerTotpRoutes(
 
   r.post(
     '/api/admin/users/:id/2fa/reset',
-    { preHandler: [deps.authenticate, requireAdmin], schema: { params: IdParams } },
+    {
+      preHandler: [deps.authenticate, requireAdmin],
+      schema: {
+        summary: "Turn a user's two-factor sign-in off (they set it up again)",
+        params: IdParams,
+        errors: ['USER_NOT_FOUND'],
+        response: { 204: NoContent },
+      },
+    },
     async (request, reply) => {
       const user = await deps.users.findById(request.params.id);
       if (!user) throw new AppError('USER_NOT_FOUND');
