@@ -2,7 +2,19 @@
 // sentinels, and a three-primary + three-replica Redis Cluster (test/helpers/redis-ha.ts).
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../src/config/config.js';
+import { createCoordinator } from '../src/coordination/create-coordinator.js';
+import { RedisCoordinator } from '../src/coordination/redis-coordinator.js';
+import { systemClock } from '../src/lib/clock.js';
+import { createLogger } from '../src/observability/logger.js';
+import { freePort } from './helpers/free-port.js';
+import { spawnRedisServer } from './helpers/redis-server.js';
 import type { RedisSettings } from '../src/config/config.js';
 import type { Coordinator, LockHandle } from '../src/coordination/coordinator.js';
 import { AppError } from '../src/errors/errors.js';
@@ -413,3 +425,113 @@ function apiClient(base: string) {
     return { status: res.status, body };
   };
 }
+
+void describe('rediss:// with REDIS_TLS_CA_FILE', () => {
+  let dir: string;
+  let server: ChildProcess | undefined;
+  let tlsPort: number;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cd-redis-tls-'));
+    const sh = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    // A private CA and a server certificate for 127.0.0.1 signed by it.
+    sh([
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=clouddesk test CA',
+    ]);
+    sh([
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'srv.key',
+      '-out',
+      'srv.csr',
+      '-subj',
+      '/CN=127.0.0.1',
+    ]);
+    await writeFile(join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1\n');
+    sh([
+      'x509',
+      '-req',
+      '-in',
+      'srv.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'srv.pem',
+      '-days',
+      '1',
+      '-extfile',
+      'ext',
+    ]);
+    tlsPort = await freePort();
+    // The plain port only answers the fixture's readiness PING; clients use the TLS port.
+    server = await spawnRedisServer(await freePort(), dir, [
+      '--tls-port',
+      String(tlsPort),
+      '--tls-cert-file',
+      join(dir, 'srv.pem'),
+      '--tls-key-file',
+      join(dir, 'srv.key'),
+      '--tls-ca-cert-file',
+      join(dir, 'ca.pem'),
+      '--tls-auth-clients',
+      'no',
+    ]);
+  });
+  after(async () => {
+    if (server && server.exitCode === null && server.signalCode === null) {
+      const exited = once(server, 'exit');
+      server.kill('SIGTERM');
+      await exited;
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  void it('connects with the CA file, and refuses a server it cannot verify without it', async () => {
+    const url = `rediss://127.0.0.1:${tlsPort}`;
+    const withCa = createCoordinator(
+      loadConfig({ ...TEST_SECRETS, DATA_DIR: dir, REDIS_URL: url, REDIS_TLS_CA_FILE: join(dir, 'ca.pem') }),
+      { clock: systemClock, logger: createLogger({ level: 'silent' }) },
+    ) as RedisCoordinator;
+    try {
+      assert.equal(await withCa.waitUntilReady(10_000), true);
+      const ticket = await withCa.issueTicket({ userId: 'u', sessionId: 's' }, 30_000);
+      assert.deepEqual(await withCa.redeemTicket(ticket), { userId: 'u', sessionId: 's' });
+    } finally {
+      await withCa.close();
+    }
+    const withoutCa = createCoordinator(
+      loadConfig({ ...TEST_SECRETS, DATA_DIR: dir, REDIS_URL: url, REDIS_RETRY_MS: '0' }),
+      { clock: systemClock, logger: createLogger({ level: 'silent' }) },
+    ) as RedisCoordinator;
+    try {
+      assert.equal(
+        await withoutCa.waitUntilReady(1_500),
+        false,
+        'a certificate from an unknown CA is refused',
+      );
+      await assert.rejects(
+        withoutCa.ping(),
+        (e: unknown) => e instanceof AppError && e.code === 'COORDINATION_UNAVAILABLE',
+      );
+    } finally {
+      await withoutCa.close();
+    }
+  });
+});
