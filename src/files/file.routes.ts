@@ -4,13 +4,53 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { data, IdParams, strictObject } from '../http/schemas.js';
+import type { ErrorCode } from '../errors/errors.js';
+import { data, DataOf, IdParams, NoContent, Nullable, strictObject, Timestamp } from '../http/schemas.js';
+import { sshLoginErrorCodes } from '../ssh/ssh-errors.js';
+import { addressErrorCodes } from '../instances/instance.routes.js';
 import type { DownloadLinks } from './download-links.js';
 import type { FileService } from './file.service.js';
 
 const Path = Type.String({ minLength: 1, maxLength: 4096 });
 const Bool = Type.Union([Type.Literal('true'), Type.Literal('false'), Type.Literal('1'), Type.Literal('0')]);
 const isTrue = (v: string | undefined) => v === 'true' || v === '1';
+
+const EntryType = Type.Union([
+  Type.Literal('file'),
+  Type.Literal('directory'),
+  Type.Literal('symlink'),
+  Type.Literal('other'),
+]);
+const Listing = Type.Object({
+  path: Type.String({ description: 'The directory listed, as the remote user sees it' }),
+  parent: Nullable(Type.String()),
+  entries: Type.Array(
+    Type.Object({
+      name: Type.String(),
+      path: Type.String(),
+      type: EntryType,
+      targetType: Type.Optional(
+        Type.Union([EntryType, Type.Null()], { description: 'For a symlink; null when it dangles' }),
+      ),
+      size: Type.Number(),
+      mtime: Timestamp,
+      mode: Type.Integer(),
+    }),
+  ),
+  truncated: Type.Boolean({ description: 'More entries than one listing returns' }),
+});
+const PathResult = Type.Object({ path: Type.String() });
+/** What any file operation can answer: the instance, the SSH login and the SFTP server's refusals. */
+const fileErrors: readonly ErrorCode[] = [
+  'INSTANCE_NOT_FOUND',
+  ...addressErrorCodes,
+  ...sshLoginErrorCodes,
+  'SFTP_UNAVAILABLE',
+  'SFTP_FAILED',
+  'PATH_INVALID',
+  'FILE_NOT_FOUND',
+  'PERMISSION_DENIED',
+];
 
 export function registerFileRoutes(
   app: FastifyInstance,
@@ -28,7 +68,13 @@ export function registerFileRoutes(
     '/api/instances/:id/files',
     {
       preHandler: authenticate,
-      schema: { params: IdParams, querystring: strictObject({ path: Type.Optional(Path) }) },
+      schema: {
+        summary: 'List a directory on the instance over SFTP (default: the SSH user’s home)',
+        params: IdParams,
+        querystring: strictObject({ path: Type.Optional(Path) }),
+        errors: [...fileErrors, 'NOT_A_DIRECTORY'],
+        response: { 200: DataOf(Listing, 'The directory') },
+      },
     },
     async (request) => data(await files.list(request.userId, request.params.id, request.query.path)),
   );
@@ -50,8 +96,29 @@ export function registerFileRoutes(
     {
       preHandler: downloadAuth,
       schema: {
+        summary: 'Download a file, streamed; `Range` resumes. Authorised by the bearer token or a link',
         params: IdParams,
         querystring: strictObject({ path: Path, token: Type.Optional(Type.String({ maxLength: 8192 })) }),
+        // The bearer token, or none with the `token` of POST …/files/link.
+        security: [{ bearerAuth: [] }, {}],
+        errors: [
+          ...fileErrors,
+          'UNAUTHENTICATED',
+          'INVALID_TOKEN',
+          'TOKEN_EXPIRED',
+          'ACCOUNT_DISABLED',
+          'DOWNLOAD_LINK_INVALID',
+          'IS_A_DIRECTORY',
+          'RANGE_NOT_SATISFIABLE',
+          'TRANSFER_LIMIT_REACHED',
+          'RATE_LIMITED',
+          'COORDINATION_UNAVAILABLE',
+          'STORE_UNAVAILABLE',
+        ],
+        response: {
+          200: binary('The whole file, with Content-Length and Content-Disposition'),
+          206: binary('The asked range (Content-Range)'),
+        },
       },
     },
     async (request, reply) => {
@@ -67,7 +134,18 @@ export function registerFileRoutes(
 
   r.post(
     '/api/instances/:id/files/link',
-    { preHandler: authenticate, schema: { params: IdParams, body: strictObject({ path: Path }) } },
+    {
+      preHandler: authenticate,
+      schema: {
+        summary: 'A short-lived download link for a file, for a browser to navigate to',
+        params: IdParams,
+        body: strictObject({ path: Path }),
+        errors: ['INSTANCE_NOT_FOUND'],
+        response: {
+          200: DataOf(Type.Object({ url: Type.String(), expiresAt: Timestamp }), 'The link'),
+        },
+      },
+    },
     async (request) => {
       // Checks ownership now, so a link is only ever issued for the caller's own instance.
       await files.checkOwner(request.userId, request.params.id);
@@ -86,7 +164,16 @@ export function registerFileRoutes(
 
   r.post(
     '/api/instances/:id/files/mkdir',
-    { preHandler: authenticate, schema: { params: IdParams, body: strictObject({ path: Path }) } },
+    {
+      preHandler: authenticate,
+      schema: {
+        summary: 'Make a directory',
+        params: IdParams,
+        body: strictObject({ path: Path }),
+        errors: [...fileErrors, 'FILE_EXISTS', 'NOT_A_DIRECTORY', 'DISK_FULL'],
+        response: { 201: DataOf(PathResult, 'The directory made') },
+      },
+    },
     async (request, reply) =>
       reply.status(201).send(data(await files.mkdir(request.userId, request.params.id, request.body.path))),
   );
@@ -96,8 +183,11 @@ export function registerFileRoutes(
     {
       preHandler: authenticate,
       schema: {
+        summary: 'Rename or move a file or directory (`overwrite` replaces a file at `to`)',
         params: IdParams,
         body: strictObject({ from: Path, to: Path, overwrite: Type.Optional(Type.Boolean()) }),
+        errors: [...fileErrors, 'FILE_EXISTS', 'IS_A_DIRECTORY', 'NOT_A_DIRECTORY', 'DIRECTORY_NOT_EMPTY'],
+        response: { 200: DataOf(PathResult, 'The new path') },
       },
     },
     async (request) =>
@@ -114,7 +204,16 @@ export function registerFileRoutes(
 
   r.post(
     '/api/instances/:id/files/delete',
-    { preHandler: authenticate, schema: { params: IdParams, body: strictObject({ path: Path }) } },
+    {
+      preHandler: authenticate,
+      schema: {
+        summary: 'Delete a file or an empty directory',
+        params: IdParams,
+        body: strictObject({ path: Path }),
+        errors: [...fileErrors, 'DIRECTORY_NOT_EMPTY'],
+        response: { 204: NoContent },
+      },
+    },
     async (request, reply) => {
       await files.delete(request.userId, request.params.id, request.body.path);
       return reply.status(204).send();
@@ -131,8 +230,24 @@ export function registerFileRoutes(
       {
         preHandler: authenticate,
         schema: {
+          summary:
+            'Upload a file: the body, streamed, is written under a temporary name and renamed when complete',
           params: IdParams,
           querystring: strictObject({ path: Path, overwrite: Type.Optional(Bool) }),
+          consumes: ['application/octet-stream'],
+          errors: [
+            ...fileErrors,
+            'FILE_EXISTS',
+            'IS_A_DIRECTORY',
+            'NOT_A_DIRECTORY',
+            'DISK_FULL',
+            'FILE_TOO_LARGE',
+            'TRANSFER_LIMIT_REACHED',
+            'UPLOAD_INCOMPLETE',
+          ],
+          response: {
+            201: DataOf(Type.Object({ path: Type.String(), size: Type.Number() }), 'The file is in place'),
+          },
         },
       },
       async (request, reply) => {
@@ -155,6 +270,14 @@ export function registerFileRoutes(
 
     done();
   });
+}
+
+/** A streamed file answer in the API description. */
+function binary(description: string) {
+  return {
+    description,
+    content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
+  };
 }
 
 function header(v: string | string[] | undefined): string | undefined {

@@ -76,7 +76,8 @@ export function problemsOf(doc: OpenApiDocument, route: RegisteredRoute): string
   const success = statuses.filter((s) => /^2\d\d$/.test(s));
   if (success.length === 0) problems.push(`${name}: no success answer`);
   for (const s of success) {
-    const described = s === '204' ? !op.responses[s].content : op.responses[s].content?.['application/json'];
+    const content = op.responses[s].content as Record<string, { schema?: object }> | undefined;
+    const described = s === '204' ? !content : Object.values(content ?? {}).some((m) => m.schema);
     if (!described || op.responses[s].description === 'Default Response')
       problems.push(`${name}: answer ${s} has no schema or description`);
   }
