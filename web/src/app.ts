@@ -14,6 +14,7 @@ import { instancesView } from './views/instances.view.js';
 import { sessionsView } from './views/sessions.view.js';
 import { desktopView } from './views/desktop.view.js';
 import { securityView } from './views/two-factor.js';
+import { shareView } from './views/share.view.js';
 import { adminAuditView, adminSessionsView, adminUsersView } from './views/admin.view.js';
 
 const ROUTES = {
@@ -24,6 +25,7 @@ const ROUTES = {
   sessions: '/sessions',
   security: '/security',
   desktop: '/desktop/:sessionId',
+  share: '/share',
   admin: '/admin',
   adminUsers: '/admin/users',
   adminSessions: '/admin/sessions',
@@ -31,6 +33,8 @@ const ROUTES = {
 };
 
 const PUBLIC_ROUTES = new Set(['signIn', 'signUp']);
+/** Pages for anyone, signed in or not (a share link's landing page decides for itself). */
+const OPEN_ROUTES = new Set(['share']);
 
 export function startApp(root: HTMLElement): void {
   const prefs = loadPrefs();
@@ -108,7 +112,7 @@ export function startApp(root: HTMLElement): void {
   const mount = (route: Route | null, path: string) => {
     if (route?.name === 'home') return router.go(ctx.user ? '/instances' : '/sign-in', { replace: true });
     if (route?.name === 'admin') return router.go('/admin/users', { replace: true });
-    if (route && !PUBLIC_ROUTES.has(route.name) && ctx.user === null) {
+    if (route && !PUBLIC_ROUTES.has(route.name) && !OPEN_ROUTES.has(route.name) && ctx.user === null) {
       const next = encodeURIComponent(path + location.search);
       return router.go(`/sign-in?next=${next}`, { replace: true });
     }
@@ -178,6 +182,8 @@ function createView(ctx: AppContext, route: Route | null): View {
       return securityView(ctx);
     case 'desktop':
       return desktopView(ctx, route?.params.sessionId ?? '');
+    case 'share':
+      return shareView(ctx);
     case 'adminUsers':
       return adminUsersView(ctx);
     case 'adminSessions':

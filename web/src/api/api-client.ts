@@ -18,6 +18,11 @@ import type {
   SessionHistoryEntry,
   TokenPair,
   User,
+  CreatedShare,
+  GuestTicket,
+  SessionShare,
+  ShareInvitation,
+  ShareMode,
 } from './types.js';
 
 type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
@@ -188,6 +193,35 @@ export class ApiClient {
 
   endSession(sessionId: string): Promise<void> {
     return this.request<void>('POST', `/api/sessions/disconnect/${encodeURIComponent(sessionId)}`, {});
+  }
+
+  // ---- sharing ----
+
+  createShare(
+    sessionId: string,
+    input: { mode: ShareMode; expiresInMinutes?: number; singleUse?: boolean },
+  ): Promise<CreatedShare> {
+    return this.request<CreatedShare>('POST', `/api/sessions/${encodeURIComponent(sessionId)}/shares`, input);
+  }
+
+  listShares(sessionId: string): Promise<SessionShare[]> {
+    return this.request<SessionShare[]>('GET', `/api/sessions/${encodeURIComponent(sessionId)}/shares`);
+  }
+
+  revokeShare(id: string): Promise<void> {
+    return this.request<void>('DELETE', `/api/shares/${encodeURIComponent(id)}`);
+  }
+
+  /** A share link's landing facts; needs no sign-in. */
+  shareInvitation(token: string): Promise<ShareInvitation> {
+    return this.send<ShareInvitation>('GET', `/api/shares/${encodeURIComponent(token)}`, undefined, false);
+  }
+
+  /** A ticket to the shared desktop: as the signed-in user, or anonymously under a display name. */
+  shareTicket(token: string, displayName?: string): Promise<GuestTicket> {
+    const path = `/api/shares/${encodeURIComponent(token)}/ticket`;
+    if (displayName !== undefined) return this.send<GuestTicket>('POST', path, { displayName }, false);
+    return this.request<GuestTicket>('POST', path, {});
   }
 
   // ---- plumbing ----

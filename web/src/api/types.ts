@@ -157,3 +157,42 @@ export interface FileListing {
   entries: FileEntry[];
   truncated: boolean;
 }
+
+export type ShareMode = 'view' | 'control';
+
+export interface CreatedShare {
+  id: string;
+  /** The landing path with the token after '#', shown once. */
+  url: string;
+  mode: ShareMode;
+  singleUse: boolean;
+  expiresAt: string;
+}
+
+export interface SessionShare {
+  id: string;
+  sessionId: string;
+  mode: ShareMode;
+  singleUse: boolean;
+  createdAt: string;
+  expiresAt: string;
+  usedAt: string | null;
+  revokedAt: string | null;
+  status: 'active' | 'expired' | 'revoked' | 'used';
+  guests: { viewerId: string; name: string; node: string }[];
+}
+
+export interface ShareInvitation {
+  ownerName: string;
+  mode: ShareMode;
+  expiresAt: string;
+  guests: 'signed-in' | 'anyone';
+}
+
+export interface GuestTicket {
+  sessionId: string;
+  websocketUrl: string;
+  mode: ShareMode;
+  ownerName: string;
+  expiresAt: string;
+}

@@ -77,6 +77,7 @@ const ICONS = {
   signal: 'M4 20v-4 M9 20v-8 M14 20v-12 M19 20V4',
   logout: 'M15 4h4v16h-4 M10 17l5-5-5-5 M15 12H3',
   upload: 'M12 16V4 M7 9l5-5 5 5 M4 20h16',
+  link: 'M10 14a4 4 0 0 0 5.7 0l3-3a4 4 0 0 0-5.7-5.7l-1 1 M14 10a4 4 0 0 0-5.7 0l-3 3a4 4 0 0 0 5.7 5.7l1-1',
   sliders: 'M4 6h10 M18 6h2 M4 12h4 M12 12h8 M4 18h12 M20 18h0 M14 4v4 M8 10v4 M16 16v4',
 } as const;
 

@@ -20,6 +20,7 @@ export interface CloseOutcome {
 export const CloseCode = {
   SESSION_ENDED: 4000,
   SIGNED_OUT: 4001,
+  SHARE_REVOKED: 4002,
   RECONNECT: 4010,
   STALLED: 4011,
   DESKTOP_UNREACHABLE: 4012,
@@ -79,6 +80,14 @@ export function describeClose(code: number, reason = ''): CloseOutcome {
       return { kind: 'ended', message: 'This session has ended.' };
     case CloseCode.SIGNED_OUT:
       return { kind: 'signed-out', message: 'You were signed out.' };
+    case CloseCode.SHARE_REVOKED:
+      return {
+        kind: 'ended',
+        message:
+          reason === 'share expired'
+            ? 'This share link has expired.'
+            : 'The owner stopped sharing this desktop.',
+      };
     case CloseCode.RECONNECT:
       return { kind: 'reconnect', message: 'CloudDesk is restarting. Reconnecting to the same desktop…' };
     case CloseCode.STALLED:

@@ -16,6 +16,8 @@ import { keyCombos } from '../viewer/key-combos.js';
 import { isQualityName, qualityMenu } from '../viewer/quality.js';
 import { progressSteps } from './progress-steps.js';
 import { filesPanel } from './files.panel.js';
+import { shareDialog } from './share.dialog.js';
+import type { ShareMode } from '../api/types.js';
 
 const SCALING: Array<{ value: Scaling; label: string; title: string }> = [
   { value: 'remote', label: 'Resize', title: 'Resize the remote desktop to this window (sharp text)' },
@@ -23,22 +25,37 @@ const SCALING: Array<{ value: Scaling; label: string; title: string }> = [
   { value: 'native', label: '1:1', title: 'Actual pixels, scroll if larger than the window' },
 ];
 
-export function desktopView(ctx: AppContext, sessionId: string): View {
-  const pending = ctx.pendingConnects.get(sessionId);
+/** A share's guest: whose desktop, the share's mode, and where fresh tickets come from. */
+export interface GuestAccess {
+  ownerName: string;
+  mode: ShareMode;
+  websocketUrl: string;
+  ticket(): Promise<{ websocketUrl: string }>;
+}
+
+export function desktopView(ctx: AppContext, sessionId: string, guest?: GuestAccess): View {
+  const pending = guest ? undefined : ctx.pendingConnects.get(sessionId);
   ctx.pendingConnects.delete(sessionId);
-  // The session's instance (for the Files panel) and, after a reload, its labels.
-  const sessionInfo = ctx.api.activeSessions().then(
-    (list) => list.find((x) => x.id === sessionId) ?? null,
-    () => null,
-  );
+  // The session's instance (for the Files panel) and, after a reload, its labels. A guest has neither.
+  const sessionInfo = guest
+    ? Promise.resolve(null)
+    : ctx.api.activeSessions().then(
+        (list) => list.find((x) => x.id === sessionId) ?? null,
+        () => null,
+      );
   const files = filesPanel(
     ctx,
     sessionInfo.then((s) => s?.instanceId ?? null),
   );
-  let viewOnly = false;
+  // A view-only guest sends no input (and the gateway would drop it anyway: it enforces the share's mode).
+  let viewOnly = guest?.mode === 'view';
 
   // ---- toolbar ----
-  const title = h('span', { class: 'viewer-title-name' }, pending?.instanceName ?? 'Desktop');
+  const title = h(
+    'span',
+    { class: 'viewer-title-name' },
+    guest ? `${guest.ownerName}’s desktop` : (pending?.instanceName ?? 'Desktop'),
+  );
   const subtitle = h(
     'span',
     { class: 'viewer-title-sub' },
@@ -116,6 +133,11 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     icon('eye', 16),
     h('span', { class: 'toolbar-label' }, 'View only'),
   );
+  if (guest?.mode === 'view') {
+    viewOnlyButton.disabled = true;
+    viewOnlyButton.setAttribute('aria-pressed', 'true');
+    viewOnlyButton.title = 'This share lets you watch only';
+  }
   viewOnlyButton.addEventListener('click', () => {
     viewOnly = !viewOnly;
     viewOnlyButton.setAttribute('aria-pressed', String(viewOnly));
@@ -323,6 +345,21 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     filesButton.setAttribute('aria-pressed', String(files.toggle()));
   });
 
+  const shareButton = h(
+    'button',
+    {
+      type: 'button',
+      class: 'btn btn-toolbar',
+      'data-testid': 'share',
+      title: 'Share this desktop: a link for someone to watch or to take control',
+    },
+    icon('link', 16),
+    h('span', { class: 'toolbar-label' }, 'Share'),
+  );
+  shareButton.addEventListener('click', () => {
+    void shareDialog(ctx, sessionId).then(() => connection.focus());
+  });
+
   const toolbar = h(
     'header',
     { class: 'viewer-toolbar' },
@@ -337,11 +374,20 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
       viewOnlyButton,
       keysMenu,
       clipboardMenu,
-      filesButton,
+      guest ? null : shareButton,
+      guest ? null : filesButton,
       fullscreen,
-      endButton,
+      guest ? null : endButton,
     ),
   );
+  const guestBanner = guest
+    ? h(
+        'div',
+        { class: 'viewer-guest-banner', role: 'status', 'data-testid': 'guest-banner' },
+        icon('eye', 14),
+        `Viewing ${guest.ownerName}’s desktop${guest.mode === 'view' ? ' (view only)' : ' (you can control it)'}`,
+      )
+    : null;
 
   // Close the open menu when clicking elsewhere (details elements do not do it themselves).
   const closeMenus = (event: Event) => {
@@ -436,6 +482,7 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     'div',
     { class: 'viewer', 'data-state': 'connecting', 'data-testid': 'viewer' },
     toolbar,
+    guestBanner,
     body,
     status,
   );
@@ -527,7 +574,9 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
           overlayCard({
             tone: 'info',
             heading: state.message,
-            text: 'The desktop was closed — by you, in another window, or after it sat idle. Connect again to start a new one.',
+            text: guest
+              ? 'You are no longer watching this desktop. Ask its owner for a new link to watch again.'
+              : 'The desktop was closed — by you, in another window, or after it sat idle. Connect again to start a new one.',
             testid: 'overlay-ended',
             actions: [instances],
           }),
@@ -618,8 +667,13 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
     target,
     ghost,
     sessionId,
-    tickets: ctx.api,
-    settings: { scaling: ctx.prefs.scaling, quality: ctx.prefs.quality, viewOnly },
+    tickets: guest ? { ticket: () => guest.ticket() } : ctx.api,
+    // A guest must not resize the owner's desktop (a view-only guest's resize is dropped at the gateway).
+    settings: {
+      scaling: guest && ctx.prefs.scaling === 'remote' ? 'fit' : ctx.prefs.scaling,
+      quality: ctx.prefs.quality,
+      viewOnly,
+    },
     onState: render,
     onStats: renderStats,
     onClipboard: (text) => {
@@ -658,7 +712,11 @@ export function desktopView(ctx: AppContext, sessionId: string): View {
   target.addEventListener('pointerdown', offerLocalClipboard);
 
   render({ kind: 'connecting' });
-  connection.start(pending?.websocketUrl);
+  connection.start(guest?.websocketUrl ?? pending?.websocketUrl);
+  if (viewOnly) {
+    root.classList.add('is-view-only');
+    viewOnlyBadge.hidden = false;
+  }
 
   // Labels for a reloaded page (the connect dialog's hand-off is gone then).
   if (!pending) {
