@@ -181,9 +181,9 @@ export class VncGateway {
     try {
       endpoint = await this.deps.sessions.resolveTicket(ticket);
       const guest = endpoint.guest;
-      await this.deps.hooks?.consumeWsConnect?.(
-        guest ? (guest.userId ?? `share:${guest.shareId}`) : endpoint.session.user_id,
-      );
+      // A signed-in guest is checked and rate-limited as themselves; an anonymous guest under the owner,
+      // whose account must be active for their share to work.
+      await this.deps.hooks?.consumeWsConnect?.(guest?.userId ?? endpoint.session.user_id);
     } catch (e) {
       if (!isAppError(e)) throw e;
       return rejectUpgrade(socket, e);

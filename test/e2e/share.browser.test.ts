@@ -120,11 +120,8 @@ void test(
       await owner.selectOption('[data-testid="share-mode"]', 'view');
       await owner.click('[data-testid="share-create"]');
       const link = owner.locator('[data-testid="share-link"]');
-      await owner.waitForFunction(() =>
-        /\/share#[A-Za-z0-9_-]{43}$/.test(
-          (document.querySelector('[data-testid="share-link"]') as HTMLInputElement | null)?.value ?? '',
-        ),
-      );
+      // The link's box shows when the link is in it.
+      await link.waitFor({ state: 'visible' });
       const url = await link.inputValue();
       assert.ok(url.startsWith(`${gateway.url}/share#`), url);
 
@@ -147,11 +144,11 @@ void test(
       );
       for (const absent of ['share', 'files-toggle', 'end-session'])
         assert.equal(await guest.locator(`[data-testid="${absent}"]`).count(), 0, `no ${absent} for a guest`);
-      // noVNC's canvas takes the framebuffer's size once the first update is drawn.
-      await guest.waitForFunction(() => {
-        const c = document.querySelector('[data-testid="screen"] canvas') as HTMLCanvasElement | null;
-        return c !== null && c.width >= 640 && c.height >= 400;
-      });
+      // noVNC's canvas has the framebuffer's size once connected.
+      const size = await guest
+        .locator('[data-testid="screen"] canvas')
+        .evaluate((c: { width: number; height: number }) => [c.width, c.height]);
+      assert.ok(size[0]! >= 640 && size[1]! >= 400, `the guest sees the desktop (${size.join('×')})`);
 
       // The owner sees Dana watching (the list refreshes while the dialog is open), then revokes.
       await owner.waitForSelector('[data-testid="share-item"][data-status="active"] >> text=watching: Dana');
@@ -162,7 +159,7 @@ void test(
       assert.equal(await owner.getAttribute('[data-testid="viewer"]', 'data-state'), 'connected');
     } catch (e) {
       throw new Error(
-        `${e instanceof Error ? e.message : String(e)}\n${await gateway.logs()}`.slice(0, 20_000),
+        `${e instanceof Error ? e.message : String(e)}\n${(await gateway.logs()).slice(-20_000)}`,
         {
           cause: e,
         },
