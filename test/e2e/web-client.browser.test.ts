@@ -144,8 +144,10 @@ async function onDesktop(command: string): Promise<void> {
     '-o',
     'LogLevel=ERROR',
     `${user.username}@${sshd.host}`,
-    // The X cookie is where the desktop service keeps it (src/desktop/remote-script.ts): <N>-<Xvnc PID>.xauth.
-    `export DISPLAY=:${display} XAUTHORITY=$(ls /tmp/clouddesk-$(id -u)/${display}-*.xauth | head -n 1); ${command}`,
+    // The X cookie is where the desktop service keeps it (src/desktop/remote-script.ts): <N>-<Xvnc PID>.xauth,
+    // with the PID of the display's live Xvnc from its X lock (a desktop that died unstopped, as earlier
+    // tests' may, leaves its own cookie file behind).
+    `export DISPLAY=:${display} XAUTHORITY=/tmp/clouddesk-$(id -u)/${display}-$(tr -cd 0-9 < /tmp/.X${display}-lock).xauth; ${command}`,
   ]);
 }
 
