@@ -17,6 +17,7 @@ import { registerErrorHandling } from '../src/http/error-handler.js';
 import { buildTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
 import { freePort } from './helpers/free-port.js';
 import { startSshd, type SshdFixture } from './helpers/sshd.js';
+import { startOidcProvider } from './helpers/oidc-provider.js';
 import {
   AnswerChecker,
   codesOf,
@@ -178,6 +179,31 @@ describe('the OpenAPI document', () => {
     assert.doesNotMatch(csp, /https:|unsafe/);
     const bundle = await gw.app.inject({ url: '/api/docs/static/swagger-ui-bundle.js' });
     assert.equal(bundle.statusCode, 200);
+  });
+
+  test('with company sign-in configured, its routes are described too', async () => {
+    const idp = await startOidcProvider({
+      redirectUris: ['http://127.0.0.1:1/api/auth/oidc/callback'],
+      accounts: {},
+    });
+    const withOidc = await buildTestGateway({
+      OIDC_ISSUER: idp.issuer,
+      OIDC_CLIENT_ID: idp.clientId,
+      OIDC_CLIENT_SECRET: idp.clientSecret,
+    });
+    try {
+      const oidcDoc = (await withOidc.app.inject({ url: '/api/openapi.json' })).json();
+      assert.deepEqual(await new Validator().validate(oidcDoc), { valid: true });
+      const routes = registeredRoutes(withOidc.app).filter((r) => r.url.startsWith('/api/auth/oidc/'));
+      assert.equal(routes.length, 2);
+      assert.deepEqual(
+        routes.flatMap((r) => problemsOf(oidcDoc, r)),
+        [],
+      );
+    } finally {
+      await withOidc.cleanup();
+      await idp.stop();
+    }
   });
 
   test('API_DOCS=off serves neither the document nor the page', async () => {

@@ -39,7 +39,26 @@ export function registerOidcRoutes(
     return reply.redirect(`/sign-in?signInError=${encodeURIComponent(code)}`, 302);
   };
 
-  app.get('/api/auth/oidc/start', async (request, reply) => {
+  // Both answer with a redirect, also on a refusal (to the sign-in page, its code in `signInError`).
+  const redirect = (summary: string, to: string) => ({
+    schema: {
+      summary,
+      tags: ['auth'],
+      response: {
+        302: {
+          type: 'null',
+          'x-response-description': `${to}; a refusal goes to /sign-in?signInError=<code>`,
+          headers: { Location: { type: 'string' } },
+        },
+      },
+    },
+  });
+
+  const startRoute = redirect(
+    'Company sign-in (OpenID Connect): off to the identity provider (PKCE, state, nonce)',
+    "To the identity provider's authorization endpoint",
+  );
+  app.get('/api/auth/oidc/start', startRoute, async (request, reply) => {
     let started: { url: URL; state: string };
     try {
       await guard.attempt(request.ip);
@@ -58,7 +77,11 @@ export function registerOidcRoutes(
     return reply.redirect(url.href, 302);
   });
 
-  app.get(CALLBACK_PATH, async (request, reply) => {
+  const callbackRoute = redirect(
+    "The identity provider's answer: signs in (the account made on first use) and sets the refresh cookie",
+    'To /instances?signedIn=oidc',
+  );
+  app.get(CALLBACK_PATH, callbackRoute, async (request, reply) => {
     reply.clearCookie(OIDC_STATE_COOKIE, { path: COOKIE_PATH });
     const query = new URLSearchParams(request.url.slice(request.url.indexOf('?') + 1));
     try {

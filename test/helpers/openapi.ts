@@ -73,11 +73,12 @@ export function problemsOf(doc: OpenApiDocument, route: RegisteredRoute): string
   if (typeof op.summary !== 'string' || op.summary.length < 8) problems.push(`${name}: no summary`);
   if (!Array.isArray(op.tags) || op.tags.length === 0) problems.push(`${name}: no tag`);
   const statuses = Object.keys(op.responses ?? {});
-  const success = statuses.filter((s) => /^2\d\d$/.test(s));
+  const success = statuses.filter((s) => /^[23]\d\d$/.test(s));
   if (success.length === 0) problems.push(`${name}: no success answer`);
   for (const s of success) {
     const content = op.responses[s].content as Record<string, { schema?: object }> | undefined;
-    const described = s === '204' ? !content : Object.values(content ?? {}).some((m) => m.schema);
+    const bodiless = s === '204' || s.startsWith('3');
+    const described = bodiless ? !content : Object.values(content ?? {}).some((m) => m.schema);
     if (!described || op.responses[s].description === 'Default Response')
       problems.push(`${name}: answer ${s} has no schema or description`);
   }
