@@ -143,4 +143,112 @@ describe('sharing across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', ()
       assert.equal(await owner.closed, 4000);
     },
   );
+  test(
+    'the owner on A ends one guest on B: closed within a second (4002), the other guest stays',
+    { timeout: 120_000 },
+    async () => {
+      const alice = await newUser(a);
+      const mallory = await newUser(a);
+      const instance = await newInstance(a, alice, {
+        host: sshd.host,
+        port: sshd.port,
+        user: sshd.users[0]!,
+      });
+      const connect = await a.app.inject({
+        method: 'POST',
+        url: '/api/sessions/connect',
+        headers: alice.auth,
+        payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
+      });
+      assert.ok([200, 201].includes(connect.statusCode), connect.body);
+      const { sessionId, websocketUrl } = connect.json().data as { sessionId: string; websocketUrl: string };
+      const owner = await RfbTestClient.open(`ws://${a.base}${websocketUrl}`);
+      await owner.handshake();
+      const created = await a.app.inject({
+        method: 'POST',
+        url: `/api/sessions/${sessionId}/shares`,
+        headers: alice.auth,
+        payload: { mode: 'view' },
+      });
+      const token = (created.json().data as { url: string }).url.split('#')[1]!;
+      const join = async (displayName: string): Promise<RfbTestClient> => {
+        const exchanged = await b.app.inject({
+          method: 'POST',
+          url: `/api/shares/${token}/ticket`,
+          payload: { displayName },
+        });
+        assert.equal(exchanged.statusCode, 200, exchanged.body);
+        const c = await RfbTestClient.open(`ws://${b.base}${exchanged.json().data.websocketUrl as string}`);
+        await c.handshake();
+        return c;
+      };
+      const dana = await join('Dana');
+      const erin = await join('Erin');
+
+      let guests: { viewerId: string; name: string; node: string }[] = [];
+      for (let i = 0; i < 200 && guests.length < 2; i++) {
+        const listed = await a.app.inject({
+          method: 'GET',
+          url: `/api/sessions/${sessionId}/shares`,
+          headers: alice.auth,
+        });
+        guests = (listed.json().data as { guests: typeof guests }[])[0]!.guests;
+        if (guests.length < 2) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(guests.map((g) => g.name).sort(), ['Dana', 'Erin']);
+      const danaId = guests.find((g) => g.name === 'Dana')!.viewerId;
+
+      // Someone else's session, an unknown guest and the owner's own viewer are all 404.
+      const notYours = await a.app.inject({
+        method: 'DELETE',
+        url: `/api/sessions/${sessionId}/guests/${danaId}`,
+        headers: mallory.auth,
+      });
+      assert.equal(notYours.statusCode, 404);
+      assert.equal(notYours.json().error.code, 'SESSION_NOT_FOUND');
+      const unknown = await a.app.inject({
+        method: 'DELETE',
+        url: `/api/sessions/${sessionId}/guests/nobody`,
+        headers: alice.auth,
+      });
+      assert.equal(unknown.statusCode, 404);
+      assert.equal(unknown.json().error.code, 'GUEST_NOT_FOUND');
+
+      const started = performance.now();
+      const ended = await a.app.inject({
+        method: 'DELETE',
+        url: `/api/sessions/${sessionId}/guests/${danaId}`,
+        headers: alice.auth,
+      });
+      assert.equal(ended.statusCode, 204, ended.body);
+      assert.equal(await dana.closed, 4002);
+      const ms = performance.now() - started;
+      assert.ok(ms < 1000, `closed ${Math.round(ms)} ms after the request`);
+
+      erin.requestUpdate(false);
+      assert.ok((await erin.readFramebufferUpdate()).bytes > 0, 'the other guest on B stays');
+      owner.requestUpdate(false);
+      assert.ok((await owner.readFramebufferUpdate()).bytes > 0, "the owner's viewer on A stays");
+
+      await a.audit.flush();
+      const trail = await a.app.inject({
+        method: 'GET',
+        url: '/api/audit/me?type=share.guest-ended',
+        headers: alice.auth,
+      });
+      const rows = trail.json().data.items as { type: string; details: { viewerId: string; node: string } }[];
+      assert.deepEqual(
+        rows.map((r) => [r.type, r.details.viewerId, r.details.node]),
+        [['share.guest-ended', danaId, 'gw-b']],
+      );
+
+      await a.app.inject({
+        method: 'POST',
+        url: `/api/sessions/disconnect/${sessionId}`,
+        headers: alice.auth,
+      });
+      assert.equal(await owner.closed, 4000);
+      assert.equal(await erin.closed, 4000);
+    },
+  );
 });

@@ -32,6 +32,7 @@ export const auditEventTypes = [
   'share.created',
   'share.used',
   'share.revoked',
+  'share.guest-ended',
   'file.upload',
   'file.download',
   'file.mkdir',

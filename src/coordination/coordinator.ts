@@ -38,7 +38,9 @@ export type ClusterCommand =
   | { type: 'end-session'; sessionId: string; reason: string }
   | { type: 'sign-out-user'; userId: string }
   /** A share was revoked: its guests' viewers close (4002). */
-  | { type: 'revoke-share'; shareId: string };
+  | { type: 'revoke-share'; shareId: string }
+  /** The owner ended one guest: that guest's viewer closes (4002 `removed by the owner`). */
+  | { type: 'end-guest'; sessionId: string; viewerId: string };
 
 /** What `putOnce` holds: the OIDC sign-in in flight, the second step of a two-factor sign-in. */
 export type OnceKind = 'oidc' | 'mfa';

@@ -159,6 +159,9 @@ export function parseClusterCommand(text: string): ClusterCommand | null {
   if (v.type === 'revoke-share' && typeof v.shareId === 'string') {
     return { type: 'revoke-share', shareId: v.shareId };
   }
+  if (v.type === 'end-guest' && typeof v.sessionId === 'string' && typeof v.viewerId === 'string') {
+    return { type: 'end-guest', sessionId: v.sessionId, viewerId: v.viewerId };
+  }
   return null;
 }
 

@@ -141,6 +141,7 @@ export const errorCatalogue = {
 
   // shares
   SHARE_NOT_FOUND: { status: 404, message: 'No such share', log: false },
+  GUEST_NOT_FOUND: { status: 404, message: 'No such guest is watching this session', log: false },
   SHARE_INVALID: { status: 404, message: 'This share link is not valid', log: false },
   SHARE_REVOKED: { status: 410, message: 'This share link was revoked by its owner', log: false },
   SHARE_EXPIRED: { status: 410, message: 'This share link has expired', log: false },

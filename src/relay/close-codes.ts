@@ -6,7 +6,10 @@ export const CloseCode = {
   SESSION_ENDED: 4000,
   /** The user signed out everywhere: do not reconnect. */
   SIGNED_OUT: 4001,
-  /** The share this guest joined through was revoked or expired: do not reconnect. */
+  /**
+   * The share this guest joined through was revoked or expired, or the owner ended this guest (reason
+   * `removed by the owner`): do not reconnect.
+   */
   SHARE_REVOKED: 4002,
   /** This gateway process is draining or restarting: reconnect (through the balancer, to another one). */
   RECONNECT: 4010,

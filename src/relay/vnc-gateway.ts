@@ -408,6 +408,12 @@ export class VncGateway {
           if (v.guest?.shareId === command.shareId) closeViewer(v, CloseCode.SHARE_REVOKED, 'share revoked');
         break;
       }
+      case 'end-guest':
+        // Only a guest: the owner's own viewers are not ended through this command.
+        for (const v of [...(this.bySession.get(command.sessionId) ?? [])])
+          if (v.id === command.viewerId && v.guest)
+            closeViewer(v, CloseCode.SHARE_REVOKED, 'removed by the owner');
+        break;
     }
   }
 

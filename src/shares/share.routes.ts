@@ -15,6 +15,11 @@ const CreateShareBody = strictObject({
 // A token path segment; a wrong shape is SHARE_INVALID from the service, not a schema 400 that says less.
 const TokenParams = strictObject({ token: Type.String({ minLength: 1, maxLength: 128 }) });
 
+const GuestParams = strictObject({
+  id: IdParams.properties.id,
+  viewerId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,32}$' }),
+});
+
 const TicketBody = Type.Union([
   strictObject({ displayName: Type.Optional(Type.String({ maxLength: 200 })) }),
   Type.Null(),
@@ -110,6 +115,23 @@ export function registerShareRoutes(
     },
     async (request, reply) => {
       await shares.revoke(request.userId, request.params.id);
+      return reply.status(204).send();
+    },
+  );
+
+  r.delete(
+    '/api/sessions/:id/guests/:viewerId',
+    {
+      preHandler: authenticate,
+      schema: {
+        summary: "End one guest watching the caller's session: its viewer is closed (4002) on any node",
+        params: GuestParams,
+        errors: ['SESSION_NOT_FOUND', 'GUEST_NOT_FOUND'],
+        response: { 204: NoContent },
+      },
+    },
+    async (request, reply) => {
+      await shares.endGuest(request.userId, request.params.id, request.params.viewerId);
       return reply.status(204).send();
     },
   );

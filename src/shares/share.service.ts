@@ -167,6 +167,25 @@ export class ShareService {
     await this.deps.coordinator.publish({ type: 'revoke-share', shareId: row.id });
   }
 
+  /**
+   * Ends one guest of the owner's session, on whatever node it is on (a cluster command; closed 4002
+   * `removed by the owner`). Only a guest watching now (a live lease with a share) can be ended. The
+   * share itself stays usable: revoke it to keep the guest from joining again.
+   */
+  async endGuest(ownerId: string, sessionId: string, viewerId: string): Promise<void> {
+    const session = await this.deps.sessions.findOwned(ownerId, sessionId);
+    if (!session) throw new AppError('SESSION_NOT_FOUND');
+    const leases = (await this.deps.coordinator.listViewers([session.id])).get(session.id) ?? [];
+    const lease = leases.find((l) => l.viewerId === viewerId && l.guest !== undefined);
+    if (!lease?.guest) throw new AppError('GUEST_NOT_FOUND');
+    await this.deps.coordinator.publish({ type: 'end-guest', sessionId: session.id, viewerId });
+    this.deps.audit.record('share.guest-ended', {
+      subjectUserId: ownerId,
+      targetId: lease.guest.shareId,
+      details: { sessionId: session.id, viewerId, guestName: lease.guest.name, node: lease.nodeId },
+    });
+  }
+
   /** What the landing page shows: whose desktop, which mode, and whether a guest must sign in. */
   async invitation(token: string): Promise<ShareInvitation> {
     const { share, owner } = await this.usable(token);

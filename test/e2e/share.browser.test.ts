@@ -150,7 +150,18 @@ void test(
         .evaluate((c: { width: number; height: number }) => [c.width, c.height]);
       assert.ok(size[0]! >= 640 && size[1]! >= 400, `the guest sees the desktop (${size.join('×')})`);
 
-      // The owner sees Dana watching (the list refreshes while the dialog is open), then revokes.
+      // The owner sees Dana watching (the list refreshes while the dialog is open) and ends just her view.
+      await owner.waitForSelector('[data-testid="share-item"][data-status="active"] >> text=watching: Dana');
+      await owner.click('[data-testid="share-guest"] [data-testid="share-guest-end"]');
+      await guest.waitForSelector('[data-testid="overlay-ended"]');
+      assert.match((await guest.textContent('[data-testid="overlay-ended"]')) ?? '', /ended your view/);
+      assert.equal(await owner.getAttribute('[data-testid="viewer"]', 'data-state'), 'connected');
+      // The share still works: Dana joins again, and the owner then revokes the share.
+      await guest.goto('about:blank');
+      await guest.goto(url);
+      await guest.fill('[data-testid="guest-name"]', 'Dana');
+      await guest.click('[data-testid="guest-join"]');
+      await guest.waitForSelector('[data-testid="viewer"][data-state="connected"]');
       await owner.waitForSelector('[data-testid="share-item"][data-status="active"] >> text=watching: Dana');
       await owner.click('[data-testid="share-item"][data-status="active"] [data-testid="share-revoke"]');
       await guest.waitForSelector('[data-testid="overlay-ended"]');

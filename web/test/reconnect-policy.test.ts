@@ -1,6 +1,11 @@
 // When the viewer reconnects, and that it never opens WebSockets faster than the gateway allows.
 import { describe, expect, it } from 'vitest';
-import { classifyClose, defaultReconnectOptions, ReconnectSchedule } from '../src/viewer/reconnect-policy.js';
+import {
+  classifyClose,
+  defaultReconnectOptions,
+  describeClose,
+  ReconnectSchedule,
+} from '../src/viewer/reconnect-policy.js';
 
 function clock(start = 0) {
   let t = start;
@@ -14,6 +19,20 @@ describe('classifyClose', () => {
     for (const code of [4010, 4011, 4012, 4013, 1001, 1006, 1011, 1005])
       expect(classifyClose(code)).toBe('reconnect');
     for (const code of [1002, 1003, 1007, 1009]) expect(classifyClose(code)).toBe('fatal');
+  });
+});
+
+describe('describeClose', () => {
+  it("tells a guest whether the share ended, expired or the owner ended just them (4002's reason)", () => {
+    expect(describeClose(4002, 'share revoked')).toEqual({
+      kind: 'ended',
+      message: 'The owner stopped sharing this desktop.',
+    });
+    expect(describeClose(4002, 'share expired').message).toBe('This share link has expired.');
+    expect(describeClose(4002, 'removed by the owner')).toEqual({
+      kind: 'ended',
+      message: 'The owner ended your view of this desktop.',
+    });
   });
 });
 

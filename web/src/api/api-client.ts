@@ -208,6 +208,14 @@ export class ApiClient {
     return this.request<SessionShare[]>('GET', `/api/sessions/${encodeURIComponent(sessionId)}/shares`);
   }
 
+  /** Ends one guest watching the session (closed on whatever gateway node it is on). */
+  endGuest(sessionId: string, viewerId: string): Promise<void> {
+    return this.request<void>(
+      'DELETE',
+      `/api/sessions/${encodeURIComponent(sessionId)}/guests/${encodeURIComponent(viewerId)}`,
+    );
+  }
+
   revokeShare(id: string): Promise<void> {
     return this.request<void>('DELETE', `/api/shares/${encodeURIComponent(id)}`);
   }

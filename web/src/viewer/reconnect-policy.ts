@@ -86,7 +86,9 @@ export function describeClose(code: number, reason = ''): CloseOutcome {
         message:
           reason === 'share expired'
             ? 'This share link has expired.'
-            : 'The owner stopped sharing this desktop.',
+            : reason === 'removed by the owner'
+              ? 'The owner ended your view of this desktop.'
+              : 'The owner stopped sharing this desktop.',
       };
     case CloseCode.RECONNECT:
       return { kind: 'reconnect', message: 'CloudDesk is restarting. Reconnecting to the same desktop…' };

@@ -1,6 +1,7 @@
 // The desktop's Share dialog: make a link (view only or control, how long, once or many times), copy it
 // (it is shown this once: the gateway keeps only its hash), and see the session's shares with who is
-// watching through each, live, with a Revoke that closes their viewers on every gateway.
+// watching through each, live, with a Revoke that closes their viewers on every gateway and an End per
+// guest that closes that one guest's viewer.
 import { describeError } from '../api/api-error.js';
 import type { SessionShare, ShareMode } from '../api/types.js';
 import type { AppContext } from '../app-context.js';
@@ -81,7 +82,6 @@ export function shareDialog(ctx: AppContext, sessionId: string): Promise<void> {
     }
     list.replaceChildren(
       ...shares.map((s) => {
-        const guests = s.guests.map((g) => g.name).join(', ');
         const item = h(
           'li',
           { class: 'share-item', 'data-testid': 'share-item', 'data-status': s.status },
@@ -89,10 +89,46 @@ export function shareDialog(ctx: AppContext, sessionId: string): Promise<void> {
             'span',
             null,
             `${s.mode === 'view' ? 'View only' : 'Control'} · ${s.status}` +
-              (s.status === 'active' ? ` until ${new Date(s.expiresAt).toLocaleTimeString()}` : '') +
-              (guests ? ` · watching: ${guests}` : ''),
+              (s.status === 'active' ? ` until ${new Date(s.expiresAt).toLocaleTimeString()}` : ''),
           ),
         );
+        if (s.guests.length > 0) {
+          const watchers = h('ul', { class: 'share-guests', 'data-testid': 'share-guests' });
+          for (const g of s.guests) {
+            const end = h(
+              'button',
+              {
+                type: 'button',
+                class: 'btn btn-secondary btn-sm',
+                'data-testid': 'share-guest-end',
+                'aria-label': `End ${g.name}'s view`,
+              },
+              'End',
+            );
+            end.addEventListener('click', () => {
+              end.disabled = true;
+              ctx.api.endGuest(sessionId, g.viewerId).then(
+                () => {
+                  toast(`${g.name} was disconnected.`, 'success');
+                  void refresh();
+                },
+                (e: unknown) => {
+                  end.disabled = false;
+                  toast(describeError(e), 'error');
+                },
+              );
+            });
+            watchers.append(
+              h(
+                'li',
+                { class: 'share-guest', 'data-testid': 'share-guest' },
+                h('span', null, `watching: ${g.name}`),
+                end,
+              ),
+            );
+          }
+          item.append(watchers);
+        }
         if (s.status === 'active' || s.guests.length > 0) {
           const revoke = h(
             'button',
