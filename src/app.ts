@@ -299,6 +299,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       ...config.relay,
       nodeId: config.cluster.nodeId,
       trustProxy: config.http.trustProxy,
+      maxViewers: config.sessions.maxViewers,
       // The configured caps, the same for every viewer; SessionEndpoint.policy narrows them per viewer.
       basePolicy: {
         viewOnly: false,

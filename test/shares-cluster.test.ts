@@ -41,6 +41,7 @@ describe('sharing across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', ()
             NODE_ID: node,
             REGISTRATION: 'open',
             SHARE_GUESTS: 'anyone',
+            SESSION_MAX_VIEWERS: '3',
             WS_MAX_CONNECTS_PER_MINUTE: '1000',
           },
           { coordinator },
@@ -249,6 +250,79 @@ describe('sharing across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', ()
       });
       assert.equal(await owner.closed, 4000);
       assert.equal(await erin.closed, 4000);
+    },
+  );
+  test(
+    'SESSION_MAX_VIEWERS is exact: three guests with tickets open at one instant on A and B, two get in',
+    { timeout: 120_000 },
+    async () => {
+      const alice = await newUser(a);
+      const instance = await newInstance(a, alice, {
+        host: sshd.host,
+        port: sshd.port,
+        user: sshd.users[0]!,
+      });
+      const connect = await a.app.inject({
+        method: 'POST',
+        url: '/api/sessions/connect',
+        headers: alice.auth,
+        payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
+      });
+      assert.ok([200, 201].includes(connect.statusCode), connect.body);
+      const { sessionId, websocketUrl } = connect.json().data as { sessionId: string; websocketUrl: string };
+      const owner = await RfbTestClient.open(`ws://${a.base}${websocketUrl}`);
+      await owner.handshake();
+      const created = await a.app.inject({
+        method: 'POST',
+        url: `/api/sessions/${sessionId}/shares`,
+        headers: alice.auth,
+        payload: { mode: 'view' },
+      });
+      const token = (created.json().data as { url: string }).url.split('#')[1]!;
+      // All three tickets pass the approximate check (one viewer, the owner, of three places).
+      const tickets: string[] = [];
+      for (const name of ['G1', 'G2', 'G3']) {
+        const exchanged = await b.app.inject({
+          method: 'POST',
+          url: `/api/shares/${token}/ticket`,
+          payload: { displayName: name },
+        });
+        assert.equal(exchanged.statusCode, 200, exchanged.body);
+        tickets.push(exchanged.json().data.websocketUrl as string);
+      }
+      const clients = await Promise.all(
+        tickets.map((url, i) => RfbTestClient.open(`ws://${(i % 2 === 0 ? a : b).base}${url}`)),
+      );
+      const outcomes = await Promise.all(
+        clients.map((c) =>
+          c.handshake().then(
+            () => 'in',
+            async () => `closed ${await c.closed}`,
+          ),
+        ),
+      );
+      assert.deepEqual([...outcomes].sort(), ['closed 4003', 'in', 'in']);
+      const counted = await a.app.inject({
+        method: 'GET',
+        url: `/api/sessions/${sessionId}/shares`,
+        headers: alice.auth,
+      });
+      assert.equal((counted.json().data as { guests: unknown[] }[])[0]!.guests.length, 2);
+      // Full now: a fourth guest is refused at the ticket (429).
+      const full = await b.app.inject({
+        method: 'POST',
+        url: `/api/shares/${token}/ticket`,
+        payload: { displayName: 'G4' },
+      });
+      assert.equal(full.json().error.code, 'SESSION_VIEWERS_FULL');
+
+      await a.app.inject({
+        method: 'POST',
+        url: `/api/sessions/disconnect/${sessionId}`,
+        headers: alice.auth,
+      });
+      assert.equal(await owner.closed, 4000);
+      for (const [i, c] of clients.entries()) if (outcomes[i] === 'in') assert.equal(await c.closed, 4000);
     },
   );
 });

@@ -78,6 +78,12 @@ export interface Coordinator {
 
   /** Records (or renews) a live viewer; it lapses by itself after ttlMs unless renewed. */
   putViewer(lease: ViewerLease, ttlMs: number): Promise<void>;
+  /**
+   * SESSION_MAX_VIEWERS, exact: records the lease only if the session has fewer than `max` live viewers
+   * (lapsed leases do not count), in one atomic step cluster-wide, so two callers at one instant cannot
+   * both take the last place. A viewer that already holds a lease renews regardless. True when recorded.
+   */
+  addViewerWithin(lease: ViewerLease, ttlMs: number, max: number): Promise<boolean>;
   removeViewer(sessionId: string, viewerId: string): Promise<void>;
   /** Live viewers of each session, cluster-wide (expired leases do not count). */
   countViewers(sessionIds: readonly string[]): Promise<Map<string, number>>;

@@ -107,6 +107,17 @@ export class MemoryCoordinator implements Coordinator {
     return Promise.resolve();
   }
 
+  addViewerWithin(lease: ViewerLease, ttlMs: number, max: number): Promise<boolean> {
+    this.sweep();
+    const now = this.clock.now();
+    const leases = this.viewers.get(lease.sessionId);
+    let live = 0;
+    for (const l of leases?.values() ?? []) if (l.expiresAt > now) live++;
+    const held = (leases?.get(lease.viewerId)?.expiresAt ?? 0) > now;
+    if (!held && live >= max) return Promise.resolve(false);
+    return this.putViewer(lease, ttlMs).then(() => true);
+  }
+
   removeViewer(sessionId: string, viewerId: string): Promise<void> {
     const leases = this.viewers.get(sessionId);
     leases?.delete(viewerId);

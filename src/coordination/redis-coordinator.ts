@@ -116,6 +116,26 @@ if last[2] then
 end
 return 1`;
 
+// SESSION_MAX_VIEWERS, exact: the same lease write, only when the session's set (after dropping lapsed
+// leases) has fewer than ARGV[5] members or already holds this viewer. One script on one slot, so the
+// check and the add are one step for every node. KEYS and ARGV[1..4] as PUT_VIEWER_SCRIPT.
+const ADD_VIEWER_WITHIN_SCRIPT = `
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+for _, id in ipairs(lapsed) do redis.call('HDEL', KEYS[2], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local ttl = math.ceil(tonumber(last[2]) - tonumber(ARGV[2]))
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+  redis.call('PEXPIRE', KEYS[2], ttl + 1000)
+end
+return 1`;
+
 const TICKET_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 /** A fencing counter outlives any lock of its key by far; it only has to grow while holders overlap. */
 const FENCE_TTL_MS = 24 * 3600_000;
@@ -136,6 +156,15 @@ interface Scripts {
     now: string,
     expiresAt: string,
     nodeId: string,
+  ): Promise<number>;
+  cdAddViewerWithin(
+    key: string,
+    nodesKey: string,
+    viewerId: string,
+    now: string,
+    expiresAt: string,
+    nodeId: string,
+    max: string,
   ): Promise<number>;
 }
 type ScriptedClient = Client & Scripts;
@@ -240,6 +269,7 @@ function defineScripts(client: Client): ScriptedClient {
   client.defineCommand('cdLock', { numberOfKeys: 2, lua: LOCK_SCRIPT });
   client.defineCommand('cdUnlock', { numberOfKeys: 1, lua: UNLOCK_SCRIPT });
   client.defineCommand('cdPutViewer', { numberOfKeys: 2, lua: PUT_VIEWER_SCRIPT });
+  client.defineCommand('cdAddViewerWithin', { numberOfKeys: 2, lua: ADD_VIEWER_WITHIN_SCRIPT });
   return client as ScriptedClient;
 }
 
@@ -683,6 +713,23 @@ export class RedisCoordinator implements Coordinator {
         String(now + ttlMs),
         encodeLeaseNode(lease),
       );
+    });
+  }
+
+  // Retry: a retried add of a viewer that was added holds its lease already, and renews.
+  addViewerWithin(lease: ViewerLease, ttlMs: number, max: number): Promise<boolean> {
+    return this.call(async () => {
+      const now = this.clock.now();
+      const added = await this.redis.cdAddViewerWithin(
+        this.key('viewers', lease.sessionId),
+        this.key('viewer-nodes', lease.sessionId),
+        lease.viewerId,
+        String(now),
+        String(now + ttlMs),
+        encodeLeaseNode(lease),
+        String(max),
+      );
+      return added === 1;
     });
   }
 

@@ -11,6 +11,11 @@ export const CloseCode = {
    * `removed by the owner`): do not reconnect.
    */
   SHARE_REVOKED: 4002,
+  /**
+   * A guest found the session at SESSION_MAX_VIEWERS as its viewer was added (the exact check, after the
+   * ticket's approximate one): do not reconnect.
+   */
+  VIEWERS_FULL: 4003,
   /** This gateway process is draining or restarting: reconnect (through the balancer, to another one). */
   RECONNECT: 4010,
   /** The viewer did not read for too long (stalled past the deadline): reconnect if still wanted. */

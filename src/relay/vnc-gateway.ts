@@ -35,6 +35,8 @@ export interface VncGatewayOptions extends Omit<RelayOptions, 'maxCutTextBytes'>
   basePolicy: ViewerPolicy;
   /** TRUST_PROXY: the viewer's address for the audit trail is the first X-Forwarded-For entry. */
   trustProxy?: boolean;
+  /** SESSION_MAX_VIEWERS: a guest's viewer is added only below it (atomically, cluster-wide); unset: no cap. */
+  maxViewers?: number;
 }
 
 export interface VncGatewayHooks {
@@ -248,11 +250,23 @@ export class VncGateway {
       if (viewer.pingSentAt > 0) this.deps.hooks?.onViewerRtt?.(Date.now() - viewer.pingSentAt);
     });
     ws.on('close', (code) => this.detach(viewer, code));
-    void this.deps.coordinator
-      .putViewer(this.leaseOf(viewer), LEASE_RENEW_MS * 3)
-      .catch((e: unknown) =>
-        this.deps.logger.warn({ err: e, sessionId: session.id }, 'could not record viewer lease'),
-      );
+    // A guest takes a place under SESSION_MAX_VIEWERS in one atomic step (the owner is never refused);
+    // refused, it is closed before its desktop stream has started. The lease lapses with its node.
+    const max = this.options.maxViewers;
+    const added =
+      viewer.guest && max !== undefined
+        ? this.deps.coordinator.addViewerWithin(this.leaseOf(viewer), LEASE_RENEW_MS * 3, max)
+        : this.deps.coordinator.putViewer(this.leaseOf(viewer), LEASE_RENEW_MS * 3).then(() => true);
+    const placed = added.then(
+      (ok) => {
+        if (!ok) closeViewer(viewer, CloseCode.VIEWERS_FULL, 'viewers full');
+        return ok;
+      },
+      (e: unknown) => {
+        this.deps.logger.warn({ err: e, sessionId: session.id }, 'could not record viewer lease');
+        return true;
+      },
+    );
 
     const log = this.deps.logger.child({ sessionId: session.id, viewerId: viewer.id });
     const guest = viewer.guest;
@@ -297,6 +311,10 @@ export class VncGateway {
       handshake.start();
     }
     const start = async () => {
+      if (!(await placed)) {
+        streamPromise.then((s) => s.stream.destroy()).catch(noop);
+        return;
+      }
       const { stream } = await streamPromise;
       relay.attach(stream);
       log.debug('viewer attached');

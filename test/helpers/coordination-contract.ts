@@ -311,6 +311,37 @@ export function contractSuite(
       assert.equal((await b!.countViewers([s2])).get(s2), 1);
     });
 
+    void it('SESSION_MAX_VIEWERS is exact: concurrent adds on every node never pass the cap', async () => {
+      const nodes = await h.nodes(4);
+      const s = `cap-${randomBytes(3).toString('hex')}`;
+      const lease = (viewerId: string, node: number) => ({ sessionId: s, viewerId, nodeId: `n${node}` });
+      // The owner's viewer (not capped) holds one of three places; a dead node's guest a second, briefly.
+      await nodes[0]!.putViewer(lease('owner', 0), 60_000);
+      assert.equal(await nodes[1]!.addViewerWithin(lease('dead', 1), 300, 3), true);
+      // Twelve guests at one instant, three on each node: exactly one gets the last place.
+      const results = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => nodes[i % 4]!.addViewerWithin(lease(`g${i}`, i % 4), 60_000, 3)),
+      );
+      assert.equal(results.filter(Boolean).length, 1, `admitted: ${results.join(',')}`);
+      assert.equal((await nodes[2]!.countViewers([s])).get(s), 3);
+      const winner = `g${results.indexOf(true)}`;
+      // A viewer already in renews at the cap; a newcomer is refused.
+      assert.equal(await nodes[3]!.addViewerWithin(lease(winner, 0), 60_000, 3), true);
+      assert.equal(await nodes[3]!.addViewerWithin(lease('late', 3), 60_000, 3), false);
+      // A dead node's lease lapses and gives its place back.
+      await h.advance(400);
+      const again = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => nodes[i % 4]!.addViewerWithin(lease(`h${i}`, i % 4), 60_000, 3)),
+      );
+      assert.equal(again.filter(Boolean).length, 1, `admitted after the lapse: ${again.join(',')}`);
+      // A detach (removeViewer) frees a place at once.
+      await nodes[1]!.removeViewer(s, winner);
+      assert.equal(await nodes[2]!.addViewerWithin(lease('after-detach', 2), 60_000, 3), true);
+      assert.equal((await nodes[0]!.countViewers([s])).get(s), 3);
+      const listed = (await nodes[0]!.listViewers([s])).get(s)!.map((l) => l.viewerId);
+      assert.ok(listed.includes('after-detach') && listed.includes('owner'), listed.join(','));
+    });
+
     void it('a published command reaches every node, the sender included', async () => {
       const [a, b] = await h.nodes(2);
       const inboxA = commandInbox(a!);

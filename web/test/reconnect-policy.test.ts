@@ -33,6 +33,7 @@ describe('describeClose', () => {
       kind: 'ended',
       message: 'The owner ended your view of this desktop.',
     });
+    expect(describeClose(4003, 'viewers full').kind).toBe('ended');
   });
 });
 

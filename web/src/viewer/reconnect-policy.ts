@@ -21,6 +21,7 @@ export const CloseCode = {
   SESSION_ENDED: 4000,
   SIGNED_OUT: 4001,
   SHARE_REVOKED: 4002,
+  VIEWERS_FULL: 4003,
   RECONNECT: 4010,
   STALLED: 4011,
   DESKTOP_UNREACHABLE: 4012,
@@ -89,6 +90,11 @@ export function describeClose(code: number, reason = ''): CloseOutcome {
             : reason === 'removed by the owner'
               ? 'The owner ended your view of this desktop.'
               : 'The owner stopped sharing this desktop.',
+      };
+    case CloseCode.VIEWERS_FULL:
+      return {
+        kind: 'ended',
+        message: 'This desktop has as many viewers as it may have. Try again later.',
       };
     case CloseCode.RECONNECT:
       return { kind: 'reconnect', message: 'CloudDesk is restarting. Reconnecting to the same desktop…' };
