@@ -15,7 +15,7 @@ run_pkgs=(ca-certificates git build-essential python3)
 test_pkgs=(openssh-server openssh-client tigervnc-standalone-server tigervnc-tools openbox xterm xfce4 dbus-x11
   x11-utils x11-xserver-utils haproxy nginx websockify chromium procps iproute2 postgresql redis-server redis-sentinel openssl imagemagick xdotool mousepad feh
   patroni etcd-server python3-etcd
-  xclip)
+  xclip socat)
 want=("${run_pkgs[@]}")
 [ "$mode" = test ] && want+=("${test_pkgs[@]}")
 missing=()
