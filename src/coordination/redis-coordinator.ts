@@ -29,6 +29,7 @@
 //   viewer-nodes:{<sessionId>}  hash viewerId → node id beside it (JSON {node, shareId, name} for a share's
 //                            guest), same slot and expiry (the admin's list, the owner's guests)
 //   commands                 pub/sub channel for ClusterCommand JSON (on a cluster PUBLISH reaches every node)
+import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -47,6 +48,29 @@ import type {
   ViewerLease,
 } from './coordinator.js';
 import { withLockPolling } from './memory-coordinator.js';
+
+// ioredis listens for a connecting socket's errors with `once` (the connector's and its own): a TLS
+// handshake refused over its certificate can raise one more error than that (the peer's alert after our
+// refusal), which would then be an uncaught exception that ends the gateway. TLS connections therefore
+// go through a connector that keeps one more listener on every socket it makes; ioredis still sees the
+// errors it listens for and reconnects as before. (ioredis exports no StandaloneConnector: its own file.)
+const requireCjs = createRequire(import.meta.url);
+type ConnectorClass = NonNullable<RedisOptions['Connector']>;
+type NetStream = Awaited<ReturnType<InstanceType<ConnectorClass>['connect']>>;
+type ErrorEmitter = Parameters<InstanceType<ConnectorClass>['connect']>[0];
+const StandaloneConnector = (
+  requireCjs('ioredis/built/connectors/StandaloneConnector.js') as {
+    default: new (options: unknown) => { connect(emit: ErrorEmitter): Promise<NetStream> };
+  }
+).default;
+class ErrorSafeStandaloneConnector extends StandaloneConnector {
+  override async connect(emit: ErrorEmitter): Promise<NetStream> {
+    const stream = await super.connect(emit);
+    stream.on('error', () => undefined);
+    return stream;
+  }
+}
+const ErrorSafeConnector = ErrorSafeStandaloneConnector as unknown as ConnectorClass;
 
 export interface RedisCoordinatorOptions {
   /** How to reach Redis. `url` is short for `{ mode: 'standalone', url }`. */
@@ -409,7 +433,7 @@ export class RedisCoordinator implements Coordinator {
         ...queueing,
         retryStrategy: o.backoff,
         lazyConnect: false,
-        ...(c.tls ? { tls: tlsOptions(c.tls) } : {}),
+        ...(c.tls ? { tls: tlsOptions(c.tls), Connector: ErrorSafeConnector } : {}),
       });
     }
     if (c.mode === 'sentinel') {
@@ -439,7 +463,7 @@ export class RedisCoordinator implements Coordinator {
         ...perConnection,
         ...(c.username !== null ? { username: c.username } : {}),
         ...(c.password !== null ? { password: c.password } : {}),
-        ...(c.tls ? { tls: tlsOptions(c.tls) } : {}),
+        ...(c.tls ? { tls: tlsOptions(c.tls), Connector: ErrorSafeConnector } : {}),
       },
       enableOfflineQueue: o.subscriber,
       maxRedirections: 16,
