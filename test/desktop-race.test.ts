@@ -179,6 +179,14 @@ async function waitFor(what: string, check: () => boolean, timeoutMs = 60_000): 
   }
 }
 
+async function waitForAsync(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 function free(from: number, to: number): void {
   for (let n = from; n <= to; n++) {
     if (existsSync(`/tmp/.X${n}-lock`) || existsSync(`/tmp/.X11-unix/X${n}`))
@@ -220,7 +228,10 @@ void describe('desktop starts racing on one instance account', () => {
             handle.transport === 'unix' &&
               handle.socketPath.endsWith(`/${handle.display}-${handle.pid}.sock`),
           );
-          assert.ok((await processesWithEnv(desktopMarker(handle))).some((p) => comm(p) === 'openbox'));
+          // Ready means the X server is ours; its desktop environment starts beside it, a moment later.
+          await waitForAsync('openbox in this desktop', async () =>
+            (await processesWithEnv(desktopMarker(handle))).some((p) => comm(p) === 'openbox'),
+          );
         }
         // Each session's disconnect ends its own desktop; nothing of any start is left.
         for (const { service, handle } of ok) {
