@@ -22,6 +22,7 @@ import type { ActivityBuffer } from '../sessions/activity-buffer.js';
 import { tightenPolicy, type ViewerPolicy } from '../rfb/viewer-policy.js';
 import { CloseCode } from './close-codes.js';
 import { Relay, type RelayOptions } from './relay.js';
+import { LeaseRenewal } from './lease-renewal.js';
 import { ViewerHandshake } from './rfb-viewer-handshake.js';
 import type { AuditSink } from '../audit/audit-log.js';
 
@@ -76,6 +77,8 @@ const MIN_RATE_SAMPLE_MS = 1000;
 
 const TICKET_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 const LEASE_RENEW_MS = 15_000;
+/** Lease renewals in flight at once (lease-renewal.ts): a round of 10,000 viewers is ~157 round trips deep. */
+const LEASE_RENEW_CONCURRENCY = 64;
 /**
  * A revoked share is remembered this long, so a guest whose ticket was checked just before the revoke
  * and who attaches just after the command passed is still closed (longer than any ticket lives).
@@ -89,6 +92,11 @@ export class VncGateway {
   private readonly revokedShares = new Map<string, number>();
   private heartbeat: NodeJS.Timeout | null = null;
   private leaseTimer: NodeJS.Timeout | null = null;
+  private readonly leaseRenewal = new LeaseRenewal<Viewer>(
+    (v) => this.deps.coordinator.putViewer(this.leaseOf(v), LEASE_RENEW_MS * 3),
+    // A viewer that detached during the round is not given its lease back.
+    { concurrency: LEASE_RENEW_CONCURRENCY, stillWanted: (v) => this.viewers.has(v) },
+  );
   private draining = false;
   /** Bytes of relays that already ended; live relays are added on read. */
   private closedBytesToViewer = 0;
@@ -449,6 +457,8 @@ export class VncGateway {
   }
 
   private async renewLeases(): Promise<void> {
+    // The last round is still going (a slow store): it renews these viewers too; never two at once.
+    if (this.leaseRenewal.busy) return;
     const now = this.deps.clock.now();
     for (const v of this.viewers) {
       const moved = (v.relay?.bytesToViewer ?? 0) + (v.relay?.bytesFromViewer ?? 0);
@@ -456,13 +466,10 @@ export class VncGateway {
         v.bytesSeen = moved;
         this.deps.activity.touch(v.sessionId, now);
       }
-      try {
-        await this.deps.coordinator.putViewer(this.leaseOf(v), LEASE_RENEW_MS * 3);
-      } catch (e) {
-        this.deps.logger.warn({ err: e }, 'could not renew viewer leases');
-        return;
-      }
     }
+    const round = await this.leaseRenewal.round(this.viewers);
+    if (round?.error !== undefined)
+      this.deps.logger.warn({ err: round.error, skipped: round.skipped }, 'could not renew viewer leases');
   }
 
   /**
