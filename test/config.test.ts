@@ -81,6 +81,17 @@ test('desktop set-up: 30 updates per second and a plain background by default; b
   );
 });
 
+test('displays reach :59635 (VNC port 65535 with the TCP transport), enough for 10,000 desktops on one machine; one more is refused', () => {
+  const env = { ...TEST_SECRETS, DATA_DIR: '/tmp/unused-clouddesk' };
+  const config = loadConfig({ ...env, VNC_DISPLAY_MIN: '1000', VNC_DISPLAY_MAX: '59635' });
+  assert.equal(config.desktop.displayMin, 1000);
+  assert.equal(config.desktop.displayMax, 59_635);
+  assert.throws(
+    () => loadConfig({ ...env, VNC_DISPLAY_MAX: '59636' }),
+    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => /VNC_DISPLAY_MAX/.test(p)),
+  );
+});
+
 test('every bad value is reported together', () => {
   assert.throws(
     () =>

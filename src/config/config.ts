@@ -389,8 +389,9 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
   }
   if (currentKey) keys.set(currentKeyId, currentKey);
 
-  const displayMin = r.int('VNC_DISPLAY_MIN', 1, 1, 5000);
-  const displayMax = r.int('VNC_DISPLAY_MAX', 10, 1, 5000);
+  // Up to 65535 - 5900, the highest display whose VNC port (5900 + N, TCP transport) exists.
+  const displayMin = r.int('VNC_DISPLAY_MIN', 1, 1, 59_635);
+  const displayMax = r.int('VNC_DISPLAY_MAX', 10, 1, 59_635);
   if (displayMax < displayMin) r.problems.push('VNC_DISPLAY_MAX must not be below VNC_DISPLAY_MIN');
 
   const allowedCidrs = r.list('INSTANCE_ALLOWED_CIDRS');
