@@ -317,7 +317,7 @@ test('the gateway caps: defaults, and bad values reported together', () => {
   assert.deepEqual(config.caps, {
     quality: { min: 0, max: 8 },
     compressionMin: 2,
-    sessionMaxKbps: 0,
+    sessionMaxKbps: 1500,
     maxGeometry: { width: 1920, height: 1080 },
   });
   const set = loadConfig({

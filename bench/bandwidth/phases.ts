@@ -16,8 +16,8 @@ export interface Phase {
 }
 
 export const phases: readonly Phase[] = [
-  { id: 'idle', label: 'idle', kind: 'idle', seconds: 60 },
-  { id: 'typing', label: 'typing in xterm, ~5 chars/s', kind: 'typing', seconds: 30 },
+  { id: 'idle', label: 'idle', kind: 'idle', seconds: 30 },
+  { id: 'typing', label: 'typing in xterm, ~5 chars/s', kind: 'typing', seconds: 20 },
   { id: 'scrolling', label: 'scrolling `find /usr` output, maximized xterm', kind: 'scroll', seconds: 20 },
   { id: 'paging', label: 'paging a document in mousepad, 10 lines/s', kind: 'paging', seconds: 20 },
   { id: 'drag', label: 'dragging a window', kind: 'drag', seconds: 20 },

@@ -33,6 +33,11 @@ export interface PhaseResult {
   kbps: number;
   /** active ÷ seconds (for the hidden tab: the rate while it was hidden). */
   activeKbps: number;
+  /**
+   * total ÷ the seconds it took to send: workload start until the last bytes before the screen settled
+   * (the settle wait without its final quiet window). The rate the link carried over the phase.
+   */
+  sendingKbps: number;
   settled: boolean;
   settleSeconds: number;
   /** |gateway − browser| ÷ gateway for `total`, to the viewer. */

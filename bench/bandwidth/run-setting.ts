@@ -339,6 +339,10 @@ async function runPhase(phase: Phase, seconds: number, d: PhaseDeps): Promise<Ph
     total,
     kbps: kbps(total.gatewayToViewer, elapsed),
     activeKbps: kbps(activeCount.gatewayToViewer, elapsed),
+    sendingKbps: kbps(
+      total.gatewayToViewer,
+      elapsed + Math.max(0, after.waitedMs - d.ctx.options.quietMs) / 1000,
+    ),
     settled: after.settled,
     settleSeconds: after.waitedMs / 1000,
     sourceDeviation:

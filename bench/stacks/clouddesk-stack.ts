@@ -102,6 +102,9 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     METRICS_TOKEN: metricsToken,
     METRICS_PORT: String(metricsPort),
     WORKERS: String(opts.workers),
+    // The relay's own capacity is measured: no downstream budget unless a run asks for one
+    // (`--gateway-env SESSION_MAX_KBPS=…`); the shipped budget's effect is bench:bandwidth's.
+    SESSION_MAX_KBPS: '0',
     ...external.env,
     ...opts.env,
   };

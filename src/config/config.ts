@@ -215,6 +215,14 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/**
+ * The downstream budget per viewer a gateway ships with, in kbit/s (issue 13, docs/bandwidth.md). Bursts
+ * (scrolling, dragging, video) are almost all of a desktop's bytes and are what a budget bounds; typing
+ * and small updates pass at once on the bucket's burst allowance. At 1.5 Mbit/s the office minute stays
+ * under 400 kbit/s however fast the desktop can draw, since the bursts are ~20 % of it.
+ */
+export const DEFAULT_SESSION_MAX_KBPS = 1500;
+
 const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** `15m`, `7d`, `30s`, `500ms` or a plain number of seconds → milliseconds. */
@@ -414,7 +422,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
   const qualityMin = r.int('QUALITY_MIN', 0, 0, 9);
   const qualityMax = r.int('QUALITY_MAX', 8, 0, 9);
   if (qualityMax < qualityMin) r.problems.push('QUALITY_MAX must not be below QUALITY_MIN');
-  const sessionMaxKbps = r.int('SESSION_MAX_KBPS', 0, 0, 10_000_000);
+  const sessionMaxKbps = r.int('SESSION_MAX_KBPS', DEFAULT_SESSION_MAX_KBPS, 0, 10_000_000);
   if (sessionMaxKbps > 0 && sessionMaxKbps < 100)
     r.problems.push('SESSION_MAX_KBPS must be 0 (no budget) or at least 100');
 
