@@ -27,6 +27,7 @@ import { TEST_SECRETS } from './helpers/test-secrets.js';
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
 const SHUTDOWN_TIMEOUT_MS = 5_000;
 const WAIT_BOUND_MS = 30_000;
+const START_BOUND_MS = 90_000;
 
 class GatewayProcess {
   child: ChildProcess | null = null;
@@ -64,10 +65,16 @@ class GatewayProcess {
       code: code as number | null,
       signal: signal as string | null,
     }));
-    await waitFor(`${this.name} ready`, async () => {
-      if (child.exitCode !== null) throw new Error(`${this.name} exited: ${this.log.slice(-3000)}`);
-      return (await httpStatus(`http://127.0.0.1:${this.port}/api/ready`)) === 200;
-    });
+    // A bound, not a timing: three gateways compiling their sources at once on a loaded 2-core machine
+    // took over 30 s to answer ready.
+    await waitFor(
+      `${this.name} ready`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`${this.name} exited: ${this.log.slice(-3000)}`);
+        return (await httpStatus(`http://127.0.0.1:${this.port}/api/ready`)) === 200;
+      },
+      START_BOUND_MS,
+    );
   }
 
   /** JSON log lines at error level or above (pino: 50 = error, 60 = fatal). */
