@@ -5,6 +5,7 @@
 // stopped by PID, also on Ctrl-C (lib/process-registry.ts). See docs/benchmarks.md.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
+import { checkOpenFiles, checkPidRoom, raiseOpenFileLimit } from './lib/limits.js';
 import { machineFacts } from './lib/machine.js';
 import { parseOptions, usage, type BenchOptions } from './lib/options.js';
 import { stopEverything } from './lib/process-registry.js';
@@ -63,6 +64,12 @@ async function main(): Promise<void> {
   }
   if (process.getuid?.() !== 0)
     throw new Error('the benchmark runs a real sshd with test users: run it as root');
+  // Before any child starts: they all inherit the open-file limit.
+  const openFiles = raiseOpenFileLimit();
+  if (openFiles.note) log(`bench: ${openFiles.note}`);
+  const mostUsers = o.findMax ? o.maxUsers : Math.max(...o.users);
+  checkOpenFiles(mostUsers, o.workers, o.loadWorkers, openFiles.limit);
+  if (o.stacks.includes('clouddesk')) checkPidRoom(mostUsers);
   o.outDir = resolve(repoDir, o.outDir);
   await mkdir(o.outDir, { recursive: true });
   const label = labelOf(o);
@@ -70,7 +77,7 @@ async function main(): Promise<void> {
   log(`bench ${label}: reading machine facts…`);
   const machine = await machineFacts();
   log(
-    `bench: ${machine.cores} × ${machine.cpuModel}; other load before the run: ${machine.busyBeforeRunPercent} % of a core`,
+    `bench: ${machine.cores} × ${machine.cpuModel}; other load before the run: ${machine.busyBeforeRunPercent} % of a core; open files ${openFiles.limit} per process`,
   );
 
   const steps: StepResult[] = [];

@@ -13,6 +13,12 @@ export interface BenchOptions {
   workers: number;
   /** sshd "instances" the CloudDesk users' desktops are spread over (user i on instance i mod n). */
   instances: number;
+  /**
+   * Virtual users per account (a person with K desktops open in K tabs): they share one sign-in, and each
+   * registers an instance of its own, so each still has its own session and desktop. 1 = every user its
+   * own account (the plan's scenario).
+   */
+  sessionsPerAccount: number;
   store: 'sqlite' | 'postgres';
   redis: boolean;
   loadWorkers: number;
@@ -42,6 +48,8 @@ export const usage = `npm run bench -- [options]
   --workers N           gateway cluster workers (WORKERS=N)                          (default 1)
   --instances N         sshd instances (each its own port and OS user) the users'
                         desktops are spread over, user i on instance i mod N          (default 1)
+  --sessions-per-account K  virtual users per account: one sign-in shared by K users
+                        (tabs), each with its own instance and desktop             (default 1)
   --store sqlite|postgres   gateway store (postgres: a fresh database on 127.0.0.1:5432)
   --redis               private redis-server for the gateway's coordination
   --load-workers N      load-generator processes                                     (default 1)
@@ -68,6 +76,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     stacks: ['clouddesk'],
     workers: 1,
     instances: 1,
+    sessionsPerAccount: 1,
     store: 'sqlite',
     redis: false,
     loadWorkers: 1,
@@ -131,6 +140,9 @@ export function parseOptions(argv: string[]): BenchOptions {
         break;
       case '--instances':
         o.instances = Math.round(num(flag, value(), 1, 64));
+        break;
+      case '--sessions-per-account':
+        o.sessionsPerAccount = Math.round(num(flag, value(), 1, 1000));
         break;
       case '--store': {
         const v = value();

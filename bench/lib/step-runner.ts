@@ -127,24 +127,35 @@ export async function runStep(
           store: o.store,
           redis: o.redis,
           cpuProf: profDir,
-          env: o.gatewayEnv,
+          // K users of one account hold K sessions: the per-user limit (default 5) must let them.
+          env: {
+            ...(o.sessionsPerAccount > 5 ? { MAX_SESSIONS_PER_USER: String(o.sessionsPerAccount) } : {}),
+            ...o.gatewayEnv,
+          },
         });
         break;
     }
     log(`  ${stackName}: stack up (${stack.accounting})`);
 
-    // Load generators, each with its share of users (user i goes to worker i mod n).
-    const n = Math.min(o.loadWorkers, users);
+    // Load generators, each with its share of users (user i goes to worker i mod n; with several users
+    // per account, the account's users go to one worker together, account a to worker a mod n).
+    const perAccount = stackName === 'clouddesk' ? o.sessionsPerAccount : 1;
+    const accountOf = (i: number) => Math.floor(i / perAccount);
+    const n = Math.min(o.loadWorkers, Math.ceil(users / perAccount));
+    if (perAccount > 1)
+      notes.push(
+        `${perAccount} users per account: each account signs in once and its users (tabs) share that sign-in; each user has its own instance, session and desktop`,
+      );
     const stallEvery = o.stall > 0 ? users / Math.min(o.stall, users) : 0;
     const runId = Date.now().toString(36);
     for (let w = 0; w < n; w++) workers.push(forkTs(`${benchDir}load/load-worker.ts`, []));
     const plans: WorkerPlan[] = workers.map((_, w) => ({
       target: stack!.target,
       users: Array.from({ length: users }, (_, i) => i)
-        .filter((i) => i % n === w)
+        .filter((i) => accountOf(i) % n === w)
         .map((i) => ({
           index: i,
-          email: `bench-${runId}-${i}@bench.invalid`,
+          email: `bench-${runId}-${accountOf(i)}@bench.invalid`,
           stall: stallEvery > 0 && Math.floor(i % stallEvery) === 0 && i / stallEvery < o.stall,
         })),
       totalUsers: users,

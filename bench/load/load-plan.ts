@@ -27,6 +27,7 @@ export interface BenchInstance {
 export interface VirtualUserSpec {
   /** Global index across workers: decides when in the ramp it starts. */
   index: number;
+  /** The account's; users that share an account (--sessions-per-account) share the email and its sign-in. */
   email: string;
   stall: boolean;
 }

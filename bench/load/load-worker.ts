@@ -66,6 +66,8 @@ let windowBytesOut = 0;
 let windowDropped = 0;
 let windowEchoes = 0;
 let markerTimer: NodeJS.Timeout | null = null;
+/** Each account's sign-in, shared by its users (--sessions-per-account). */
+const signIns = new Map<string, Promise<{ accessToken: string }>>();
 let closing = false;
 const loopDelay = monitorEventLoopDelay({ resolution: 10 });
 loopDelay.enable();
@@ -192,19 +194,26 @@ async function prepare(p: WorkerPlan): Promise<number> {
   // Accounts and instances exist before the measured scenario starts, as they would in production.
   let prepared = 0;
   let next = 0;
+  // One registration per account, however many of its users are prepared at once.
+  const registered = new Map<string, Promise<{ accessToken: string }>>();
   const worker = async () => {
     while (next < vus.length) {
       const vu = vus[next++]!;
       const instance = t.instances[vu.spec.index % t.instances.length]!;
       try {
-        const reg = await api<{ accessToken: string }>(
-          'register',
-          t.baseUrl,
-          'POST',
-          '/api/auth/register',
-          { email: vu.spec.email, password: p.password },
-          null,
-        );
+        let registration = registered.get(vu.spec.email);
+        if (registration === undefined) {
+          registration = api<{ accessToken: string }>(
+            'register',
+            t.baseUrl,
+            'POST',
+            '/api/auth/register',
+            { email: vu.spec.email, password: p.password },
+            null,
+          );
+          registered.set(vu.spec.email, registration);
+        }
+        const reg = await registration;
         const inst = await api<{ id: string }>(
           'add-instance',
           t.baseUrl,
@@ -365,15 +374,20 @@ function startUser(vu: VirtualUser, target: StackTarget): Promise<void> {
           const base = target.baseUrl;
           try {
             if (vu.instanceId === null) throw new HttpError('NOT_PREPARED', 0);
-            const login = await api<{ accessToken: string }>(
-              'login',
-              base,
-              'POST',
-              '/api/auth/login',
-              { email: vu.spec.email, password: plan!.password },
-              null,
-            );
-            vu.token = login.accessToken;
+            // Users of one account (tabs of one browser) sign in once and share it.
+            let signIn = signIns.get(vu.spec.email);
+            if (signIn === undefined) {
+              signIn = api<{ accessToken: string }>(
+                'login',
+                base,
+                'POST',
+                '/api/auth/login',
+                { email: vu.spec.email, password: plan!.password },
+                null,
+              );
+              signIns.set(vu.spec.email, signIn);
+            }
+            vu.token = (await signIn).accessToken;
             const list = await api<{ id: string }[]>(
               'list-instances',
               base,

@@ -10,11 +10,11 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, cp, lstat, mkdtemp, readFile, readdir, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/helpers/free-port.js';
-import { processesWithEnv, terminate } from '../../test/helpers/sshd.js';
+import { isProcessAlive, processesWithEnv, terminate } from '../../test/helpers/sshd.js';
 import { onCleanup, stopChild, trackChild } from '../lib/process-registry.js';
 import { startBenchSshd, type BenchSshd } from './bench-sshd.js';
 import {
@@ -38,9 +38,12 @@ export interface ClouddeskOptions {
 }
 
 const READY_TIMEOUT_MS = 60_000;
-/** Displays far above the :1–:10 the test suite's real Xvnc uses, so the two never collide. */
+/**
+ * Displays far above the :1–:10 the test suite's real Xvnc uses, so the two never collide; room for
+ * 10,000 desktops and more (all instances share this machine's display numbers).
+ */
 const DISPLAY_MIN = 1000;
-const DISPLAY_MAX = 5000;
+const DISPLAY_MAX = 30_000;
 
 export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOptions): Promise<RunningStack> {
   // The harness ends the fake desktops of this run itself, by this marker.
@@ -55,7 +58,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
   // own host key and port) and its own OS user, so each has its own SSH connections, runtime folder and
   // processes. (They still share this machine's X display numbers; starts find free ones as they would
   // on a machine shared with other users.)
-  const setEnv = `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.controlPort} ${marker}`;
+  const setEnv = `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.tcpPort} ${marker}`;
   const sshds: BenchSshd[] = [];
   const stopSshds = async () => {
     for (const s of sshds.splice(0)) await s.stop();
@@ -70,6 +73,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
   const uids = sshds.map((s) => s.fixture.users[0]!.uid);
   const endDesktops = onCleanup('fake desktops', async () => {
     await terminate(await processesWithEnv(marker, uids));
+    await removeDeadDisplays(uids);
   });
 
   const dataDir = await mkdtemp(join(tmpdir(), 'clouddesk-bench-data-'));
@@ -157,6 +161,32 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
       await removeFakeBin();
     },
   };
+}
+
+/**
+ * The X locks and sockets the run's desktops left (those the harness ended rather than the gateway's
+ * stop script): another OS user's lock blocks that display for every other user, so thousands left
+ * behind by one run would narrow the next run's displays. Only files of the run's users, in the
+ * harness's display range, whose lock names no live process.
+ */
+async function removeDeadDisplays(uids: number[]): Promise<void> {
+  for (const name of await readdir('/tmp')) {
+    const m = /^\.X(\d+)-lock$/.exec(name);
+    const n = m ? Number(m[1]) : NaN;
+    if (!(n >= DISPLAY_MIN && n <= DISPLAY_MAX)) continue;
+    const lock = join('/tmp', name);
+    try {
+      if (!uids.includes((await lstat(lock)).uid)) continue;
+      const pid = Number((await readFile(lock, 'latin1')).trim());
+      if (Number.isInteger(pid) && pid > 0 && isProcessAlive(pid)) continue;
+      const socket = `/tmp/.X11-unix/X${n}`;
+      const st = await lstat(socket).catch(() => null);
+      if (st !== null && uids.includes(st.uid)) await unlink(socket).catch(() => undefined);
+      await unlink(lock);
+    } catch {
+      // gone meanwhile
+    }
+  }
 }
 
 async function waitForReady(baseUrl: string, exitCode: () => number | null): Promise<void> {
