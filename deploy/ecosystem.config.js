@@ -4,6 +4,10 @@
 //   npm run build && pm2 start deploy/ecosystem.config.js --env production
 //   pm2 reload clouddesk      # rolling: each process drains (SIGTERM) before the next restarts
 //
+// Open files: PM2 has no per-app limit; every gateway inherits the PM2 daemon's, and holds one
+// descriptor per viewer. Start the daemon with 65536 (`ulimit -n 65536` in its shell, or
+// LimitNOFILE=65536 in the unit `pm2 startup systemd` writes): deploy/README.md, "Open files".
+//
 // CommonJS on purpose (deploy/package.json): PM2 loads this file with require().
 // Run with PM2 6.0.14 on the build machine (see deploy/README.md): start, reload, stop.
 'use strict';
