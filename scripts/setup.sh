@@ -53,7 +53,8 @@ fingerprint() { # fingerprint FILE... : the runtime and the files' contents, as 
 }
 install_packages() { # install_packages DIR : npm ci in DIR unless package*.json are what it installed
   local dir=$1 stamp=$1/node_modules/.clouddesk-installed want
-  want=$(cd "$dir" && fingerprint package.json package-lock.json)
+  # patches/ (patch-package, applied by npm ci's postinstall) changes what gets installed too.
+  want=$(cd "$dir" && fingerprint package.json package-lock.json $(ls patches/*.patch 2>/dev/null))
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "setup: $dir/node_modules matches its package-lock.json, not reinstalling" >&2
     return
