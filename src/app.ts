@@ -406,6 +406,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     store,
     coordinator,
     coordinationKind,
+    coordinationGraceMs: config.redisRetryMs,
     nodeId: config.cluster.nodeId,
     isDraining: () => draining,
     counts: () => {

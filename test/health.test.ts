@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fastify from 'fastify';
+import { registerHealthRoutes } from '../src/http/health.routes.js';
 import { openStore, type Store } from '../src/store/database.js';
 import { buildTestGateway, captureLogger, type TestGateway } from './helpers/builders.js';
 
@@ -122,5 +124,47 @@ describe('request logging', () => {
         ['request completed', 401],
       ],
     );
+  });
+});
+
+void describe('readiness and Redis', () => {
+  test('not ready once Redis has failed its check for longer than the retry budget; ready again when it answers', async () => {
+    let now = 1_000_000;
+    let redisUp = false;
+    const app = fastify();
+    registerHealthRoutes(app, {
+      store: { ping: () => Promise.resolve(), dialect: 'postgres' },
+      coordinator: { ping: () => (redisUp ? Promise.resolve() : Promise.reject(new Error('timeout'))) },
+      coordinationKind: 'redis',
+      coordinationGraceMs: 5_000,
+      clock: () => now,
+      nodeId: 'n',
+      isDraining: () => false,
+      counts: () => ({}),
+    });
+    const ready = async () => {
+      const res = await app.inject({ method: 'GET', url: '/api/ready' });
+      return { status: res.statusCode, body: res.json<{ checks: Record<string, boolean> }>() };
+    };
+    // A failover blip shorter than the budget (requests wait it out) keeps the node in the balancer.
+    assert.deepEqual(await ready(), {
+      status: 200,
+      body: { ready: true, draining: false, checks: { database: true, coordination: true } },
+    });
+    now += 4_000;
+    assert.equal((await ready()).status, 200);
+    // Cut off for longer (a partition, an outage): out of the balancer.
+    now += 2_000;
+    assert.deepEqual(await ready(), {
+      status: 503,
+      body: { ready: false, draining: false, checks: { database: true, coordination: false } },
+    });
+    redisUp = true;
+    assert.equal((await ready()).status, 200);
+    // A new failure starts a new grace period.
+    redisUp = false;
+    now += 60_000;
+    assert.equal((await ready()).status, 200);
+    await app.close();
   });
 });

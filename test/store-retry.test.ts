@@ -120,4 +120,24 @@ void describe('the retry rule', () => {
     assert.equal(calls, 1);
     assert.ok(result instanceof AppError && result.code === 'STORE_UNAVAILABLE');
   });
+
+  test('a statement the server never answers (a partition) is given up at the deadline, of every kind', async () => {
+    const retry = createStoreRetry({ budgetMs: 5000, deadlineMs: 50 });
+    for (const kind of ['read', 'idempotent', 'write'] as const) {
+      let calls = 0;
+      const result = await retry
+        .run(kind, () => {
+          calls++;
+          return new Promise<never>(() => undefined);
+        })
+        .catch((e: unknown) => e);
+      assert.ok(
+        result instanceof AppError && result.code === 'STORE_UNAVAILABLE',
+        `${kind}: ${String(result)}`,
+      );
+      assert.equal(calls, 1, 'the stalled attempt is not repeated: its outcome is in doubt');
+    }
+    // An answer before the deadline is an answer.
+    assert.equal(await retry.run('read', () => Promise.resolve(7)), 7);
+  });
 });

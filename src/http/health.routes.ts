@@ -1,5 +1,6 @@
 // /api/health (liveness: process facts, counts, dependency states) and /api/ready (readiness for the
-// load balancer: 503 while the store does not answer or the process drains), after the plan's §9.5.
+// load balancer: 503 while the store does not answer, while Redis has not answered for longer than a
+// failover may take, or while the process drains), after the plan's §9.5.
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Store } from '../store/database.js';
@@ -12,6 +13,13 @@ export interface HealthSources {
   nodeId: string;
   isDraining: () => boolean;
   counts: () => Record<string, number>;
+  /**
+   * How long Redis may fail its check before the node reports not ready (REDIS_RETRY_MS): requests
+   * wait a failover out for that long, so a blip shorter than it takes no node out of the balancer (all
+   * of them would go at once), while a node cut off from Redis (a partition) is taken out.
+   */
+  coordinationGraceMs: number;
+  clock?: () => number;
 }
 
 async function check(fn: () => Promise<void>): Promise<boolean> {
@@ -49,7 +57,14 @@ const Health = Type.Object({
 const Ready = Type.Object({
   ready: Type.Boolean(),
   draining: Type.Boolean(),
-  checks: Type.Object({ database: Type.Boolean() }),
+  checks: Type.Object({
+    database: Type.Boolean(),
+    coordination: Type.Optional(
+      Type.Boolean({
+        description: 'Redis answers, or failed for less than REDIS_RETRY_MS (absent in-process)',
+      }),
+    ),
+  }),
 });
 const described = (schema: object, description: string) => ({
   ...schema,
@@ -96,17 +111,31 @@ export function registerHealthRoutes(app: FastifyInstance, s: HealthSources): vo
   });
 
   const readySchema = {
-    summary: 'Readiness for the load balancer: 503 while the database does not answer or the node drains',
+    summary:
+      'Readiness for the load balancer: 503 while the database does not answer, Redis has not answered for REDIS_RETRY_MS, or the node drains',
     tags: ['health'],
     response: {
       200: described(Ready, 'Ready for traffic'),
       503: described(Ready, 'Not ready: send traffic elsewhere'),
     },
   };
+  const now = s.clock ?? Date.now;
+  let coordinationDownSince: number | null = null;
   app.get('/api/ready', { schema: readySchema }, async (_request, reply) => {
     const draining = s.isDraining();
-    const database = draining ? false : await check(() => s.store.ping(2000));
-    const ready = !draining && database;
-    return reply.status(ready ? 200 : 503).send({ ready, draining, checks: { database } });
+    const [database, redis] = draining
+      ? [false, null]
+      : await Promise.all([
+          check(() => s.store.ping(2000)),
+          s.coordinationKind === 'redis' ? check(() => s.coordinator.ping()) : Promise.resolve(null),
+        ]);
+    if (redis === true) coordinationDownSince = null;
+    else if (redis === false) coordinationDownSince ??= now();
+    const coordination =
+      redis === null ? null : redis || now() - (coordinationDownSince ?? now()) < s.coordinationGraceMs;
+    const ready = !draining && database && coordination !== false;
+    return reply
+      .status(ready ? 200 : 503)
+      .send({ ready, draining, checks: { database, ...(coordination === null ? {} : { coordination }) } });
   });
 }

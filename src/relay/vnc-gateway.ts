@@ -90,6 +90,8 @@ export class VncGateway {
   private readonly viewers = new Set<Viewer>();
   private readonly bySession = new Map<string, Set<Viewer>>();
   private readonly revokedShares = new Map<string, number>();
+  /** Leases of viewers that left while Redis could not be reached: viewerId → sessionId. */
+  private readonly staleLeases = new Map<string, string>();
   private heartbeat: NodeJS.Timeout | null = null;
   private leaseTimer: NodeJS.Timeout | null = null;
   private readonly leaseRenewal = new LeaseRenewal<Viewer>(
@@ -105,7 +107,7 @@ export class VncGateway {
 
   constructor(
     private readonly deps: {
-      sessions: Pick<SessionService, 'resolveTicket'>;
+      sessions: Pick<SessionService, 'resolveTicket' | 'endedAmong'>;
       desktops: Pick<DesktopService, 'openStream'>;
       coordinator: Coordinator;
       activity: ActivityBuffer;
@@ -371,11 +373,12 @@ export class VncGateway {
         ...(viewer.guest ? { shareId: viewer.guest.shareId, guestName: viewer.guest.name } : {}),
       },
     });
-    void this.deps.coordinator
-      .removeViewer(viewer.sessionId, viewer.id)
-      .catch((e: unknown) =>
-        this.deps.logger.debug({ err: e }, 'could not remove viewer lease; it will lapse'),
-      );
+    void this.deps.coordinator.removeViewer(viewer.sessionId, viewer.id).catch((e: unknown) => {
+      // Redis out of reach (a partition, an outage): removed with the next lease renewal that gets
+      // through, so the session's viewer count is right again then rather than when the lease lapses.
+      this.staleLeases.set(viewer.id, viewer.sessionId);
+      this.deps.logger.debug({ err: e }, 'could not remove viewer lease; retried with the next renewal');
+    });
   }
 
   /**
@@ -468,8 +471,23 @@ export class VncGateway {
       }
     }
     const round = await this.leaseRenewal.round(this.viewers);
-    if (round?.error !== undefined)
+    if (round === null) return;
+    if (round.error !== undefined)
       this.deps.logger.warn({ err: round.error, skipped: round.skipped }, 'could not renew viewer leases');
+    try {
+      if (round.error === undefined) {
+        for (const [viewerId, sessionId] of [...this.staleLeases]) {
+          await this.deps.coordinator.removeViewer(sessionId, viewerId);
+          this.staleLeases.delete(viewerId);
+        }
+      }
+      // An end published while this node could not hear it (pub/sub keeps nothing: a partition, a
+      // subscriber reconnecting) is found here: its viewers close as if the command had arrived.
+      const ended = await this.deps.sessions.endedAmong([...this.bySession.keys()]);
+      for (const id of ended) this.closeSession(id, CloseCode.SESSION_ENDED, 'session ended');
+    } catch (e) {
+      this.deps.logger.warn({ err: e }, 'could not reconcile viewers with the cluster');
+    }
   }
 
   /**

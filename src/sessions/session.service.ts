@@ -276,6 +276,11 @@ export class SessionService {
     };
   }
 
+  /** Of these sessions, those that are ended or gone (a node's viewers that missed the end command). */
+  endedAmong(sessionIds: readonly string[]): Promise<string[]> {
+    return this.deps.sessions.listEndedAmong(sessionIds);
+  }
+
   /**
    * Ends every session that has had no live viewer (anywhere in the cluster) and no activity for the
    * idle timeout. A per-session lock makes exactly one node act on each.

@@ -57,6 +57,9 @@ export interface StoreOptions {
   onRetry?: StoreRetryOptions['onRetry'];
 }
 
+/** How much longer than the retry budget a store call may wait for a silent server (see openStore). */
+const STALL_GRACE_MS = 1_000;
+
 export async function openStore(options: StoreOptions): Promise<Store> {
   let db: Kysely<Database>;
   let dialect: Dialect;
@@ -116,7 +119,15 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   return {
     db,
     dialect,
-    retry: createStoreRetry({ budgetMs: options.retryBudgetMs ?? 5000, onRetry: options.onRetry }),
+    retry: createStoreRetry({
+      budgetMs: options.retryBudgetMs ?? 5000,
+      onRetry: options.onRetry,
+      // A statement the server leaves unanswered (a partition) costs a request the retry budget and one
+      // more second, not the 10 s query timeout; with retries off (0) only the pool bounds it.
+      ...(dialect === 'postgres' && (options.retryBudgetMs ?? 5000) > 0
+        ? { deadlineMs: (options.retryBudgetMs ?? 5000) + STALL_GRACE_MS }
+        : {}),
+    }),
     async ping(timeoutMs = 2000) {
       let timer: NodeJS.Timeout | undefined;
       try {

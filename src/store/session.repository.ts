@@ -137,6 +137,26 @@ export class SessionRepository {
     );
   }
 
+  /** Of these ids, those whose session is ended or no longer exists. */
+  async listEndedAmong(ids: readonly string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const live = new Set<string>();
+    // Bounded statements, however many sessions a node holds viewers of.
+    for (let i = 0; i < ids.length; i += 500) {
+      const page = ids.slice(i, i + 500);
+      const rows = await this.retry.run('read', () =>
+        this.db
+          .selectFrom('sessions')
+          .select('id')
+          .where('id', 'in', page)
+          .where('status', '<>', 'ended')
+          .execute(),
+      );
+      for (const r of rows) live.add(r.id);
+    }
+    return ids.filter((id) => !live.has(id));
+  }
+
   /** Sessions stuck in 'starting' (their gateway died mid-start). */
   listStaleStarting(before: number, limit: number): Promise<SessionRow[]> {
     return this.retry.run('read', () =>

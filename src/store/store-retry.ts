@@ -104,6 +104,13 @@ export interface StoreRetryOptions {
   sleep?: (ms: number) => Promise<void>;
   /** Called for each retry (metrics, logs). */
   onRetry?: (failure: StoreFailure, attempt: number, error: unknown) => void;
+  /**
+   * Gives up waiting this long (real time) after the first attempt began, even if an attempt is still
+   * running: a server that went silent (a partition: no reset, no answer) would otherwise hold the
+   * request for the pool's whole query timeout. The abandoned attempt's outcome is in doubt, so this
+   * answers STORE_UNAVAILABLE whatever the kind. Unset: attempts are bounded only by the pool.
+   */
+  deadlineMs?: number;
 }
 
 export interface StoreRetry {
@@ -126,24 +133,57 @@ export function createStoreRetry(options: StoreRetryOptions): StoreRetry {
     async run<T>(kind: StatementKind, fn: () => Promise<T>): Promise<T> {
       const started = now();
       let delay = firstDelay;
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await fn();
-        } catch (e) {
-          if (isAppError(e)) throw e;
-          const failure = classifyStoreFailure(e);
-          if (failure === null) throw e;
-          const left = options.budgetMs - (now() - started);
-          if (!mayRetry(kind, failure) || left <= 0) {
-            throw new AppError('STORE_UNAVAILABLE', { cause: e });
+      const deadline = options.deadlineMs === undefined ? null : stallTimer(options.deadlineMs);
+      try {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await (deadline ? deadline.race(fn()) : fn());
+          } catch (e) {
+            if (isAppError(e)) throw e;
+            if (e instanceof StoreStalledError) throw new AppError('STORE_UNAVAILABLE', { cause: e });
+            const failure = classifyStoreFailure(e);
+            if (failure === null) throw e;
+            const left = options.budgetMs - (now() - started);
+            if (!mayRetry(kind, failure) || left <= 0) {
+              throw new AppError('STORE_UNAVAILABLE', { cause: e });
+            }
+            options.onRetry?.(failure, attempt, e);
+            // Jitter spreads the retries of many requests that failed together.
+            await sleep(Math.min(left, delay * (0.5 + Math.random() / 2)));
+            delay = Math.min(delay * 2, maxDelay);
           }
-          options.onRetry?.(failure, attempt, e);
-          // Jitter spreads the retries of many requests that failed together.
-          await sleep(Math.min(left, delay * (0.5 + Math.random() / 2)));
-          delay = Math.min(delay * 2, maxDelay);
         }
+      } finally {
+        deadline?.clear();
       }
     },
+  };
+}
+
+/** An attempt still running at the run's deadline: the server stalled (no answer, no error). */
+export class StoreStalledError extends Error {
+  readonly code = 'STORE_STALLED';
+  constructor(ms: number) {
+    super(`the database did not answer within ${ms} ms`);
+    this.name = 'StoreStalledError';
+  }
+}
+
+function stallTimer(ms: number): { race<T>(p: Promise<T>): Promise<T>; clear(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    // Not unref'd: it is cleared as soon as the call settles, and a call waiting on it is work.
+    timer = setTimeout(() => reject(new StoreStalledError(ms)), ms);
+  });
+  // Nobody may be racing it when it fires (between attempts): that is not an unhandled rejection.
+  expired.catch(() => undefined);
+  return {
+    race<T>(p: Promise<T>): Promise<T> {
+      // The abandoned attempt settles later (the pool's query timeout, or the server's late answer).
+      p.catch(() => undefined);
+      return Promise.race([p, expired]);
+    },
+    clear: () => clearTimeout(timer),
   };
 }
 

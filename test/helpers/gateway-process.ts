@@ -34,6 +34,10 @@ export interface StartGatewayOptions {
   env?: Record<string, string>;
   /** Serve this built client (default: the gateway's own default, <repo>/web/dist). */
   publicDir?: string;
+  /** Listen on this address instead of 127.0.0.1 (e.g. a test namespace's end of a veth link). */
+  host?: string;
+  /** Run the process under this command prefix, e.g. `['ip', 'netns', 'exec', name]` (it must exec). */
+  commandPrefix?: string[];
 }
 
 interface Running {
@@ -53,7 +57,7 @@ export async function startGatewayProcess(options: StartGatewayOptions = {}): Pr
     LANG: process.env.LANG ?? 'C.UTF-8',
     NODE_ENV: 'test',
     PORT: String(port),
-    HOST: '127.0.0.1',
+    HOST: options.host ?? '127.0.0.1',
     DATA_DIR: dataDir,
     LOG_LEVEL: 'info',
     INSTANCE_ALLOWED_CIDRS: '127.0.0.0/8',
@@ -61,9 +65,10 @@ export async function startGatewayProcess(options: StartGatewayOptions = {}): Pr
     ...(options.publicDir ? { PUBLIC_DIR: options.publicDir } : {}),
     ...options.env,
   };
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${options.host ?? '127.0.0.1'}:${port}`;
+  const prefix = options.commandPrefix ?? [];
 
-  let running: Running | null = await launch(env, url, log);
+  let running: Running | null = await launch(env, url, log, prefix);
 
   const stopRunning = async (signal: 'SIGTERM' | 'SIGKILL') => {
     const current = running;
@@ -87,7 +92,7 @@ export async function startGatewayProcess(options: StartGatewayOptions = {}): Pr
     pid: () => running?.child.pid ?? -1,
     async restart({ signal = 'SIGTERM' } = {}) {
       await stopRunning(signal);
-      running = await launch(env, url, log);
+      running = await launch(env, url, log, prefix);
     },
     stop: () =>
       (stopped ??= (async () => {
@@ -99,8 +104,14 @@ export async function startGatewayProcess(options: StartGatewayOptions = {}): Pr
   };
 }
 
-async function launch(env: Record<string, string>, url: string, log: WriteStream): Promise<Running> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+async function launch(
+  env: Record<string, string>,
+  url: string,
+  log: WriteStream,
+  prefix: readonly string[],
+): Promise<Running> {
+  const argv = [...prefix, process.execPath, '--import', 'tsx', 'src/main.ts'];
+  const child = spawn(argv[0]!, argv.slice(1), {
     cwd: REPO,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

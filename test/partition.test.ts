@@ -1,0 +1,649 @@
+// Network partitions (issue 11): one gateway process runs in a network namespace of its own with two
+// veth links to the host: a "store" link over which it reaches Redis and PostgreSQL, and a "data" link
+// over which viewers reach it and it reaches the instance's sshd. A second gateway on the host shares
+// the same Redis and PostgreSQL. The test cuts only the store link (packets dropped both ways, no
+// resets: test/helpers/netns.ts) while the cut-off gateway's viewers stream the benchmark's simulated
+// desktop, then heals it.
+//
+//            host                                       namespace
+//   redis-server (127.0.0.1, store.host) ─┐
+//   PostgreSQL via forwarder (store.host) ┼── store link ── gateway B (data.ns:port)
+//   gateway A (127.0.0.1)                 │                   │
+//   sshd via forwarder (data.host) ───────┴── data link ──────┘ ← viewers (this process)
+//
+// The rest of the cluster is gateway A, and an in-process gateway built on the same Redis and
+// PostgreSQL with an injected clock, whose idle sweep stands for what any node's sweeper decides at a
+// given time (lease lapsed or not, idle timeout passed or not) without waiting for it.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { fork, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { WebSocket } from 'ws';
+import { buildApp, type Gateway } from '../src/app.js';
+import { loadConfig } from '../src/config/config.js';
+import { ManualClock } from '../src/lib/clock.js';
+import { createLogger } from '../src/observability/logger.js';
+import { BenchViewer, type BarrierResult } from '../bench/load/bench-viewer.js';
+import { freePort } from './helpers/free-port.js';
+import { startGatewayProcess, type GatewayProcess } from './helpers/gateway-process.js';
+import {
+  createNetns,
+  listNetns,
+  startTcpForwarder,
+  type NetnsFixture,
+  type TcpForwarder,
+} from './helpers/netns.js';
+import { createTestDatabase } from './helpers/postgres-database.js';
+import { spawnRedisServer } from './helpers/redis-server.js';
+import { stopChild } from './helpers/child-process.js';
+import { startSshd, type SshdFixture } from './helpers/sshd.js';
+import { TEST_SECRETS } from './helpers/test-secrets.js';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+/** Each call's retry bound on the cut-off gateway (REDIS_RETRY_MS, DATABASE_RETRY_MS). */
+const RETRY_MS = 2_000;
+/** What a request may take past the retry bound: one attempt's own timeout (Redis: command timeout +
+ * replica wait + margin; PostgreSQL: the pool's connect timeout) and scheduling on a loaded machine. */
+const ATTEMPT_SLACK_MS = 4_000;
+/** The viewer lease's life (src/relay/vnc-gateway.ts: renewed every 15 s, lives three renewals). */
+const LEASE_MS = 45_000;
+const USERS = ['cdtestpt1', 'cdtestpt2', 'cdtestpt3'];
+
+interface ApiAnswer {
+  status: number;
+  body: { data?: unknown; error?: { code: string; message: string } };
+  ms: number;
+}
+
+function apiClient(base: string) {
+  return async (
+    method: string,
+    path: string,
+    options: { token?: string; body?: unknown } = {},
+  ): Promise<ApiAnswer> => {
+    const started = Date.now();
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+      },
+      body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+      signal: AbortSignal.timeout(60_000),
+    });
+    const text = await res.text();
+    let body: ApiAnswer['body'] = {};
+    try {
+      body = JSON.parse(text) as ApiAnswer['body'];
+    } catch {
+      // not JSON
+    }
+    return { status: res.status, body, ms: Date.now() - started };
+  };
+}
+
+async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    if (await check()) return Date.now() - started;
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A viewer of the simulated desktop over CloudDesk's WebSocket, with the simulator's byte check. */
+class Viewer {
+  readonly rfb: BenchViewer;
+  closeCode: number | null = null;
+  protocolError: string | null = null;
+  private barrier: Promise<BarrierResult>;
+  private onBarrier: (r: BarrierResult) => void = () => undefined;
+  private readonly firstUpdate: Promise<void>;
+
+  private constructor(readonly ws: WebSocket) {
+    let first: () => void = () => undefined;
+    this.firstUpdate = new Promise((r) => (first = r));
+    this.barrier = new Promise((r) => (this.onBarrier = r));
+    this.rfb = new BenchViewer({
+      onFirstUpdate: () => first(),
+      onEcho: () => undefined,
+      onBarrier: (r) => this.onBarrier(r),
+      onProtocolError: (reason) => (this.protocolError = reason),
+    });
+    this.rfb.attach({
+      send: (b) => ws.send(b),
+      pause: () => ws.pause(),
+      resume: () => ws.resume(),
+      close: () => ws.close(1000),
+    });
+    ws.on('message', (data: Buffer) => this.rfb.onData(data));
+    ws.on('close', (code) => (this.closeCode = code));
+  }
+
+  /** Opens the WebSocket; rejects with `status` set when the upgrade is refused. */
+  static async open(url: string, origin: string): Promise<Viewer> {
+    const ws = new WebSocket(url, ['binary'], { perMessageDeflate: false, headers: { Origin: origin } });
+    ws.binaryType = 'nodebuffer';
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () =>
+          reject(
+            Object.assign(new Error(`upgrade refused: ${res.statusCode} ${body}`), {
+              status: res.statusCode,
+              body,
+            }),
+          ),
+        );
+      });
+      ws.once('error', reject);
+    });
+    const v = new Viewer(ws);
+    await Promise.race([
+      v.firstUpdate,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('no first update within 30 s')), 30_000)),
+    ]);
+    return v;
+  }
+
+  get bytes(): number {
+    return this.rfb.bytesIn;
+  }
+
+  /** Stops the simulated stream and compares both sides' byte counts. */
+  async check(): Promise<BarrierResult> {
+    this.rfb.sendBarrier();
+    return Promise.race([
+      this.barrier,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error('no barrier answer within 30 s')), 30_000),
+      ),
+    ]);
+  }
+
+  close(): void {
+    this.ws.close(1000);
+  }
+}
+
+void describe(
+  'a gateway cut off from Redis and PostgreSQL while its viewers stream',
+  { timeout: 420_000 },
+  () => {
+    let ns: NetnsFixture;
+    let sim: ChildProcess;
+    let fakeBin: string;
+    let sshd: SshdFixture;
+    let sshFwd: TcpForwarder;
+    let pgFwd: TcpForwarder;
+    let redis: ChildProcess;
+    let redisDir: string;
+    let redisPort: number;
+    let db: { url: string; drop(): Promise<void> };
+    let gwA: GatewayProcess;
+    let gwB: GatewayProcess;
+    let pgc: pg.Client;
+    let redisc: Redis;
+    const viewers: Viewer[] = [];
+    // Shared across the two steps, in order.
+    let token = '';
+    const instanceIds: string[] = [];
+    let s1 = '';
+    let display1 = 0;
+
+    before(async () => {
+      ns = await createNetns(['store', 'data']);
+      const store = ns.link('store');
+      const data = ns.link('data');
+
+      // The simulated desktop: the fake Xvnc on the sshd user's PATH asks the simulator for a desktop.
+      sim = fork(join(REPO, 'bench/sim/simulator-main.ts'), ['office', '7'], {
+        execArgv: ['--import', 'tsx'],
+        stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      });
+      const [ready] = (await once(sim, 'message')) as [{ type: string; controlPort: number }];
+      assert.equal(ready.type, 'ready');
+      fakeBin = await mkdtemp(join(tmpdir(), 'cd-partition-bin-'));
+      await cp(join(REPO, 'bench/sim/fake-bin'), fakeBin, { recursive: true });
+      await chmod(fakeBin, 0o755);
+      sshd = await startSshd({
+        usernames: USERS,
+        extraConfig: [
+          `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${ready.controlPort}`,
+        ],
+      });
+      sshFwd = await startTcpForwarder(data.hostAddress, { host: '127.0.0.1', port: sshd.port });
+
+      redisDir = await mkdtemp(join(tmpdir(), 'cd-partition-redis-'));
+      redisPort = await freePort();
+      redis = await spawnRedisServer(redisPort, redisDir, [
+        '--bind',
+        '127.0.0.1',
+        store.hostAddress,
+        '--protected-mode',
+        'no',
+      ]);
+      db = await createTestDatabase();
+      pgFwd = await startTcpForwarder(store.hostAddress, { host: '127.0.0.1', port: 5432 });
+
+      const env = {
+        ...TEST_SECRETS,
+        REGISTRATION: 'open',
+        // The instance is the data link's host end: an address of the host's own interfaces, allowed
+        // exactly (a /32 overrides the own-address refusal).
+        INSTANCE_ALLOWED_CIDRS: `${data.hostAddress}/32`,
+        DESKTOP_TRANSPORT: 'unix',
+        // Far from the displays the real-Xvnc tests and the benchmark use.
+        VNC_DISPLAY_MIN: '4700',
+        VNC_DISPLAY_MAX: '4740',
+        WS_MAX_CONNECTS_PER_MINUTE: '1000',
+        REDIS_RETRY_MS: String(RETRY_MS),
+        DATABASE_RETRY_MS: String(RETRY_MS),
+      };
+      gwA = await startGatewayProcess({
+        env: {
+          ...env,
+          REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+          DATABASE_URL: db.url,
+          NODE_ID: 'gateway-a',
+        },
+      });
+      gwB = await startGatewayProcess({
+        host: data.nsAddress,
+        commandPrefix: ns.execPrefix(),
+        env: {
+          ...env,
+          REDIS_URL: `redis://${store.hostAddress}:${redisPort}`,
+          DATABASE_URL: db.url.replace('127.0.0.1:5432', `${store.hostAddress}:${pgFwd.port}`),
+          NODE_ID: 'gateway-b',
+        },
+      });
+      pgc = new pg.Client({ connectionString: db.url });
+      await pgc.connect();
+      redisc = new Redis({ host: '127.0.0.1', port: redisPort, lazyConnect: true });
+      await redisc.connect();
+    });
+
+    after(async () => {
+      for (const v of viewers) v.ws.terminate();
+      await ns
+        ?.link('store')
+        .heal()
+        .catch(() => undefined);
+      await Promise.all([gwA?.stop(), gwB?.stop()]);
+      await pgc?.end().catch(() => undefined);
+      redisc?.disconnect();
+      await Promise.all([sshFwd?.close(), pgFwd?.close()]);
+      await sshd?.stop();
+      await stopChild(sim ?? null, 'SIGTERM', 'SIGKILL', 5_000);
+      await stopChild(redis ?? null, 'SIGTERM', 'SIGKILL', 5_000);
+      await db?.drop();
+      await ns?.dispose();
+      await Promise.all(
+        [fakeBin, redisDir].filter(Boolean).map((d) => rm(d, { recursive: true, force: true })),
+      );
+      assert.ok(!(await listNetns()).includes(ns.name), 'the namespace is gone');
+    });
+
+    /** The rest of the cluster at a time of the test's choosing: a gateway on the same Redis and PG. */
+    async function restOfCluster(
+      clock: ManualClock,
+      options: { canStopDesktops?: boolean } = {},
+    ): Promise<Gateway> {
+      const config = loadConfig({
+        ...TEST_SECRETS,
+        DATA_DIR: redisDir,
+        REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+        DATABASE_URL: db.url,
+        INSTANCE_ALLOWED_CIDRS: `${ns.link('data').hostAddress}/32`,
+        DESKTOP_TRANSPORT: 'unix',
+        NODE_ID: 'rest-of-cluster',
+      });
+      return buildApp(config, {
+        logger: createLogger({ level: 'silent' }),
+        clock,
+        // The instance out of this node's reach too: its desktop stop fails (and stays due, retried).
+        ...(options.canStopDesktops === false
+          ? {
+              wrapDesktops: (real) => ({
+                start: real.start.bind(real),
+                isAlive: real.isAlive.bind(real),
+                stop: () => Promise.reject(new Error('the instance is out of reach')),
+              }),
+            }
+          : {}),
+      });
+    }
+
+    const wsUrl = (g: GatewayProcess, path: string) => `${g.url.replace(/^http/, 'ws')}${path}`;
+    const sessionRow = async (id: string) =>
+      (
+        await pgc.query<{
+          status: string;
+          display: number | null;
+          last_activity_at: string;
+          end_reason: string | null;
+        }>('select status, display, last_activity_at, end_reason from sessions where id = $1', [id])
+      ).rows[0];
+    const leaseExpiries = async (sessionId: string) =>
+      (await redisc.zrange(`cd:viewers:{${sessionId}}`, 0, -1, 'WITHSCORES'))
+        .filter((_, i) => i % 2 === 1)
+        .map(Number);
+
+    void it('its viewers stream on; it refuses connects (503, bounded) and is not ready; the rest ends nothing, reuses no display, takes no used ticket; all converges after healing', async (t) => {
+      const A = apiClient(gwA.url);
+      const B = apiClient(gwB.url);
+      const reg = await A('POST', '/api/auth/register', {
+        body: { email: `pt-${Date.now()}@example.com`, password: 'correct horse battery staple' },
+      });
+      assert.equal(reg.status, 201, JSON.stringify(reg.body));
+      token = (reg.body.data as { accessToken: string }).accessToken;
+      for (const [i, u] of sshd.users.entries()) {
+        const res = await A('POST', '/api/instances', {
+          token,
+          body: {
+            name: `desk ${i}`,
+            host: ns.link('data').hostAddress,
+            port: sshFwd.port,
+            username: u.username,
+            auth: { type: 'privateKey', privateKey: u.privateKey },
+          },
+        });
+        assert.equal(res.status, 201, JSON.stringify(res.body));
+        instanceIds.push((res.body.data as { id: string }).id);
+      }
+      const c1 = await B('POST', '/api/sessions/connect', {
+        token,
+        body: { instanceId: instanceIds[0], desktopEnvironment: 'openbox' },
+      });
+      assert.equal(c1.status, 201, JSON.stringify(c1.body));
+      ({ sessionId: s1, display: display1 } = c1.body.data as { sessionId: string; display: number });
+
+      // Three viewers on B; the first one's ticket is then a consumed one.
+      const ticketOn = async (api: ReturnType<typeof apiClient>) => {
+        const res = await api('POST', `/api/sessions/${s1}/ticket`, { token });
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        return (res.body.data as { websocketUrl: string }).websocketUrl;
+      };
+      const consumed = (c1.body.data as { websocketUrl: string }).websocketUrl;
+      viewers.push(await Viewer.open(wsUrl(gwB, consumed), gwB.url));
+      viewers.push(await Viewer.open(wsUrl(gwB, await ticketOn(B)), gwB.url));
+      viewers.push(await Viewer.open(wsUrl(gwB, await ticketOn(B)), gwB.url));
+      // A ticket issued before the cut and not used yet.
+      const unused = await ticketOn(A);
+      await waitFor('every viewer streaming', () => viewers.every((v) => v.bytes > 200_000), 30_000);
+
+      const store = ns.link('store');
+      await store.cut();
+      const cutAt = Date.now();
+      const atCut = viewers.map((v) => v.bytes);
+
+      // It is taken out of the balancer: /api/ready answers 503, in bounded time.
+      const readyOut = await waitFor(
+        '/api/ready 503 on the cut-off gateway',
+        async () => (await B('GET', '/api/ready')).status === 503,
+        RETRY_MS + ATTEMPT_SLACK_MS,
+      );
+
+      // It refuses new connects with a stable code, and no request hangs past the retry bound.
+      const refusals = await Promise.all([
+        B('POST', '/api/sessions/connect', {
+          token,
+          body: { instanceId: instanceIds[2], desktopEnvironment: 'openbox' },
+        }),
+        B('POST', `/api/sessions/${s1}/ticket`, { token }),
+        B('GET', '/api/sessions/active', { token }),
+        B('POST', '/api/auth/login', { body: { email: 'nobody@example.com', password: 'whatever it is' } }),
+      ]);
+      for (const r of refusals) {
+        assert.equal(r.status, 503, JSON.stringify(r.body));
+        assert.ok(
+          ['COORDINATION_UNAVAILABLE', 'STORE_UNAVAILABLE'].includes(r.body.error?.code ?? ''),
+          JSON.stringify(r.body),
+        );
+      }
+      const slowest = Math.max(...refusals.map((r) => r.ms));
+      // A WebSocket with a valid ticket is refused too (the ticket cannot be redeemed), and stays valid.
+      const wsStarted = Date.now();
+      await assert.rejects(
+        Viewer.open(wsUrl(gwB, unused), gwB.url),
+        (e: Error & { status?: number; body?: string }) => {
+          assert.equal(e.status, 503, e.message);
+          assert.match(e.body ?? '', /COORDINATION_UNAVAILABLE/);
+          return true;
+        },
+      );
+      const wsMs = Date.now() - wsStarted;
+      assert.ok(
+        Math.max(slowest, wsMs) <= RETRY_MS + ATTEMPT_SLACK_MS,
+        `refusals answered within the retry bound (slowest ${slowest} ms, WebSocket ${wsMs} ms)`,
+      );
+
+      // The rest of the cluster: a used ticket is refused, an unused one works once.
+      await assert.rejects(
+        Viewer.open(wsUrl(gwA, consumed), gwA.url),
+        (e: Error & { status?: number }) => e.status === 401,
+      );
+      const onA = await Viewer.open(wsUrl(gwA, unused), gwA.url);
+      await assert.rejects(
+        Viewer.open(wsUrl(gwA, unused), gwA.url),
+        (e: Error & { status?: number }) => e.status === 401,
+      );
+      onA.close();
+
+      // It hands out another display on the same machine, never the one the cut-off gateway's desktop has.
+      const c2 = await A('POST', '/api/sessions/connect', {
+        token,
+        body: { instanceId: instanceIds[1], desktopEnvironment: 'openbox' },
+      });
+      assert.equal(c2.status, 201, JSON.stringify(c2.body));
+      const display2 = (c2.body.data as { display: number }).display;
+      assert.notEqual(display2, display1, 'the same display is not handed out twice');
+
+      // It does not end the session while the leases written before the cut live, whatever its last
+      // recorded activity says: the sweep of a node whose clock is just short of the earliest lease's end,
+      // with the last activity pushed back past the idle timeout.
+      const expiries = await leaseExpiries(s1);
+      assert.equal(expiries.length, 3, 'three leases');
+      await pgc.query(`update sessions set last_activity_at = $2 where id = $1`, [
+        s1,
+        Date.now() - 3_600_000,
+      ]);
+      const clock = new ManualClock(Math.min(...expiries) - 1_000);
+      const rest = await restOfCluster(clock);
+      try {
+        await rest.sweeper.runOnce();
+        assert.equal((await sessionRow(s1))?.status, 'active', 'a session with live leases is not ended');
+      } finally {
+        await rest.shutdown('test');
+      }
+
+      // Its viewers kept streaming the whole time; one of them leaves while the link is cut.
+      await waitFor(
+        'bytes flowing on every viewer during the partition',
+        () => viewers.every((v, i) => v.bytes - atCut[i]! > 1_000_000),
+        60_000,
+      );
+      const leaving = viewers.pop()!;
+      const leftCheck = await leaving.check();
+      leaving.close();
+      const cutMs = Date.now() - cutAt;
+      for (const v of viewers) assert.equal(v.closeCode, null, 'the viewer is still open');
+
+      await store.heal();
+      const healedAt = Date.now();
+      // Which dependency comes back when (TCP retransmission backoff decides how soon a stalled
+      // connection notices the heal).
+      const back = { database: -1, coordination: -1 };
+      const readyBack = await waitFor(
+        '/api/ready 200 again',
+        async () => {
+          const ready = (await B('GET', '/api/ready')).status === 200;
+          const h = await B('GET', '/api/health');
+          const deps = (h.body as unknown as { dependencies?: Record<string, { state: string }> })
+            .dependencies;
+          if (back.database < 0 && deps?.database?.state === 'connected')
+            back.database = Date.now() - healedAt;
+          if (back.coordination < 0 && deps?.coordination?.state === 'connected')
+            back.coordination = Date.now() - healedAt;
+          return ready;
+        },
+        60_000,
+      );
+      // Convergence, without a restart: the viewer count is the two still watching (the lease of the one
+      // that left is removed, not left to lapse), the leases are renewed after the heal, buffered activity
+      // reaches the database, and both gateways list the same live sessions.
+      const countBack = await waitFor(
+        'viewer count 2 on both gateways',
+        async () => {
+          for (const api of [A, B]) {
+            const res = await api('GET', '/api/sessions/active', { token });
+            if (res.status !== 200) return false;
+            const s = (res.body.data as { id: string; viewers: number }[]).find((x) => x.id === s1);
+            if (s?.viewers !== 2) return false;
+          }
+          return true;
+        },
+        LEASE_MS,
+      );
+      const leasesBack = await waitFor(
+        'leases renewed after the heal',
+        async () => {
+          const e = await leaseExpiries(s1);
+          return e.length === 2 && e.every((x) => x > healedAt + LEASE_MS - 15_000);
+        },
+        30_000,
+      );
+      const activityBack = await waitFor(
+        'buffered activity written',
+        async () => Number((await sessionRow(s1))?.last_activity_at) > healedAt - 60_000,
+        30_000,
+      );
+      const listA = await A('GET', '/api/sessions/active', { token });
+      const listB = await B('GET', '/api/sessions/active', { token });
+      const ids = (r: ApiAnswer) => (r.body.data as { id: string }[]).map((s) => s.id).sort();
+      assert.deepEqual(ids(listB), ids(listA));
+      assert.deepEqual(ids(listA), [s1, (c2.body.data as { sessionId: string }).sessionId].sort());
+      // It takes connects again.
+      const again = await Viewer.open(wsUrl(gwB, await ticketOn(B)), gwB.url);
+      again.close();
+
+      // Byte-exact: every viewer that streamed across the partition got exactly what the desktop sent.
+      for (const r of [leftCheck, ...(await Promise.all(viewers.map((v) => v.check())))]) {
+        assert.equal(r.clientReceived, r.serverSent, 'every byte the desktop sent arrived, in order');
+        assert.equal(r.serverReceived, r.clientSent, 'every byte the viewer sent arrived');
+      }
+      for (const v of viewers) assert.equal(v.protocolError, null);
+      t.diagnostic(
+        `cut ${cutMs} ms; ready 503 after ${readyOut} ms; refusals ${refusals.map((r) => `${r.status} ${r.body.error?.code} ${r.ms} ms`).join(', ')}; ` +
+          `WebSocket refused in ${wsMs} ms; display ${display1} (B) vs ${display2} (A); ` +
+          `after heal: ready in ${readyBack} ms (database ${back.database} ms, Redis ${back.coordination} ms), count in ${countBack} ms, leases +${leasesBack} ms, activity +${activityBack} ms; ` +
+          `bytes during the cut: ${viewers.map((v, i) => v.bytes - atCut[i]!).join(', ')}`,
+      );
+    });
+
+    void it('a partition that outlasts the lease and the idle timeout (injected clock): the rest ends the session; its viewers behind the cut stream on until the heal, then are closed, and all converges', async (t) => {
+      assert.ok(s1, 'the first step ran');
+      const A = apiClient(gwA.url);
+      const B = apiClient(gwB.url);
+      const ticket = async () => {
+        const res = await B('POST', `/api/sessions/${s1}/ticket`, { token });
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        return (res.body.data as { websocketUrl: string }).websocketUrl;
+      };
+      const behind = [await Viewer.open(wsUrl(gwB, await ticket()), gwB.url)];
+      behind.push(await Viewer.open(wsUrl(gwB, await ticket()), gwB.url));
+      viewers.push(...behind);
+      await waitFor('the viewers streaming', () => behind.every((v) => v.bytes > 200_000), 30_000);
+
+      const store = ns.link('store');
+      await store.cut();
+      const cutAt = Date.now();
+      // What any other node decides once the partition has lasted past every lease and the idle
+      // timeout (SESSION_TIMEOUT_MINUTES, 30 by default) since the last activity the store heard of.
+      const clock = new ManualClock(Date.now() + 30 * 60_000 + LEASE_MS + 60_000);
+      const rest = await restOfCluster(clock, { canStopDesktops: false });
+      try {
+        assert.ok((await rest.sweeper.runOnce()) >= 1, 'the sweep ended the session');
+        const row = await sessionRow(s1);
+        assert.equal(row?.status, 'ended');
+        assert.equal(row?.end_reason, 'idle-timeout');
+      } finally {
+        await rest.shutdown('test');
+      }
+      // The end command it published is lost for the cut-off gateway (pub/sub keeps nothing), and the
+      // desktop could not be stopped: its viewers stream on, as long as the partition lasts.
+      const atEnd = behind.map((v) => v.bytes);
+      await waitFor(
+        'bytes still flowing after the session ended elsewhere',
+        () => behind.every((v, i) => v.bytes - atEnd[i]! > 500_000),
+        60_000,
+      );
+      for (const v of behind) assert.equal(v.closeCode, null);
+      const cutMs = Date.now() - cutAt;
+
+      await store.heal();
+      const healedAt = Date.now();
+      const readyBack = await waitFor(
+        '/api/ready 200 again',
+        async () => (await B('GET', '/api/ready')).status === 200,
+        60_000,
+      );
+      // The cut-off gateway converges: its lease renewal finds the session ended and closes its viewers
+      // (4000, as the lost command would have), their leases go, and both gateways list the same
+      // sessions, without the ended one.
+      const closedAfter = await waitFor(
+        'every viewer of the ended session closed',
+        () => behind.every((v) => v.closeCode !== null),
+        45_000,
+      );
+      assert.deepEqual(
+        behind.map((v) => v.closeCode),
+        [4000, 4000],
+      );
+      const leasesGone = await waitFor(
+        'no lease left for the ended session',
+        async () => (await leaseExpiries(s1)).length === 0,
+        LEASE_MS,
+      );
+      const listA = await A('GET', '/api/sessions/active', { token });
+      const listB = await B('GET', '/api/sessions/active', { token });
+      const ids = (r: ApiAnswer) => (r.body.data as { id: string }[]).map((s) => s.id).sort();
+      assert.equal(listB.status, 200);
+      assert.deepEqual(ids(listB), ids(listA));
+      assert.ok(!ids(listA).includes(s1), 'the ended session is not listed');
+      const late = await B('POST', `/api/sessions/${s1}/ticket`, { token });
+      assert.equal(late.status, 410, JSON.stringify(late.body));
+      assert.equal(late.body.error?.code, 'SESSION_ENDED');
+      // And it takes a new connect on the same instance.
+      const fresh = await B('POST', '/api/sessions/connect', {
+        token,
+        body: { instanceId: instanceIds[0], desktopEnvironment: 'openbox' },
+      });
+      assert.equal(fresh.status, 201, JSON.stringify(fresh.body));
+      const v = await Viewer.open(
+        wsUrl(gwB, (fresh.body.data as { websocketUrl: string }).websocketUrl),
+        gwB.url,
+      );
+      const r = await v.check();
+      assert.equal(r.clientReceived, r.serverSent);
+      v.close();
+      t.diagnostic(
+        `cut ${cutMs} ms; after heal: ready in ${readyBack} ms, viewers closed (4000) +${closedAfter} ms after that, ` +
+          `leases gone +${leasesGone} ms after that (${Date.now() - healedAt} ms in all)`,
+      );
+    });
+  },
+);
