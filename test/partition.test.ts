@@ -213,7 +213,7 @@ void describe(
         execArgv: ['--import', 'tsx'],
         stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
       });
-      const [ready] = (await once(sim, 'message')) as [{ type: string; controlPort: number }];
+      const [ready] = (await once(sim, 'message')) as [{ type: string; tcpPort: number }];
       assert.equal(ready.type, 'ready');
       fakeBin = await mkdtemp(join(tmpdir(), 'cd-partition-bin-'));
       await cp(join(REPO, 'bench/sim/fake-bin'), fakeBin, { recursive: true });
@@ -221,7 +221,7 @@ void describe(
       sshd = await startSshd({
         usernames: USERS,
         extraConfig: [
-          `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${ready.controlPort}`,
+          `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${ready.tcpPort}`,
         ],
       });
       sshFwd = await startTcpForwarder(data.hostAddress, { host: '127.0.0.1', port: sshd.port });
@@ -245,9 +245,9 @@ void describe(
         // exactly (a /32 overrides the own-address refusal).
         INSTANCE_ALLOWED_CIDRS: `${data.hostAddress}/32`,
         DESKTOP_TRANSPORT: 'unix',
-        // Far from the displays the real-Xvnc tests and the benchmark use.
-        VNC_DISPLAY_MIN: '4700',
-        VNC_DISPLAY_MAX: '4740',
+        // Far from the displays the real-Xvnc tests (:1–:10) and the benchmark (1000–30000) use.
+        VNC_DISPLAY_MIN: '40100',
+        VNC_DISPLAY_MAX: '40140',
         WS_MAX_CONNECTS_PER_MINUTE: '1000',
         REDIS_RETRY_MS: String(RETRY_MS),
         DATABASE_RETRY_MS: String(RETRY_MS),
