@@ -201,6 +201,7 @@ test('Redis: one server, through Sentinel, or a Cluster; TLS with a CA file; bad
         REDIS_SENTINELS: 's1:26379, s2, [::1]:26380',
         REDIS_SENTINEL_NAME: 'mymaster',
         REDIS_SENTINEL_PASSWORD: 'sp',
+        REDIS_SENTINEL_NAT_MAP: '10.0.0.5:6379=127.0.0.1:16379, [fd00::1]:26379=gw-nat:1',
         REDIS_PASSWORD: 'dp',
       }).redis,
       {
@@ -212,6 +213,10 @@ test('Redis: one server, through Sentinel, or a Cluster; TLS with a CA file; bad
         ],
         name: 'mymaster',
         sentinelPassword: 'sp',
+        natMap: {
+          '10.0.0.5:6379': { host: '127.0.0.1', port: 16379 },
+          'fd00::1:26379': { host: 'gw-nat', port: 1 },
+        },
         username: null,
         password: 'dp',
         tls: null,
@@ -246,6 +251,11 @@ test('Redis: one server, through Sentinel, or a Cluster; TLS with a CA file; bad
     );
     assert.match(problems({ REDIS_SENTINELS: 's1:26379' }), /needs REDIS_SENTINEL_NAME/);
     assert.match(problems({ REDIS_SENTINEL_NAME: 'm' }), /need REDIS_SENTINELS/);
+    assert.match(problems({ REDIS_SENTINEL_NAT_MAP: 'a:1=b:2' }), /need REDIS_SENTINELS/);
+    assert.match(
+      problems({ REDIS_SENTINELS: 's1', REDIS_SENTINEL_NAME: 'm', REDIS_SENTINEL_NAT_MAP: 'a:1=b' }),
+      /REDIS_SENTINEL_NAT_MAP: "a:1=b" must be host:port=host:port/,
+    );
     assert.match(problems({ REDIS_CLUSTER_NODES: 'n1:99999' }), /must be host:port/);
     assert.match(problems({ REDIS_CLUSTER_NODES: 'redis://n1:1,rediss://n2:2' }), /one scheme/);
     assert.match(

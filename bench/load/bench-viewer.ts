@@ -36,6 +36,8 @@ export interface BarrierResult {
 export interface ViewerEvents {
   onFirstUpdate(): void;
   onEcho(rttMs: number): void;
+  /** Every echo's sequence number as it arrives, known or not (the soak checks they come in order). */
+  onEchoSeq?(seq: number): void;
   onBarrier(r: BarrierResult): void;
   onProtocolError(reason: string): void;
 }
@@ -210,6 +212,7 @@ export class BenchViewer {
   private marker(b: Buffer): void {
     const seq = b.readUInt32LE(0);
     if (this.rectH === 1) {
+      this.events.onEchoSeq?.(seq);
       const sentAt = this.outstanding.get(seq);
       if (sentAt !== undefined) {
         this.outstanding.delete(seq);

@@ -28,6 +28,8 @@ export type RedisSettings =
       sentinels: RedisEndpoint[];
       name: string;
       sentinelPassword: string | null;
+      /** REDIS_SENTINEL_NAT_MAP: an address the sentinels announce → the address this gateway reaches it at. */
+      natMap?: Record<string, RedisEndpoint>;
       username: string | null;
       password: string | null;
       tls: RedisTls | null;
@@ -583,6 +585,30 @@ function parseEndpoints(
   return { endpoints, tls: schemes.has('rediss') };
 }
 
+/**
+ * REDIS_SENTINEL_NAT_MAP=`host:port=host:port,…`: the addresses the sentinels announce (of themselves and
+ * of the data servers), each mapped to the address this gateway reaches it at (NAT, port forwarding).
+ */
+function parseNatMap(r: Reader): Record<string, RedisEndpoint> {
+  const map: Record<string, RedisEndpoint> = {};
+  const endpoint = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+  for (const entry of r.list('REDIS_SENTINEL_NAT_MAP')) {
+    const [from, to, ...rest] = entry.split('=');
+    const f = endpoint.exec(from ?? '');
+    const t = endpoint.exec(to ?? '');
+    const ok = (m: RegExpExecArray | null) => m !== null && Number(m[2]) >= 1 && Number(m[2]) <= 65535;
+    if (rest.length > 0 || !ok(f) || !ok(t)) {
+      r.problems.push(`REDIS_SENTINEL_NAT_MAP: "${entry}" must be host:port=host:port`);
+      continue;
+    }
+    map[`${f![1]!.replace(/^\[(.*)\]$/, '$1')}:${f![2]}`] = {
+      host: t![1]!.replace(/^\[(.*)\]$/, '$1'),
+      port: Number(t![2]),
+    };
+  }
+  return map;
+}
+
 function readCaFile(r: Reader): string | null {
   const file = r.optional('REDIS_TLS_CA_FILE');
   if (file === null) return null;
@@ -642,13 +668,18 @@ function parseRedis(r: Reader): RedisSettings | null {
       sentinels: endpoints,
       name: name ?? '',
       sentinelPassword: r.optional('REDIS_SENTINEL_PASSWORD'),
+      natMap: parseNatMap(r),
       username,
       password,
       tls: tls ? { ca } : null,
     };
   }
-  if (r.optional('REDIS_SENTINEL_NAME') !== null || r.optional('REDIS_SENTINEL_PASSWORD') !== null) {
-    r.problems.push('REDIS_SENTINEL_NAME/REDIS_SENTINEL_PASSWORD need REDIS_SENTINELS');
+  if (
+    r.optional('REDIS_SENTINEL_NAME') !== null ||
+    r.optional('REDIS_SENTINEL_PASSWORD') !== null ||
+    r.optional('REDIS_SENTINEL_NAT_MAP') !== null
+  ) {
+    r.problems.push('REDIS_SENTINEL_NAME/REDIS_SENTINEL_PASSWORD/REDIS_SENTINEL_NAT_MAP need REDIS_SENTINELS');
   }
   if (clusterNodes !== null) {
     const { endpoints, tls } = parseEndpoints(r, 'REDIS_CLUSTER_NODES', 6379);

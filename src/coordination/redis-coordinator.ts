@@ -444,6 +444,7 @@ export class RedisCoordinator implements Coordinator {
         name: c.name,
         role: 'master',
         ...(c.sentinelPassword !== null ? { sentinelPassword: c.sentinelPassword } : {}),
+        ...(c.natMap && Object.keys(c.natMap).length > 0 ? { natMap: c.natMap } : {}),
         ...(c.username !== null ? { username: c.username } : {}),
         ...(c.password !== null ? { password: c.password } : {}),
         ...(c.tls
