@@ -132,7 +132,7 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
       usernames: [o.sshUser],
       maxStartups: BENCH_MAX_STARTUPS,
       extraConfig: [
-        `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.controlPort} ${marker}`,
+        `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.tcpPort} ${marker}`,
       ],
     });
     stops.push(() => sshd.stop());
@@ -165,9 +165,9 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
         WS_MAX_CONNECTS_PER_MINUTE: '1000000',
         AUTH_MAX_ATTEMPTS_PER_IP: '10000000',
         AUTH_MAX_FAILURES_PER_IP: '1000000',
-        // Far from the test suite's :1–:10 (the top of the benchmark's 1000–5000).
-        VNC_DISPLAY_MIN: '4001',
-        VNC_DISPLAY_MAX: '5000',
+        // Apart from the test suite (:1–:10, 40100–40140) and the benchmark (1000–30000).
+        VNC_DISPLAY_MIN: '31001',
+        VNC_DISPLAY_MAX: '32000',
         DESKTOP_TRANSPORT: 'unix',
       };
       o.log(`starting gateway gw${i}`);

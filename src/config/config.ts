@@ -679,7 +679,9 @@ function parseRedis(r: Reader): RedisSettings | null {
     r.optional('REDIS_SENTINEL_PASSWORD') !== null ||
     r.optional('REDIS_SENTINEL_NAT_MAP') !== null
   ) {
-    r.problems.push('REDIS_SENTINEL_NAME/REDIS_SENTINEL_PASSWORD/REDIS_SENTINEL_NAT_MAP need REDIS_SENTINELS');
+    r.problems.push(
+      'REDIS_SENTINEL_NAME/REDIS_SENTINEL_PASSWORD/REDIS_SENTINEL_NAT_MAP need REDIS_SENTINELS',
+    );
   }
   if (clusterNodes !== null) {
     const { endpoints, tls } = parseEndpoints(r, 'REDIS_CLUSTER_NODES', 6379);
