@@ -49,6 +49,8 @@ class GatewayProcess {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: process.env.HOME ?? '/root',
       LANG: process.env.LANG ?? 'C.UTF-8',
+      // Raw test frames would crawl under the shipped 1.5 Mbit/s budget.
+      SESSION_MAX_KBPS: '0',
       ...this.env,
     };
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { DEFAULT_SESSION_MAX_KBPS } from '../../src/config/config.js';
 import { startGatewayProcess, type GatewayProcess } from '../../test/helpers/gateway-process.js';
 import { freePort } from '../../test/helpers/free-port.js';
 import { onCleanup } from '../lib/process-registry.js';
@@ -122,6 +123,8 @@ export async function runSetting(setting: BandwidthSetting, ctx: RunContext): Pr
       VNC_DISPLAY_MAX: String(DISPLAY_MAX),
       ...(ctx.options.byteSource === 'usage-api' ? { ACTIVITY_FLUSH_MS: String(USAGE_FLUSH_MS) } : {}),
     };
+    // The gateway as shipped unless the setting says otherwise (the test fixture turns the budget off).
+    env.SESSION_MAX_KBPS = String(DEFAULT_SESSION_MAX_KBPS);
     for (const k of knobs) if (k.known) env[k.name] = k.value;
     const gw = await startGatewayProcess({ env });
     gateway = gw;

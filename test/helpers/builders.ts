@@ -23,6 +23,8 @@ export function testConfig(env: Record<string, string> = {}): {
     DATA_DIR: dataDir,
     INSTANCE_ALLOWED_CIDRS: '127.0.0.0/8',
     LOG_LEVEL: 'silent',
+    // Raw test frames would crawl under the shipped budget; a test about the budget sets it.
+    SESSION_MAX_KBPS: '0',
     ...TEST_SECRETS,
     ...env,
   });

@@ -12,6 +12,9 @@ import { AppError } from '../../src/errors/errors.js';
 import { ManualClock, systemClock } from '../../src/lib/clock.js';
 import { createLogger } from '../../src/observability/logger.js';
 
+/** A lease of a node that died: it lapses by itself. */
+const DEAD_LEASE_MS = 3_000;
+
 const logger = createLogger({ level: 'silent' });
 
 export interface Harness {
@@ -316,8 +319,10 @@ export function contractSuite(
       const s = `cap-${randomBytes(3).toString('hex')}`;
       const lease = (viewerId: string, node: number) => ({ sessionId: s, viewerId, nodeId: `n${node}` });
       // The owner's viewer (not capped) holds one of three places; a dead node's guest a second, briefly.
+      // Against a real Redis the lease lapses in real time: it must outlive the concurrent adds below on
+      // a loaded machine (300 ms did not, in a full-suite run at load 20).
       await nodes[0]!.putViewer(lease('owner', 0), 60_000);
-      assert.equal(await nodes[1]!.addViewerWithin(lease('dead', 1), 300, 3), true);
+      assert.equal(await nodes[1]!.addViewerWithin(lease('dead', 1), DEAD_LEASE_MS, 3), true);
       // Twelve guests at one instant, three on each node: exactly one gets the last place.
       const results = await Promise.all(
         Array.from({ length: 12 }, (_, i) => nodes[i % 4]!.addViewerWithin(lease(`g${i}`, i % 4), 60_000, 3)),
@@ -329,7 +334,7 @@ export function contractSuite(
       assert.equal(await nodes[3]!.addViewerWithin(lease(winner, 0), 60_000, 3), true);
       assert.equal(await nodes[3]!.addViewerWithin(lease('late', 3), 60_000, 3), false);
       // A dead node's lease lapses and gives its place back.
-      await h.advance(400);
+      await h.advance(DEAD_LEASE_MS + 100);
       const again = await Promise.all(
         Array.from({ length: 6 }, (_, i) => nodes[i % 4]!.addViewerWithin(lease(`h${i}`, i % 4), 60_000, 3)),
       );
