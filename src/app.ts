@@ -19,6 +19,7 @@ import { createCoordinator } from './coordination/create-coordinator.js';
 import { RedisCoordinator } from './coordination/redis-coordinator.js';
 import { createRateLimits, enforceApiRateLimit, type RateLimits } from './coordination/rate-limits.js';
 import { Metrics, exposeMetrics, registerHttpMetrics, type MetricsServer } from './observability/metrics.js';
+import { LongTaskMonitor, summarizeLongTasks } from './observability/long-tasks.js';
 import { AuthService } from './auth/auth.service.js';
 import { registerAuthRoutes } from './auth/auth.routes.js';
 import { OidcClient, type OidcProviderPort } from './identity/oidc-client.js';
@@ -441,6 +442,28 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     host: config.http.host,
   });
 
+  // Opt-in: the loop profiling itself in 10 s windows, long tasks counted and the window's worst logged.
+  const longTaskMonitor =
+    config.loopLongTaskMs > 0
+      ? new LongTaskMonitor({
+          overMs: config.loopLongTaskMs,
+          windowMs: 10_000,
+          onWindow: (tasks) => {
+            metrics.longTasks(tasks);
+            if (tasks.length > 0)
+              logger.info(
+                {
+                  role: metrics.role,
+                  overMs: config.loopLongTaskMs,
+                  longTasks: summarizeLongTasks(tasks).slice(0, 5),
+                },
+                'event loop long tasks',
+              );
+          },
+          onError: (err) => logger.warn({ err }, 'long-task attribution failed'),
+        })
+      : null;
+
   let timersStarted = false;
   return {
     app,
@@ -466,6 +489,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     start() {
       if (timersStarted) return;
       timersStarted = true;
+      longTaskMonitor?.start();
       vnc.start();
       activity.start(config.sessions.activityFlushMs);
       audit.start(config.sessions.activityFlushMs);
@@ -487,6 +511,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       await audit.stop();
       await sshPool.close();
       await metricsServer?.close();
+      longTaskMonitor?.stop();
       metrics.close();
       await coordinator.close();
       await store.close();

@@ -154,12 +154,33 @@ void describe('Metrics', () => {
     assert.equal(sample(text, 'clouddesk_event_loop_lag_seconds', { stat: 'p99' }), 0, 'clamped at 0');
     assert.equal(sample(text, 'clouddesk_event_loop_lag_seconds', { stat: 'max' }), 0.027);
     assert.match(text, /# HELP clouddesk_event_loop_lag_seconds .*beyond .*10 ms/);
+    // The same reading under the per-role name (one process = one `gateway` loop by default).
+    assert.equal(sample(text, 'clouddesk_event_loop_delay_seconds', { role: 'gateway', stat: 'max' }), 0.027);
+    assert.equal(sample(text, 'clouddesk_event_loop_delay_seconds', { role: 'gateway', stat: 'p99' }), 0);
     assert.equal(resets, 1, 'each scrape covers the time since the previous one');
 
     samples.p99 = 110_000_000;
     text = await m.render();
     assert.equal(sample(text, 'clouddesk_event_loop_lag_seconds', { stat: 'p99' }), 0.1);
+    assert.equal(sample(text, 'clouddesk_event_loop_delay_seconds', { role: 'gateway', stat: 'p99' }), 0.1);
     assert.equal(resets, 2);
+  });
+
+  void it('labels the loop with its role, and counts long tasks by kind', async () => {
+    const m = new Metrics({ worker: '0', node: 'n', processMetrics: false, role: 'relay' });
+    after(() => m.close());
+    m.longTasks([
+      { kind: 'sqlite', ms: 40 },
+      { kind: 'sqlite', ms: 60 },
+      { kind: 'json', ms: 25 },
+    ]);
+    const text = await m.render();
+    assert.equal(sample(text, 'clouddesk_event_loop_long_tasks_total', { role: 'relay', kind: 'sqlite' }), 2);
+    assert.equal(
+      sample(text, 'clouddesk_event_loop_long_task_seconds_total', { role: 'relay', kind: 'sqlite' }),
+      0.1,
+    );
+    assert.equal(sample(text, 'clouddesk_event_loop_long_tasks_total', { role: 'relay', kind: 'json' }), 1);
   });
 });
 

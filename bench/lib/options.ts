@@ -34,6 +34,10 @@ export interface BenchOptions {
   setupTimeoutSeconds: number;
   seed: number;
   gatewayEnv: Record<string, string>;
+  /** Control-plane load during the hold (--mixed): sign-ins and connects per second; null = none. */
+  mixed: { loginsPerSecond: number; connectsPerSecond: number } | null;
+  /** With --cpu-prof: event-loop stretches longer than this are listed as long tasks. */
+  longTaskMs: number;
   help: boolean;
 }
 
@@ -61,6 +65,11 @@ export const usage = `npm run bench -- [options]
   --find-max-secs S     time bound for --find-max                                    (default 1800)
   --cpu-prof            run the gateway with --cpu-prof (profiles in the results folder)
   --gateway-env K=V     extra gateway environment (repeatable)
+  --mixed               during the hold, also 20 sign-ins/s and 5 connects/s (each connect
+                        disconnected at once) from a process of their own
+  --mixed-rates L,C     sign-ins and connects per second for --mixed                  (default 20,5)
+  --long-task-ms MS     with --cpu-prof: list the gateway's event-loop stretches longer than
+                        this during the hold, by what they ran                       (default 10)
   --out DIR             results folder                                               (default bench/results)
   --label NAME          name of the result files                                     (default from the options)
   --setup-timeout S     give up on one user's setup after S seconds                  (default 60)
@@ -92,6 +101,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     setupTimeoutSeconds: 60,
     seed: 1,
     gatewayEnv: {},
+    mixed: null,
+    longTaskMs: 10,
     help: false,
   };
   const problems: string[] = [];
@@ -184,6 +195,20 @@ export function parseOptions(argv: string[]): BenchOptions {
         else o.gatewayEnv[v.slice(0, eq)] = v.slice(eq + 1);
         break;
       }
+      case '--mixed':
+        o.mixed ??= { loginsPerSecond: 20, connectsPerSecond: 5 };
+        break;
+      case '--mixed-rates': {
+        const [l, c] = (value() ?? '').split(',');
+        o.mixed = {
+          loginsPerSecond: num('--mixed-rates (sign-ins)', l, 0, 1000),
+          connectsPerSecond: num('--mixed-rates (connects)', c, 0, 1000),
+        };
+        break;
+      }
+      case '--long-task-ms':
+        o.longTaskMs = num(flag, value(), 1, 10_000);
+        break;
       case '--out':
         o.outDir = value() ?? o.outDir;
         break;

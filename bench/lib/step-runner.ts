@@ -3,8 +3,16 @@
 // The harness drives the load generators phase by phase (load-plan.ts) and samples the stack's
 // processes from /proc at the edges of the hold window, so CPU and memory are the stack's alone.
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import {
+  busyMs,
+  findLongTasks,
+  longTaskTimeByCategory,
+  summarizeLongTasks,
+  type CpuProfile,
+} from '../../src/observability/long-tasks.js';
+import type { ControlLoadCommand, ControlLoadReply, ControlLoadReport } from '../load/control-load.js';
 import { Histogram, type HistogramJson } from './histogram.js';
 import { cpuBetween, sampleGroup, type GroupSample, type ProcessGroup } from './proc-stats.js';
 import { stopChild } from './process-registry.js';
@@ -25,6 +33,7 @@ import { directStack } from '../stacks/direct-stack.js';
 import { diyStack } from '../stacks/diy-stack.js';
 import {
   benchDir,
+  repoDir,
   forkTs,
   nextMessage,
   startSimulator,
@@ -58,6 +67,13 @@ async function all<K extends WorkerReply['reply']>(
   for (const r of replies as WorkerReply[])
     if (r.reply === 'error') throw new Error(`load worker failed: ${r.message}`);
   return replies as Extract<WorkerReply, { reply: K }>[];
+}
+
+function isControlReply<K extends ControlLoadReply['reply']>(kind: K) {
+  return (m: unknown): m is Extract<ControlLoadReply, { reply: K | 'error' }> =>
+    typeof m === 'object' &&
+    m !== null &&
+    ((m as { reply?: string }).reply === kind || (m as { reply?: string }).reply === 'error');
 }
 
 function mergeCounts(into: ErrorCounts, from: ErrorCounts): void {
@@ -100,17 +116,71 @@ function peakRss(group: ProcessGroup): { stop(): number } {
   };
 }
 
+/** The hold window on the monotonic clock V8's CPU profiles use (µs), for the long-task analysis. */
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+
 export async function runStep(
   stackName: StackName,
   users: number,
   o: BenchOptions,
   log: Log,
 ): Promise<StepResult> {
+  const hold: Hold = { fromUs: 0, toUs: 0, profDir: null };
+  const result = await measureStep(stackName, users, o, log, hold);
+  // The gateway writes its profile as it exits, so it is read once the stack has stopped.
+  if (hold.profDir !== null) {
+    const dir = hold.profDir;
+    result.cpuProfiles = (await readdir(dir))
+      .filter((f) => f.endsWith('.cpuprofile'))
+      .map((f) => join(dir, f));
+    if (stackName === 'clouddesk') result.longTasks = await longTasksOf(result.cpuProfiles, o, hold);
+  }
+  return result;
+}
+
+interface Hold {
+  fromUs: number;
+  toUs: number;
+  profDir: string | null;
+}
+
+async function longTasksOf(files: string[], o: BenchOptions, hold: Hold): Promise<StepResult['longTasks']> {
+  const out: StepResult['longTasks'] = [];
+  for (const file of [...files].sort()) {
+    try {
+      const profile = JSON.parse(await readFile(file, 'utf8')) as CpuProfile;
+      const tasks = findLongTasks(profile, { overMs: o.longTaskMs, fromUs: hold.fromUs, toUs: hold.toUs });
+      const busy = busyMs(profile, hold.fromUs, hold.toUs);
+      if (busy === 0) continue; // a thread with nothing to do in the hold (tsx's loader thread)
+      out.push({
+        profile: relative(repoDir, file),
+        overMs: o.longTaskMs,
+        windowSeconds: (hold.toUs - hold.fromUs) / 1e6,
+        busySeconds: busy / 1000,
+        summary: summarizeLongTasks(tasks),
+        timeByCategoryMs: longTaskTimeByCategory(tasks),
+      });
+    } catch {
+      // a profile cut short (the process was killed): nothing to read
+    }
+  }
+  return out;
+}
+
+async function measureStep(
+  stackName: StackName,
+  users: number,
+  o: BenchOptions,
+  log: Log,
+  hold: Hold,
+): Promise<StepResult> {
   const notes: string[] = [];
   const sim = await startSimulator(o.profile, o.seed);
   let stack: RunningStack | null = null;
   const workers: ChildProcess[] = [];
+  let control: ChildProcess | null = null;
   const profDir = o.cpuProf ? resolve(o.outDir, 'profiles', `${stackName}-${users}-${Date.now()}`) : null;
+  hold.profDir = profDir;
   try {
     if (profDir) await mkdir(profDir, { recursive: true });
     switch (stackName) {
@@ -164,7 +234,34 @@ export async function runStep(
       echoIntervalMs: o.echoIntervalMs,
       setupTimeoutMs: o.setupTimeoutSeconds * 1000,
     }));
+    // --mixed: the control-plane load's own process and accounts, made before the measured part.
+    const target = stack.target;
+    const controlReady =
+      o.mixed && target.kind === 'clouddesk'
+        ? (async () => {
+            control = forkTs(`${benchDir}load/control-load.ts`, []);
+            const c = control;
+            const answer = nextMessage(c, isControlReply('prepare'), 600_000);
+            c.send({
+              cmd: 'prepare',
+              plan: {
+                baseUrl: target.baseUrl,
+                instances: target.instances,
+                desktopEnvironment: target.desktopEnvironment,
+                password: PASSWORD,
+                runId,
+                signInAccounts: 40,
+                connectAccounts: 40,
+              },
+            } satisfies ControlLoadCommand);
+            const r = await answer;
+            if (r.reply === 'error') throw new Error(`control load failed: ${r.message}`);
+            if (r.prepared < 80)
+              notes.push(`control load: only ${r.prepared} of 80 accounts could be prepared`);
+          })()
+        : Promise.resolve();
     const prepared = await all(workers, (i) => ({ cmd: 'prepare', plan: plans[i]! }), 'prepare', 600_000);
+    await controlReady;
     const preparedCount = prepared.reduce((a, r) => a + r.prepared, 0);
     if (preparedCount < users) notes.push(`only ${preparedCount} of ${users} users could be prepared`);
 
@@ -182,6 +279,13 @@ export async function runStep(
     const groups = { gateway: stack.gateway, sshd: stack.sshd, sim: sim.group };
     const loadGroup: ProcessGroup = { name: 'load', pids: () => workers.map((w) => w.pid ?? 0) };
     await all(workers, { cmd: 'window-start' }, 'window-start', 30_000);
+    if (control !== null && o.mixed) {
+      const c: ChildProcess = control;
+      const answer = nextMessage(c, isControlReply('start'), 30_000);
+      c.send({ cmd: 'start', ...o.mixed } satisfies ControlLoadCommand);
+      await answer;
+    }
+    hold.fromUs = monotonicUs();
     const a: Record<string, GroupSample | null> = {
       gateway: sampleGroup(groups.gateway),
       sshd: groups.sshd ? sampleGroup(groups.sshd) : null,
@@ -193,6 +297,7 @@ export async function runStep(
     const probe = stack.probeUrl ? probeLoop(stack.probeUrl, () => !holding) : null;
     await new Promise((r) => setTimeout(r, o.holdSeconds * 1000));
     holding = false;
+    hold.toUs = monotonicUs();
     const b: Record<string, GroupSample | null> = {
       gateway: sampleGroup(groups.gateway),
       sshd: groups.sshd ? sampleGroup(groups.sshd) : null,
@@ -200,6 +305,15 @@ export async function runStep(
       load: sampleGroup(loadGroup),
     };
     const windows = (await all(workers, { cmd: 'window-end' }, 'window-end', 30_000)).map((r) => r.report);
+    let controlPlane: ControlLoadReport | null = null;
+    if (control !== null) {
+      const c: ChildProcess = control;
+      const answer = nextMessage(c, isControlReply('stop'), 90_000);
+      c.send({ cmd: 'stop' } satisfies ControlLoadCommand);
+      const r = await answer;
+      if (r.reply === 'error') throw new Error(`control load failed: ${r.message}`);
+      if (r.reply === 'stop') controlPlane = r.report;
+    }
     const rssPeak = peak.stop();
     const metrics: GatewayMetrics | null = (await stack.gatewayMetrics?.()) ?? null;
     const probeHist = probe ? await probe : null;
@@ -367,11 +481,14 @@ export async function runStep(
           )
         : null,
       cpuProfiles: profiles_,
+      controlPlane,
+      longTasks: [],
       notes,
     };
     return result;
   } finally {
     for (const w of workers) await stopChild(w, 2_000);
+    if (control) await stopChild(control, 2_000);
     if (stack) await stack.stop();
     await sim.stop();
   }

@@ -1,6 +1,6 @@
 // The markdown form of a result: the machine, one row per step, CloudDesk ÷ peer ratios at equal load,
 // and the issue's targets with what was reached. Numbers only from the JSON beside it.
-import type { LatencySummary } from '../lib/histogram.js';
+import { Histogram, type LatencySummary } from '../lib/histogram.js';
 import type { BenchResult, StepResult } from './result.js';
 
 const KB = 1024;
@@ -270,9 +270,40 @@ export function renderMarkdown(result: BenchResult): string {
       extra.push(`simulator dropped ${s.simulator.updatesDropped} updates (viewer not draining)`);
     if (s.simulator.updatesLate)
       extra.push(`simulator skipped ${s.simulator.updatesLate} update slots (its own event loop ran late)`);
+    const cp = s.controlPlane;
+    if (cp) {
+      const rate = (k: string) => `${num((cp.started[k] ?? 0) / Math.max(cp.seconds, 1e-9), 1)}/s`;
+      extra.push(
+        `control-plane load (--mixed) over ${num(cp.seconds, 0)} s: sign-ins ${rate('login')} (${cp.ok.login ?? 0} ok), ` +
+          `connects ${rate('connect')} (${cp.ok.connect ?? 0} ok, ${cp.ok.disconnect ?? 0} disconnected), ${cp.skipped} skipped; ` +
+          `p50/p95/p99 ms: ${Object.entries(cp.ms)
+            .map(([k, h]) => `${k} ${trio(Histogram.from(h).summary())}`)
+            .join('; ')}` +
+          (Object.keys(cp.errors).length > 0 ? `; errors ${JSON.stringify(cp.errors)}` : ''),
+      );
+    }
     for (const n of s.notes) extra.push(n);
     if (s.cpuProfiles.length > 0) extra.push(`CPU profiles: ${s.cpuProfiles.join(', ')}`);
     lines.push(`- **${STACK[s.stack] ?? s.stack}, ${s.users} users**`, ...extra.map((e) => `  - ${e}`));
+    for (const lt of s.longTasks) {
+      lines.push(
+        '',
+        `  Event-loop long tasks (> ${lt.overMs} ms) during the ${num(lt.windowSeconds, 0)} s hold, \`${lt.profile}\` (busy ${num(lt.busySeconds, 1)} s of it):`,
+        '',
+        '  | what it spent most time in | how often | p50 ms | p99 ms | max ms | total ms | most often in |',
+        '  |---|---:|---:|---:|---:|---:|---|',
+        ...lt.summary.map(
+          (x) =>
+            `  | ${x.kind} | ${x.count} | ${num(x.p50Ms, 1)} | ${num(x.p99Ms, 1)} | ${num(x.maxMs, 1)} | ${num(x.totalMs, 0)} | \`${x.topWhere}\` |`,
+        ),
+        '',
+        `  Time inside those tasks by category: ${lt.timeByCategoryMs
+          .slice(0, 12)
+          .map(([k, v]) => `${k} ${num(v, 0)} ms`)
+          .join(', ')}.`,
+        '',
+      );
+    }
   }
   lines.push('');
   return lines.join('\n');

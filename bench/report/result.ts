@@ -2,6 +2,8 @@
 import type { LatencySummary } from '../lib/histogram.js';
 import type { BarrierReport, ErrorCounts } from '../load/load-plan.js';
 import type { StackName } from '../stacks/stack.js';
+import type { ControlLoadReport } from '../load/control-load.js';
+import type { LongTaskSummary } from '../../src/observability/long-tasks.js';
 
 export interface MachineFacts {
   cpuModel: string;
@@ -91,6 +93,20 @@ export interface StepResult {
   simulator: Record<string, number>;
   gatewayCounters: Record<string, number> | null;
   cpuProfiles: string[];
+  /** --mixed: what the control-plane load did during the hold. */
+  controlPlane: ControlLoadReport | null;
+  /**
+   * --cpu-prof: the gateway's event-loop long tasks during the hold, by kind (one list per profiled
+   * thread, main thread first), from observability/long-tasks.ts.
+   */
+  longTasks: {
+    profile: string;
+    overMs: number;
+    windowSeconds: number;
+    busySeconds: number;
+    summary: LongTaskSummary[];
+    timeByCategoryMs: [string, number][];
+  }[];
   notes: string[];
 }
 

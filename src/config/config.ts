@@ -204,6 +204,8 @@ export interface Config {
   };
   metrics: { token: string | null; port: number | null };
   log: { level: string };
+  /** LOOP_LONG_TASK_MS: attribute event-loop stretches longer than this (0 = off; observability/long-tasks.ts). */
+  loopLongTaskMs: number;
   shutdown: { timeoutMs: number };
   cluster: { workers: number; nodeId: string };
 }
@@ -544,6 +546,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
     log: {
       level: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     },
+    loopLongTaskMs: r.int('LOOP_LONG_TASK_MS', 0, 0, 60_000),
     shutdown: { timeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000) },
     cluster: {
       workers: r.int('WORKERS', 1, 0, 256),

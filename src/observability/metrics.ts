@@ -42,6 +42,11 @@ export interface MetricsOptions {
   worker: string;
   /** Node label: the gateway's node id (config.cluster.nodeId). */
   node: string;
+  /**
+   * What this process's event loop serves, the `role` label of the loop metrics: `gateway` (HTTP, the
+   * API and the relay on one loop, the default).
+   */
+  role?: string;
   sources?: MetricsSources;
   /** Default process metrics (heap, RSS, CPU, event loop); on unless turned off. */
   processMetrics?: boolean;
@@ -92,6 +97,9 @@ export class Metrics {
   private readonly viewerBandwidth: Histogram;
   private readonly startRejections: Counter<'reason'>;
   private readonly desktopStops: Counter<'outcome'>;
+  private readonly longTaskCount: Counter<'role' | 'kind'>;
+  private readonly longTaskSeconds: Counter<'role' | 'kind'>;
+  readonly role: string;
 
   constructor(options: MetricsOptions) {
     this.sources = options.sources ?? {};
@@ -174,23 +182,58 @@ export class Metrics {
       (s) => s.desktopStopsPending?.(),
     );
 
-    // Event-loop lag over the last scrape interval (reset after each scrape), in seconds.
+    // Event-loop lag over the last scrape interval (reset after each scrape), in seconds. Two names for
+    // one reading: `clouddesk_event_loop_lag_seconds{stat}` (the alert rules' and the bench's) and
+    // `clouddesk_event_loop_delay_seconds{role,stat}`, which says whose loop it is (issue 9: the relay's
+    // own delay is the target). One scrape reads the histogram once: prom-client collects in
+    // registration order, so the delay gauge takes the snapshot and resets, the lag gauge reuses it.
+    this.role = options.role ?? 'gateway';
+    const role = this.role;
     this.loopDelay = options.loopDelay ?? monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
     this.loopDelay.enable();
     const loop = this.loopDelay;
+    let snapshot: { p50: number; p99: number; max: number } | null = null;
+    new Gauge({
+      name: 'clouddesk_event_loop_delay_seconds',
+      help: `Event-loop delay of this process's loop since the previous scrape, beyond the monitor's ${LOOP_DELAY_RESOLUTION_MS} ms sampling interval, by the role the loop serves`,
+      labelNames: ['role', 'stat'] as const,
+      registers: register,
+      collect() {
+        snapshot =
+          loop.count > 0
+            ? {
+                p50: lagBeyondResolution(loop.percentile(50)),
+                p99: lagBeyondResolution(loop.percentile(99)),
+                max: lagBeyondResolution(loop.max),
+              }
+            : null;
+        loop.reset();
+        if (snapshot === null) return;
+        for (const stat of ['p50', 'p99', 'max'] as const) this.set({ role, stat }, snapshot[stat]);
+      },
+    });
     new Gauge({
       name: 'clouddesk_event_loop_lag_seconds',
       help: `Event-loop delay since the previous scrape, beyond the monitor's ${LOOP_DELAY_RESOLUTION_MS} ms sampling interval (an idle loop reads ~0)`,
       labelNames: ['stat'] as const,
       registers: register,
       collect() {
-        if (loop.count > 0) {
-          this.set({ stat: 'p50' }, lagBeyondResolution(loop.percentile(50)));
-          this.set({ stat: 'p99' }, lagBeyondResolution(loop.percentile(99)));
-          this.set({ stat: 'max' }, lagBeyondResolution(loop.max));
-        }
-        loop.reset();
+        if (snapshot === null) return;
+        for (const stat of ['p50', 'p99', 'max'] as const) this.set({ stat }, snapshot[stat]);
       },
+    });
+    // Filled only while the long-task attribution runs (LOOP_LONG_TASK_MS; observability/long-tasks.ts).
+    this.longTaskCount = new Counter({
+      name: 'clouddesk_event_loop_long_tasks_total',
+      help: 'Stretches in which the event loop ran without a break for longer than LOOP_LONG_TASK_MS, by what they spent most time in',
+      labelNames: ['role', 'kind'] as const,
+      registers: register,
+    });
+    this.longTaskSeconds = new Counter({
+      name: 'clouddesk_event_loop_long_task_seconds_total',
+      help: 'Time the event loop spent in those long tasks, by what they spent most time in',
+      labelNames: ['role', 'kind'] as const,
+      registers: register,
     });
 
     this.setupDuration = new Histogram({
@@ -302,6 +345,14 @@ export class Metrics {
 
   desktopStop(outcome: string): void {
     this.desktopStops.inc({ outcome });
+  }
+
+  /** Long tasks found in one profiled window (observability/long-tasks.ts). */
+  longTasks(tasks: readonly { kind: string; ms: number }[]): void {
+    for (const t of tasks) {
+      this.longTaskCount.inc({ role: this.role, kind: t.kind });
+      this.longTaskSeconds.inc({ role: this.role, kind: t.kind }, t.ms / 1000);
+    }
   }
 
   rateLimited(limit: string): void {
