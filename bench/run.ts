@@ -8,6 +8,7 @@ import { join, relative, resolve } from 'node:path';
 import { checkOpenFiles, checkPidRoom, raiseOpenFileLimit } from './lib/limits.js';
 import { machineFacts } from './lib/machine.js';
 import { parseOptions, usage, type BenchOptions } from './lib/options.js';
+import { checkPinnable, pinHarness, pinPostgres } from './lib/pinning.js';
 import { stopEverything } from './lib/process-registry.js';
 import { runStep } from './lib/step-runner.js';
 import { renderMarkdown, stepTable } from './report/markdown-report.js';
@@ -46,7 +47,7 @@ function labelOf(o: BenchOptions): string {
   if (o.label) return o.label;
   const stacks = o.stacks.length === 3 ? 'compare' : o.stacks.join('+');
   const users = o.findMax ? `findmax${o.users[0]}-${o.maxUsers}` : o.users.join('+');
-  return `${o.profile}-${users}-${stacks}${o.workers > 1 ? `-w${o.workers}` : ''}${o.store === 'postgres' ? '-pg' : ''}${o.redis ? '-redis' : ''}`;
+  return `${o.profile}-${users}-${stacks}${o.pin ? '-pinned' : ''}${o.workers > 1 ? `-w${o.workers}` : ''}${o.store === 'postgres' ? '-pg' : ''}${o.redis ? '-redis' : ''}`;
 }
 
 async function main(): Promise<void> {
@@ -73,6 +74,16 @@ async function main(): Promise<void> {
   o.outDir = resolve(repoDir, o.outDir);
   await mkdir(o.outDir, { recursive: true });
   const label = labelOf(o);
+  if (o.pin) {
+    // Before anything is started: every child inherits the harness's CPU, the gateway alone gets its own.
+    checkPinnable(o.pin);
+    pinHarness(o.pin);
+    const moved = o.store === 'postgres' ? pinPostgres(o.pin) : 0;
+    log(
+      `bench: pinned: gateway on CPU ${o.pin.gatewayCpu}, everything else on CPU ${o.pin.restCpu}` +
+        (moved > 0 ? ` (${moved} PostgreSQL processes moved there for the run)` : ''),
+    );
+  }
   const startedAt = new Date().toISOString();
   log(`bench ${label}: reading machine facts…`);
   const machine = await machineFacts();

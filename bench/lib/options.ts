@@ -29,6 +29,10 @@ export interface BenchOptions {
   maxUsers: number;
   findMaxSeconds: number;
   cpuProf: boolean;
+  /** `--pin`: the gateway on one CPU, everything else on another (lib/pinning.ts). */
+  pin: { gatewayCpu: number; restCpu: number } | null;
+  /** `--load-cpu-prof`: run the load generators with --cpu-prof (profiles beside the gateway's). */
+  loadCpuProf: boolean;
   outDir: string;
   label: string | null;
   setupTimeoutSeconds: number;
@@ -64,6 +68,10 @@ export const usage = `npm run bench -- [options]
   --max-users N         upper bound for --find-max                                   (default 3000)
   --find-max-secs S     time bound for --find-max                                    (default 1800)
   --cpu-prof            run the gateway with --cpu-prof (profiles in the results folder)
+  --load-cpu-prof       run the load generators with --cpu-prof (same folder)
+  --pin [G,R]           the gateway (and the peer standing where it stands) on CPU G,
+                        everything else (sshd, desktops, simulator, load generators,
+                        redis, PostgreSQL) on CPU R, with taskset; reports each core's use (default 0,1)
   --gateway-env K=V     extra gateway environment (repeatable)
   --mixed               during the hold, also 20 sign-ins/s and 5 connects/s (each connect
                         disconnected at once) from a process of their own
@@ -96,6 +104,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     maxUsers: 3000,
     findMaxSeconds: 1800,
     cpuProf: false,
+    pin: null,
+    loadCpuProf: false,
     outDir: 'bench/results',
     label: null,
     setupTimeoutSeconds: 60,
@@ -188,6 +198,25 @@ export function parseOptions(argv: string[]): BenchOptions {
       case '--cpu-prof':
         o.cpuProf = true;
         break;
+      case '--load-cpu-prof':
+        o.loadCpuProf = true;
+        break;
+      case '--pin': {
+        // The CPUs are optional: `--pin` alone is `--pin 0,1`.
+        const v = argv[i + 1];
+        if (v !== undefined && /^\d+,\d+$/.test(v)) {
+          i++;
+          const [g, r] = v.split(',').map(Number) as [number, number];
+          if (g === r) problems.push(`--pin needs two different CPUs (got ${v})`);
+          o.pin = { gatewayCpu: g, restCpu: r };
+        } else if (v !== undefined && !v.startsWith('--')) {
+          problems.push(`--pin takes GATEWAY_CPU,REST_CPU such as 0,1 (got ${v})`);
+          i++;
+        } else {
+          o.pin = { gatewayCpu: 0, restCpu: 1 };
+        }
+        break;
+      }
       case '--gateway-env': {
         const v = value() ?? '';
         const eq = v.indexOf('=');

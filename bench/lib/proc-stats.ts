@@ -3,7 +3,7 @@
 // set (clock ticks → seconds); a process that exits inside a window takes its last ticks with it, which
 // is why stacks are measured while their sessions are held open.
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 
 let clockTicks: number | null = null;
 
@@ -81,6 +81,26 @@ export function descendantsOf(root: number): number[] {
     for (const child of children.get(queue.shift()!) ?? []) {
       out.push(child);
       queue.push(child);
+    }
+  }
+  return out;
+}
+
+/**
+ * PIDs of the processes owned by one of `uids` whose environment holds `envEntry` (KEY=VALUE), except
+ * those whose name is in `exceptComm`.
+ */
+export function processesOfUsers(uids: number[], envEntry: string, exceptComm: string[] = []): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (!uids.includes(statSync(`/proc/${name}`).uid)) continue;
+      if (exceptComm.includes(readFileSync(`/proc/${name}/comm`, 'latin1').trim())) continue;
+      if (!readFileSync(`/proc/${name}/environ`, 'latin1').split('\0').includes(envEntry)) continue;
+      out.push(Number(name));
+    } catch {
+      // gone while we looked
     }
   }
   return out;

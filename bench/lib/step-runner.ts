@@ -14,6 +14,7 @@ import {
 } from '../../src/observability/long-tasks.js';
 import type { ControlLoadCommand, ControlLoadReply, ControlLoadReport } from '../load/control-load.js';
 import { Histogram, type HistogramJson } from './histogram.js';
+import { affinityOf, coreUseBetween, readTicks } from './pinning.js';
 import { cpuBetween, sampleGroup, type GroupSample, type ProcessGroup } from './proc-stats.js';
 import { stopChild } from './process-registry.js';
 import type { BenchOptions } from './options.js';
@@ -188,7 +189,7 @@ async function measureStep(
         stack = directStack(sim);
         break;
       case 'diy':
-        stack = await diyStack(sim);
+        stack = await diyStack(sim, o.pin);
         break;
       case 'clouddesk':
         stack = await clouddeskStack(sim, {
@@ -202,6 +203,7 @@ async function measureStep(
             ...(o.sessionsPerAccount > 5 ? { MAX_SESSIONS_PER_USER: String(o.sessionsPerAccount) } : {}),
             ...o.gatewayEnv,
           },
+          pin: o.pin,
         });
         break;
     }
@@ -218,7 +220,18 @@ async function measureStep(
       );
     const stallEvery = o.stall > 0 ? users / Math.min(o.stall, users) : 0;
     const runId = Date.now().toString(36);
-    for (let w = 0; w < n; w++) workers.push(forkTs(`${benchDir}load/load-worker.ts`, []));
+    const loadProf = o.loadCpuProf
+      ? resolve(o.outDir, 'profiles', `load-${stackName}-${users}-${Date.now()}`)
+      : null;
+    if (loadProf) await mkdir(loadProf, { recursive: true });
+    for (let w = 0; w < n; w++)
+      workers.push(
+        forkTs(
+          `${benchDir}load/load-worker.ts`,
+          [],
+          loadProf ? ['--cpu-prof', `--cpu-prof-dir=${loadProf}`] : [],
+        ),
+      );
     const plans: WorkerPlan[] = workers.map((_, w) => ({
       target: stack!.target,
       users: Array.from({ length: users }, (_, i) => i)
@@ -278,6 +291,8 @@ async function measureStep(
     await stack.gatewayMetrics?.(); // resets the gateway's per-scrape event-loop figures
     const groups = { gateway: stack.gateway, sshd: stack.sshd, sim: sim.group };
     const loadGroup: ProcessGroup = { name: 'load', pids: () => workers.map((w) => w.pid ?? 0) };
+    const harnessGroup: ProcessGroup = { name: 'harness', pids: () => [process.pid] };
+    const desktops = stack.desktops ?? null;
     await all(workers, { cmd: 'window-start' }, 'window-start', 30_000);
     if (control !== null && o.mixed) {
       const c: ChildProcess = control;
@@ -286,11 +301,14 @@ async function measureStep(
       await answer;
     }
     hold.fromUs = monotonicUs();
+    const ticksA = readTicks();
     const a: Record<string, GroupSample | null> = {
       gateway: sampleGroup(groups.gateway),
       sshd: groups.sshd ? sampleGroup(groups.sshd) : null,
       sim: sampleGroup(groups.sim),
       load: sampleGroup(loadGroup),
+      desktops: desktops ? sampleGroup(desktops) : null,
+      harness: sampleGroup(harnessGroup),
     };
     const peak = peakRss(stack.gateway);
     let holding = true;
@@ -303,7 +321,24 @@ async function measureStep(
       sshd: groups.sshd ? sampleGroup(groups.sshd) : null,
       sim: sampleGroup(groups.sim),
       load: sampleGroup(loadGroup),
+      desktops: desktops ? sampleGroup(desktops) : null,
+      harness: sampleGroup(harnessGroup),
     };
+    const ticksB = readTicks();
+    // Where each group ran (its main thread's affinity), read while everything is up.
+    const firstPid = (g: ProcessGroup | null) => (g ? (g.pids()[0] ?? null) : null);
+    const affinity: Record<string, string | null> = {};
+    for (const [name, g] of [
+      ['gateway', groups.gateway],
+      ['sshd', groups.sshd],
+      ['simulator', groups.sim],
+      ['load', loadGroup],
+      ['desktops', desktops],
+      ['harness', harnessGroup],
+    ] as const) {
+      const pid = firstPid(g);
+      if (pid !== null) affinity[name] = affinityOf(pid);
+    }
     const windows = (await all(workers, { cmd: 'window-end' }, 'window-end', 30_000)).map((r) => r.report);
     let controlPlane: ControlLoadReport | null = null;
     if (control !== null) {
@@ -450,7 +485,11 @@ async function measureStep(
         simulatorSeconds: cpu('sim') ?? 0,
         loadGeneratorSeconds: cpu('load') ?? loadSeconds,
         loadGeneratorCores: seconds > 0 ? (cpu('load') ?? 0) / seconds : 0,
+        desktopsSeconds: cpu('desktops'),
+        harnessSeconds: cpu('harness') ?? 0,
       },
+      cores: coreUseBetween(ticksA, ticksB),
+      pinning: o.pin ? { ...o.pin, affinity } : null,
       memory: {
         gatewayRssBeforeBytes: rssBefore,
         gatewayRssHoldBytes: b.gateway!.rss,

@@ -100,6 +100,62 @@ function ratioTable(steps: StepResult[]): string {
   ].join('\n');
 }
 
+/** A core this busy over the window had no room left. */
+const SATURATED = 0.95;
+
+/** "CPU 1 (98 %)" for every core that was saturated in the step's window. */
+export function saturatedCores(s: StepResult): string[] {
+  return (s.cores ?? [])
+    .filter((c) => c.busy >= SATURATED)
+    .map((c) => `CPU ${c.cpu} (${(c.busy * 100).toFixed(0)} %)`);
+}
+
+/** Who ran on each core in the window: the groups the harness knows, in cores (CPU·s ÷ window). */
+function coreTable(steps: StepResult[]): string {
+  const rows: string[] = [];
+  for (const s of steps) {
+    if (!s.cores || s.cores.length === 0 || s.window.seconds <= 0) continue;
+    const w = s.window.seconds;
+    const groups: [string, number | null | undefined][] = [
+      ['gateway', s.stack === 'direct' ? null : s.cpu.gatewaySeconds],
+      ['sshd', s.cpu.sshdSeconds],
+      ['desktops', s.cpu.desktopsSeconds],
+      ['simulator', s.cpu.simulatorSeconds],
+      ['load generator', s.cpu.loadGeneratorSeconds],
+      ['harness', s.cpu.harnessSeconds],
+    ];
+    const known = groups.filter((g): g is [string, number] => typeof g[1] === 'number' && g[1] > 0);
+    const pin = s.pinning ?? null;
+    for (const c of s.cores) {
+      let on: [string, number][];
+      if (pin) {
+        const onGatewayCpu = (name: string) => name === 'gateway';
+        on = known.filter(([name]) => (c.cpu === pin.gatewayCpu ? onGatewayCpu(name) : !onGatewayCpu(name)));
+        if (c.cpu !== pin.gatewayCpu && c.cpu !== pin.restCpu) on = [];
+      } else {
+        on = c === s.cores[0] ? known : [];
+      }
+      const charged = on.reduce((x, [, v]) => x + v, 0) / w;
+      const rest = c.busy - charged;
+      const who = on.map(([name, v]) => `${name} ${num(v / w)}`);
+      if (pin && (c.cpu === pin.gatewayCpu || c.cpu === pin.restCpu))
+        who.push(`not charged to these ${num(Math.max(0, rest))}`);
+      rows.push(
+        `| ${STACK[s.stack] ?? s.stack} | ${s.users} | ${c.cpu}${pin ? (c.cpu === pin.gatewayCpu ? ' (gateway)' : c.cpu === pin.restCpu ? ' (rest)' : '') : ''} | ` +
+          `${c.busy >= SATURATED ? '**' : ''}${pct(c.busy, 0)}${c.busy >= SATURATED ? '**' : ''} | ` +
+          `${pct(c.user, 0)} / ${pct(c.system, 0)} / ${pct(c.softirq, 0)} / ${pct(c.steal, 0)} | ` +
+          `${pin ? who.join(', ') : c === s.cores[0] ? `(not pinned: both cores) ${who.join(', ')}` : ''} |`,
+      );
+    }
+  }
+  if (rows.length === 0) return '';
+  return [
+    '| stack | users | CPU | busy | user / system / softirq / steal | on it, in cores (CPU·s ÷ window) |',
+    '|---|---:|---|---:|---|---|',
+    ...rows,
+  ].join('\n');
+}
+
 export interface TargetCheck {
   target: string;
   measured: string;
@@ -193,6 +249,22 @@ export function checkTargets(result: BenchResult): TargetCheck[] {
   return out;
 }
 
+/** Which cores had no room at the step where find-max stopped. */
+function saturation(result: BenchResult, stack: string, users: number | null): string {
+  if (users === null) return '';
+  const step = result.steps.find((s) => s.stack === stack && s.users === users);
+  if (!step?.cores) return '';
+  const full = saturatedCores(step);
+  const pin = step.pinning;
+  const name = (c: string) =>
+    pin
+      ? c
+          .replace(`CPU ${pin.gatewayCpu} `, `CPU ${pin.gatewayCpu} (gateway) `)
+          .replace(`CPU ${pin.restCpu} `, `CPU ${pin.restCpu} (rest) `)
+      : c;
+  return full.length === 0 ? ' (no core saturated)' : ` (saturated: ${full.map(name).join(', ')})`;
+}
+
 export function renderMarkdown(result: BenchResult): string {
   const m = result.machine;
   const lines: string[] = [];
@@ -213,6 +285,30 @@ export function renderMarkdown(result: BenchResult): string {
   );
   const ratios = ratioTable(result.steps);
   if (ratios) lines.push('## CloudDesk ÷ peer at the same load', '', ratios, '');
+  const cores = coreTable(result.steps);
+  if (cores) {
+    const pinned = result.steps.find((s) => s.pinning)?.pinning ?? null;
+    lines.push(
+      '## Cores',
+      '',
+      pinned
+        ? `Pinned (\`--pin\`): the gateway on CPU ${pinned.gatewayCpu}, everything else on CPU ${pinned.restCpu}. ` +
+            "Busy = the core's share of the hold window not idle, from /proc/stat: every process on it, the kernel's " +
+            'loopback TCP work (softirq) and anything else the shared machine ran there. ' +
+            `Affinity as read during the hold: ${Object.entries(
+              Object.assign({}, ...result.steps.map((s) => s.pinning?.affinity ?? {})) as Record<
+                string,
+                string | null
+              >,
+            )
+              .map(([k, v]) => `${k} ${v ?? '–'}`)
+              .join(', ')}.`
+        : 'Not pinned: every process may run on every core; the groups are listed once.',
+      '',
+      cores,
+      '',
+    );
+  }
   const targets = checkTargets(result);
   if (targets.length > 0) {
     lines.push('## Targets', '', '| target | measured | met |', '|---|---|---|');
@@ -227,7 +323,8 @@ export function renderMarkdown(result: BenchResult): string {
         `- ${STACK[f.stack] ?? f.stack}: ${f.reached} sessions held with every target met` +
           (f.brokeAt === null
             ? ' (bound reached before anything broke)'
-            : `; at ${f.brokeAt}: ${f.brokenTargets.join(', ')}`),
+            : `; at ${f.brokeAt}: ${f.brokenTargets.join(', ')}`) +
+          saturation(result, f.stack, f.brokeAt),
       );
     }
     lines.push('');

@@ -1,5 +1,6 @@
 // The shape of a benchmark result, as written to bench/results/*.json and read back by the report.
 import type { LatencySummary } from '../lib/histogram.js';
+import type { CoreUse } from '../lib/pinning.js';
 import type { BarrierReport, ErrorCounts } from '../load/load-plan.js';
 import type { StackName } from '../stacks/stack.js';
 import type { ControlLoadReport } from '../load/control-load.js';
@@ -64,7 +65,15 @@ export interface StepResult {
     simulatorSeconds: number;
     loadGeneratorSeconds: number;
     loadGeneratorCores: number;
+    /** The instance's desktops (fake Xvnc → socat) and scripts, apart from sshd; null without any. */
+    desktopsSeconds?: number | null;
+    /** The harness process itself (sampling /proc, driving the phases). */
+    harnessSeconds?: number;
   };
+  /** Each CPU's use over the hold window, from /proc/stat (every process on it, the kernel's too). */
+  cores?: CoreUse[];
+  /** `--pin`: which CPU the gateway had and which everything else had, and each group's affinity as read. */
+  pinning?: { gatewayCpu: number; restCpu: number; affinity: Record<string, string | null> } | null;
   memory: {
     gatewayRssBeforeBytes: number;
     gatewayRssHoldBytes: number;

@@ -15,6 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/helpers/free-port.js';
 import { isProcessAlive, processesWithEnv, terminate } from '../../test/helpers/sshd.js';
+import { gatewayPrefix, type PinPlan } from '../lib/pinning.js';
+import { processesOfUsers } from '../lib/proc-stats.js';
 import { onCleanup, stopChild, trackChild } from '../lib/process-registry.js';
 import { startBenchSshd, type BenchSshd } from './bench-sshd.js';
 import {
@@ -35,6 +37,8 @@ export interface ClouddeskOptions {
   cpuProf: string | null;
   /** Extra gateway environment (operator overrides, e.g. RELAY_STALL_TIMEOUT_MS). */
   env: Record<string, string>;
+  /** `--pin`: the gateway starts on its own CPU (everything else inherits the harness's). */
+  pin: PinPlan | null;
 }
 
 const READY_TIMEOUT_MS = 60_000;
@@ -118,8 +122,14 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     ...(opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : []),
     ...(useBuilt ? [built] : ['--import', 'tsx', join(repoDir, 'src', 'main.ts')]),
   ];
+  // With --pin, `taskset -c <cpu> node …`: taskset execs node, so the PID is the gateway's.
+  const [command, ...prefixArgs] = [...gatewayPrefix(opts.pin), process.execPath];
   const gateway = trackChild(
-    spawn(process.execPath, nodeArgs, { cwd: repoDir, env, stdio: ['ignore', 'inherit', 'inherit'] }),
+    spawn(command, [...prefixArgs, ...nodeArgs], {
+      cwd: repoDir,
+      env,
+      stdio: ['ignore', 'inherit', 'inherit'],
+    }),
   );
   const baseUrl = `http://127.0.0.1:${port}`;
   try {
@@ -147,6 +157,8 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     },
     gateway: groupOf('gateway', () => [gateway.pid]),
     sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
+    // The instance side beside sshd: this run's desktops (fake Xvnc → socat, by the run's marker).
+    desktops: { name: 'desktops', pids: () => processesOfUsers(uids, marker, ['sshd']) },
     accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes`,
     probeUrl: `${baseUrl}/api/health`,
     gatewayMetrics: () => scrapeMetrics(`http://127.0.0.1:${metricsPort}`, metricsToken),

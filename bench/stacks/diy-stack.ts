@@ -11,11 +11,17 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/helpers/free-port.js';
+import { gatewayPrefix, type PinPlan } from '../lib/pinning.js';
 import { onCleanup, stopChild, trackChild } from '../lib/process-registry.js';
 import { startBenchSshd } from './bench-sshd.js';
 import { groupOf, waitForPort, type RunningStack, type SimulatorHandle } from './stack.js';
 
-export async function diyStack(sim: SimulatorHandle): Promise<RunningStack> {
+/** `pin`: websockify and the ssh client stand where the gateway stands, so they get its CPU. */
+export async function diyStack(sim: SimulatorHandle, pin: PinPlan | null = null): Promise<RunningStack> {
+  const onGatewayCpu = (cmd: string, args: string[]): [string, string[]] => {
+    const [c, ...rest] = [...gatewayPrefix(pin), cmd, ...args];
+    return [c!, rest];
+  };
   const sshd = await startBenchSshd();
   const user = sshd.fixture.users[0]!;
   const dir = await mkdtemp(join(tmpdir(), 'clouddesk-bench-diy-'));
@@ -27,8 +33,7 @@ export async function diyStack(sim: SimulatorHandle): Promise<RunningStack> {
   const tunnelPort = await freePort();
   const ssh = trackChild(
     spawn(
-      'ssh',
-      [
+      ...onGatewayCpu('ssh', [
         '-N',
         '-o',
         'BatchMode=yes',
@@ -49,7 +54,7 @@ export async function diyStack(sim: SimulatorHandle): Promise<RunningStack> {
         '-L',
         `127.0.0.1:${tunnelPort}:127.0.0.1:${sim.tcpPort}`,
         `${user.username}@127.0.0.1`,
-      ],
+      ]),
       { stdio: ['ignore', 'ignore', 'inherit'] },
     ),
   );
@@ -57,7 +62,7 @@ export async function diyStack(sim: SimulatorHandle): Promise<RunningStack> {
 
   const wsPort = await freePort();
   const websockify = trackChild(
-    spawn('websockify', [`127.0.0.1:${wsPort}`, `127.0.0.1:${tunnelPort}`], {
+    spawn(...onGatewayCpu('websockify', [`127.0.0.1:${wsPort}`, `127.0.0.1:${tunnelPort}`]), {
       stdio: ['ignore', 'ignore', 'ignore'],
     }),
   );

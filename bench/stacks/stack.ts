@@ -17,6 +17,8 @@ export interface RunningStack {
   gateway: ProcessGroup;
   /** The sshd processes serving this stack, reported apart from the gateway. */
   sshd: ProcessGroup | null;
+  /** Other instance-side processes (the desktops and their scripts), when the stack starts any. */
+  desktops?: ProcessGroup;
   /** In plain words: which processes `gateway` and `sshd` count. */
   accounting: string;
   /** The gateway's own event-loop figures (from its /metrics), when it has them. */
