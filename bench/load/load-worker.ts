@@ -3,6 +3,7 @@
 // the same viewer (bench-viewer.ts) and the same timing; only how the bytes get to the simulator
 // differs. Its own CPU time and event-loop delay are reported, so load-generator saturation is not
 // mistaken for the stack's latency.
+import { Agent, request as httpRequest } from 'node:http';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket from 'ws';
@@ -30,6 +31,13 @@ const BUSY_JITTER = 0.2;
 const BUSY_RETRY_BUDGET_MS = 120_000;
 const BUSY_CODES = new Set(['OVERLOADED', 'BUSY']);
 const MARKER_TICK_MS = 20;
+/**
+ * API calls go through node:http with keep-alive connections, as a browser keeps its connections to the
+ * gateway open. (They went through fetch: undici's per-request machinery — web streams, abort signals,
+ * promise chains — cost this process more CPU and garbage per call than the gateway's answer did, on
+ * the same cores as the gateway and sshd. What is sent and timed is the same.)
+ */
+const agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256, scheduling: 'lifo' });
 
 type VuState = 'idle' | 'connecting' | 'ready' | 'failed' | 'closed';
 
@@ -129,44 +137,51 @@ async function apiOnce<T>(
 ): Promise<T> {
   const started = performance.now();
   httpRequests++;
+  const payload = body === undefined ? null : Buffer.from(JSON.stringify(body));
+  const headers: Record<string, string | number> = {};
+  if (payload !== null) {
+    headers['content-type'] = 'application/json';
+    headers['content-length'] = payload.length;
+  }
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  let answer: { status: number; text: string; retryAfter: string | undefined };
   try {
-    const res = await fetch(baseUrl + path, {
-      method,
-      headers: {
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(token === null ? {} : { authorization: `Bearer ${token}` }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
+    answer = await new Promise((resolve, reject) => {
+      const req = httpRequest(baseUrl + path, { method, headers, agent, timeout: HTTP_TIMEOUT_MS }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString('utf8'),
+            retryAfter: res.headers['retry-after'],
+          }),
+        );
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'TIMEOUT' })));
+      req.on('error', reject);
+      req.end(payload ?? undefined);
     });
-    const text = await res.text();
-    (http[name] ??= new Histogram()).record(performance.now() - started);
-    if (!res.ok) {
-      let code = `HTTP_${res.status}`;
-      try {
-        code = (JSON.parse(text) as { error?: { code?: string } }).error?.code ?? code;
-      } catch {
-        // not JSON
-      }
-      const retryAfter = Number(res.headers.get('retry-after'));
-      throw new HttpError(
-        code,
-        res.status,
-        Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null,
-      );
-    }
-    return text === '' ? (undefined as T) : (JSON.parse(text) as { data: T }).data;
   } catch (e) {
     httpErrors++;
-    if (e instanceof HttpError) throw e;
-    // fetch wraps socket errors in a TypeError whose cause carries the code (ECONNRESET, UND_ERR_SOCKET…).
-    const cause = e instanceof Error ? (e.cause as { code?: string } | undefined) : undefined;
-    const code =
-      e instanceof Error && e.name === 'TimeoutError'
-        ? 'HTTP_TIMEOUT'
-        : `HTTP_NETWORK${cause?.code ? `_${cause.code}` : ''}`;
-    throw new HttpError(code, 0);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new HttpError(code === 'TIMEOUT' ? 'HTTP_TIMEOUT' : `HTTP_NETWORK${code ? `_${code}` : ''}`, 0);
   }
+  (http[name] ??= new Histogram()).record(performance.now() - started);
+  const { status, text } = answer;
+  if (status < 200 || status >= 300) {
+    httpErrors++;
+    let code = `HTTP_${status}`;
+    try {
+      code = (JSON.parse(text) as { error?: { code?: string } }).error?.code ?? code;
+    } catch {
+      // not JSON
+    }
+    const retryAfter = Number(answer.retryAfter);
+    throw new HttpError(code, status, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null);
+  }
+  return text === '' ? (undefined as T) : (JSON.parse(text) as { data: T }).data;
 }
 
 function newUser(spec: VirtualUserSpec): VirtualUser {
@@ -632,5 +647,7 @@ process.on('message', (m: WorkerCommand) => {
     reply({ reply: 'error', message: e instanceof Error ? (e.stack ?? e.message) : String(e) }),
   );
 });
-// The harness going away closes the IPC channel: do not outlive it.
+// The harness going away closes the IPC channel: do not outlive it. Its SIGTERM (stopChild) ends it the
+// same orderly way, so a --cpu-prof profile gets written.
 process.on('disconnect', () => process.exit(0));
+process.on('SIGTERM', () => process.exit(0));

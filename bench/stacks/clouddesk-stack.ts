@@ -155,7 +155,12 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
         hostKeyFingerprint: fixture.hostKeyFingerprint,
       })),
     },
-    gateway: groupOf('gateway', () => [gateway.pid]),
+    // One process has no descendants to look for: the harness samples it every second, and walking all
+    // of /proc (thousands of desktop processes at 1000 users) each time cost the rest core more than it.
+    gateway:
+      opts.workers > 1
+        ? groupOf('gateway', () => [gateway.pid])
+        : { name: 'gateway', pids: () => (gateway.pid === undefined ? [] : [gateway.pid]) },
     sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
     // The instance side beside sshd: this run's desktops (fake Xvnc → socat, by the run's marker).
     desktops: { name: 'desktops', pids: () => processesOfUsers(uids, marker, ['sshd']) },
