@@ -104,25 +104,83 @@ describe('start queue', () => {
     await running;
   });
 
-  test('a connect whose expected wait is beyond maxWaitMs is refused at once, not after waiting', async () => {
+  test('a connect whose turn and start cannot both fit in maxWaitMs is refused at once, not after waiting', async () => {
     const rejected: StartRejection[] = [];
     const q = new StartQueue(
       { inFlight: 4, inFlightPerInstance: 1, maxQueued: 100, maxWaitMs: 5_000, initialStartMs: 2_000 },
       { onRejected: (r) => rejected.push(r) },
     );
     const g = gate();
-    // One instance: one start at a time there, 2 s each → the 2nd waits ~2 s, the 3rd ~4 s, the 4th ~6 s.
-    const runs = [1, 2, 3].map(() => q.run('A', () => g.promise));
-    assert.equal(q.depth, 2);
+    // One instance: one start at a time there, 2 s each → the 2nd is answered after ~2 s of line and its
+    // own 2 s start (4 s, within 5), the 3rd would be after ~4 + 2 = 6 s: refused now, told to come back
+    // when its turn would have come (~4 s).
+    const runs = [1, 2].map(() => q.run('A', () => g.promise));
+    assert.equal(q.depth, 1);
     await assert.rejects(
       q.run('A', () => Promise.resolve()),
-      (e: unknown) => isOverloaded(e) && (e as AppError).details?.retryAfterSeconds === 6,
+      (e: unknown) => isOverloaded(e) && (e as AppError).details?.retryAfterSeconds === 4,
     );
     assert.deepEqual(rejected, ['expected_wait']);
     // Another instance has room.
     await q.run('B', () => Promise.resolve());
     g.open();
     await Promise.all(runs);
+  });
+
+  test('a waiter leaves the line once its start could no longer finish within maxWaitMs', async () => {
+    const rejected: StartRejection[] = [];
+    // Starts take ~20 ms: a waiter (its turn expected after ~20 ms, then its own 20 ms start) is let in line
+    // and, allowed 50 ms in all, gives up after 30 ms in line, before the 50 ms are over.
+    const q = new StartQueue(
+      { inFlight: 1, inFlightPerInstance: 1, maxQueued: 5, maxWaitMs: 50, initialStartMs: 20 },
+      { onRejected: (r) => rejected.push(r) },
+    );
+    const g = gate();
+    const running = q.run('A', () => g.promise);
+    let boundPassed = false;
+    // Timers fire in the order they expire: this one (50 ms) cannot fire before the waiter's 30 ms.
+    const bound = setTimeout(() => (boundPassed = true), 50);
+    await assert.rejects(
+      q.run('A', () => Promise.resolve()),
+      isOverloaded,
+    );
+    assert.equal(boundPassed, false, 'refused before the whole bound had passed');
+    clearTimeout(bound);
+    assert.deepEqual(rejected, ['queue_timeout']);
+    g.open();
+    await running;
+  });
+
+  test('a burst of 1000 connects on one instance: each one runs or is refused, none is left waiting', async () => {
+    const q = new StartQueue({
+      inFlight: 8,
+      inFlightPerInstance: 4,
+      maxQueued: 32,
+      maxWaitMs: 5_000,
+      initialStartMs: 1_000,
+    });
+    const g = gate();
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 1000 }, (_, i) =>
+        q.run('A', async () => {
+          await g.promise;
+          return i;
+        }),
+      ).map((p, i) => {
+        // Open the gate once every connect has been admitted or refused.
+        if (i === 999) setImmediate(() => g.open());
+        return p;
+      }),
+    );
+    const ran = outcomes.filter((o) => o.status === 'fulfilled').length;
+    const refused = outcomes.filter((o) => o.status === 'rejected' && isOverloaded(o.reason)).length;
+    // 4 start at once on the instance, 1 s each, so the k-th waiter's turn is expected after k/4 s: 16 fit
+    // in 5 s with their own 1 s start (4 s of line + 1 s). 4 running + 16 waiting; the other 980 are
+    // answered OVERLOADED at once.
+    assert.equal(ran + refused, 1000);
+    assert.equal(ran, 4 + 16);
+    assert.equal(q.depth, 0);
+    assert.equal(q.inFlight, 0);
   });
 
   test('a client that gives up leaves the line', async () => {

@@ -158,7 +158,7 @@ export interface Config {
     startsInFlightPerInstance: number;
     /** Connects waiting for a start slot; past this they are answered 503 OVERLOADED at once. */
     startQueue: number;
-    /** Longest wait in the queue before a connect is answered 503 OVERLOADED. */
+    /** Bound on a connect's answer, line and start: past it (or expected past it) 503 OVERLOADED. */
     startQueueWaitMs: number;
     /** Desktop stops (after a disconnect or the idle timeout) running at once in this process. */
     stopsInFlight: number;

@@ -2,11 +2,13 @@
 // the instance, so a burst of connects must not start every desktop at once: at most `inFlight` starts run
 // in this process, at most `inFlightPerInstance` of them on one instance, and up to `maxQueued` more wait
 // their turn, in arrival order. Past that a connect is refused at once with 503 OVERLOADED and a
-// Retry-After estimated from the queue and how long starts take, instead of failing after a minute. A
-// connect whose expected wait (the line ahead of it, at the pace starts have been finishing) is beyond
-// `maxWaitMs` is refused at once the same way rather than after waiting for nothing, and no one waits
-// longer than `maxWaitMs` anyway (then the same answer): every connect is answered within maxWaitMs + the
-// start's own timeout.
+// Retry-After estimated from the queue and how long starts take, instead of failing after a minute.
+//
+// `maxWaitMs` bounds the whole answer, not just the line: a connect is let into the line only when its turn
+// (the line ahead of it, at the pace starts have been finishing) plus its own start (as long as starts have
+// been taking) can be expected within it, and a waiter leaves the line (the same answer) once its start
+// could no longer finish in time. So a connect is answered — a desktop or OVERLOADED — within `maxWaitMs`
+// unless its start runs longer than starts have been taking (the start's own timeout bounds that).
 //
 // A waiter whose instance is at its limit does not hold up a later one for another instance: a freed slot
 // goes to the first waiter that may run.
@@ -82,8 +84,10 @@ export class StartQueue {
     if (signal?.aborted) throw this.refuse('client_gone', key);
     if (!this.mayStart(key)) {
       if (this.waiting.length >= this.options.maxQueued) throw this.refuse('queue_full', key);
-      if (this.expectedWaitMs(key) > this.options.maxWaitMs) throw this.refuse('expected_wait', key);
-      await this.wait(key, signal);
+      // Its turn and then its own start must both fit in the bound.
+      if (this.expectedWaitMs(key) + this.averageStartMs > this.options.maxWaitMs)
+        throw this.refuse('expected_wait', key);
+      await this.wait(key, signal, this.options.maxWaitMs - this.averageStartMs);
     } else {
       this.take(key);
     }
@@ -151,7 +155,8 @@ export class StartQueue {
     }
   }
 
-  private wait(key: string, signal: AbortSignal | undefined): Promise<void> {
+  /** Waits for a slot for at most `timeoutMs` (the bound minus the start still to come). */
+  private wait(key: string, signal: AbortSignal | undefined, timeoutMs: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const leave = (reason: StartRejection) => {
         const at = this.waiting.indexOf(waiter);
@@ -161,7 +166,7 @@ export class StartQueue {
         reject(this.refuse(reason, key));
       };
       const onAbort = () => leave('client_gone');
-      const timer = setTimeout(() => leave('queue_timeout'), this.options.maxWaitMs);
+      const timer = setTimeout(() => leave('queue_timeout'), Math.max(0, timeoutMs));
       const cleanup = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
