@@ -426,7 +426,9 @@ void describe('scale-out failover: 3 gateways behind HAProxy', { timeout: 600_00
     assert.equal(signIn.body.error?.code, 'COORDINATION_UNAVAILABLE');
     for (const v of viewers)
       assert.equal(await v.stillStreams(), true, 'open streams keep flowing without Redis');
-    const health = await api('GET', '/api/health');
+    // Asked of a gateway itself: once Redis has been gone for REDIS_RETRY_MS every gateway reports not
+    // ready and HAProxy takes them out, so through it only HAProxy's own 503 answers.
+    const health = await apiClient(`http://127.0.0.1:${gateways[0]!.port}`)('GET', '/api/health');
     assert.equal((health.body as { status?: string }).status, 'degraded');
 
     await redis.start();
@@ -438,6 +440,10 @@ void describe('scale-out failover: 3 gateways behind HAProxy', { timeout: 600_00
         return (res.body as { status?: string }).status === 'healthy';
       });
     }
+    await waitFor('HAProxy has every gateway back', async () => {
+      const states = await haproxy.serverStates();
+      return gateways.every((g) => states.get(g.port) === 'UP');
+    });
     const extra = new Viewer(api, wsBase, owner.token, sessionIds[0]!);
     await extra.connect();
     viewers.push(extra);
