@@ -46,7 +46,9 @@ async function runHarness(outDir: string): Promise<{ code: number | null; stderr
       'tsx',
       'bench/bandwidth/run.ts',
       '--settings',
-      'defaults',
+      // The defaults without the shipped budget: under a budget the two counts can differ by ~1 % at a
+      // phase's edges (docs/bandwidth.md, "The two counts"), and this run checks they agree to 256 bytes.
+      'no-budget',
       '--phase-secs',
       '1',
       // Long enough for the web client's round-trip probe (every 2 s): idle is then not silent.
@@ -128,7 +130,7 @@ void test(
 
     const md = await readFile(join(outDir, 'bandwidth.md'), 'utf8');
     assert.match(md, /^# Bandwidth/);
-    assert.match(md, /npm run bench:bandwidth -- --settings defaults/, 'the command line');
+    assert.match(md, /npm run bench:bandwidth -- --settings no-budget/, 'the command line');
     assert.match(md, /Machine: /);
     for (const p of phases) assert.ok(md.includes(`| ${p.label}`), `report row for ${p.id}`);
     for (const row of [
