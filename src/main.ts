@@ -22,7 +22,11 @@ export async function startGateway(
   const gateway = await buildApp(config, { logger, ...deps });
   await registerWebClient(gateway.app, { publicDir: config.http.publicDir, logger });
   gateway.start();
-  await gateway.app.listen({ host: config.http.host, port: config.http.port });
+  await gateway.app.listen({
+    host: config.http.host,
+    port: config.http.port,
+    backlog: config.http.listenBacklog,
+  });
   const port = (gateway.app.server.address() as AddressInfo).port;
   logger.info(
     { host: config.http.host, port, store: gateway.store.dialect, url: openUrl(config.http.host, port) },

@@ -2,14 +2,16 @@
 // the data lives, which coordination), while stdout stays pure JSON log lines (issue 14.14).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config/config.js';
-import { openUrl, readyLine } from '../src/main.js';
+import { openUrl, readyLine, startGateway } from '../src/main.js';
+import { captureLogger, testConfig } from './helpers/builders.js';
 import { TEST_SECRETS } from './helpers/test-secrets.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
@@ -92,4 +94,29 @@ test('the process prints one ready line on stderr with its real port, and only J
   const parsed = lines.map((l) => JSON.parse(l) as { msg: string; port?: number });
   const listening = parsed.find((l) => l.msg === 'CloudDesk gateway listening');
   assert.ok(listening && listening.port !== 0, 'the JSON line carries the real port too');
+});
+
+test('the listener keeps HTTP_LISTEN_BACKLOG connections for a busy loop (4096 by default, not Node’s 511)', async () => {
+  assert.equal(loadConfig({ ...TEST_SECRETS }).http.listenBacklog, 4096);
+  assert.throws(() => loadConfig({ ...TEST_SECRETS, HTTP_LISTEN_BACKLOG: '0' }), /HTTP_LISTEN_BACKLOG/);
+  // The kernel caps a listen backlog at net.core.somaxconn: ask for less than that, and more than 511.
+  const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+  const asked = Math.min(1500, somaxconn);
+  const { config, cleanup } = testConfig({
+    HOST: '127.0.0.1',
+    PORT: '0',
+    HTTP_LISTEN_BACKLOG: String(asked),
+  });
+  const gateway = await startGateway(config, captureLogger('silent').logger);
+  try {
+    const port = (gateway.app.server.address() as AddressInfo).port;
+    // `ss` reports a listening socket's backlog as its Send-Q (the third column).
+    const out = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' }).trim();
+    const [state, , backlog] = out.split(/\s+/);
+    assert.equal(state, 'LISTEN', out);
+    assert.equal(Number(backlog), asked, out);
+  } finally {
+    await gateway.shutdown('test');
+    cleanup();
+  }
 });

@@ -69,6 +69,12 @@ export interface Config {
     publicDir: string | null;
     /** API_DOCS: the OpenAPI document at /api/openapi.json and the reference page at /api/docs. */
     apiDocs: boolean;
+    /**
+     * HTTP_LISTEN_BACKLOG: connections the kernel holds for the listener until the loop accepts them
+     * (capped by net.core.somaxconn). Node's 511 filled in a burst of viewers while the loop was busy,
+     * and connects beyond it waited for SYN retransmits (1 s, 3 s, 7 s …) and timed out.
+     */
+    listenBacklog: number;
   };
   dataDir: string;
   databaseUrl: string | null;
@@ -442,6 +448,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       bodyLimitBytes: r.int('HTTP_BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
       publicDir: r.optional('PUBLIC_DIR'),
       apiDocs: r.oneOf<'on' | 'off'>('API_DOCS', 'on', ['on', 'off']) === 'on',
+      listenBacklog: r.int('HTTP_LISTEN_BACKLOG', 4096, 1, 1_000_000),
     },
     dataDir,
     databaseUrl,
