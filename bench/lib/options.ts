@@ -2,6 +2,10 @@
 // value is reported together, like the gateway's own config.
 import { isProfileName, type ProfileName } from '../sim/traffic-profile.js';
 import type { StackName } from '../stacks/stack.js';
+import { BUSY_RETRY_BUDGET_MS } from '../load/load-plan.js';
+
+/** One user's setup may wait out a whole busy-retry budget on one call, and then finish. */
+const DEFAULT_SETUP_TIMEOUT_S = BUSY_RETRY_BUDGET_MS / 1000 + 30;
 
 export interface BenchOptions {
   /** Concurrent virtual users; several values = one step per value (the chart's x axis). */
@@ -80,7 +84,8 @@ export const usage = `npm run bench -- [options]
                         this during the hold, by what they ran                       (default 10)
   --out DIR             results folder                                               (default bench/results)
   --label NAME          name of the result files                                     (default from the options)
-  --setup-timeout S     give up on one user's setup after S seconds                  (default 60)
+  --setup-timeout S     give up on one user's setup after S seconds; the default covers
+                        one call's 2-minute busy-retry budget                       (default 150)
   --seed N              seed of the simulated screen traffic                         (default 1)
 `;
 
@@ -108,7 +113,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     loadCpuProf: false,
     outDir: 'bench/results',
     label: null,
-    setupTimeoutSeconds: 60,
+    setupTimeoutSeconds: DEFAULT_SETUP_TIMEOUT_S,
     seed: 1,
     gatewayEnv: {},
     mixed: null,

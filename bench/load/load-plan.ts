@@ -2,6 +2,12 @@
 // connect to. The harness drives every phase; a worker only acts on a command and answers it.
 import type { HistogramJson } from '../lib/histogram.js';
 
+/**
+ * How long one API call is asked again while the gateway answers 503 OVERLOADED/BUSY (after each
+ * Retry-After), as a person would keep the page open; the default setup limit covers it (options.ts).
+ */
+export const BUSY_RETRY_BUDGET_MS = 120_000;
+
 export type StackTarget =
   /** The floor: raw TCP straight to the simulator. */
   | { kind: 'tcp'; host: string; port: number }

@@ -21,14 +21,16 @@ import type {
   WorkerPlan,
   WorkerReply,
 } from './load-plan.js';
+import { BUSY_RETRY_BUDGET_MS } from './load-plan.js';
 
 const HTTP_TIMEOUT_MS = 60_000;
 /** A busy gateway (503 OVERLOADED/BUSY) is asked again after its Retry-After (else this) … */
 const BUSY_DEFAULT_RETRY_S = 2;
-/** … plus up to this share of it at random, so the users it turned away do not come back together … */
+/**
+ * … plus up to this share of it at random, so the users it turned away do not come back together, for at
+ * most BUSY_RETRY_BUDGET_MS per call.
+ */
 const BUSY_JITTER = 0.2;
-/** … for at most this long per call, as a person would keep the page open. */
-const BUSY_RETRY_BUDGET_MS = 120_000;
 const BUSY_CODES = new Set(['OVERLOADED', 'BUSY']);
 const MARKER_TICK_MS = 20;
 /**

@@ -347,8 +347,8 @@ export function renderMarkdown(result: BenchResult): string {
       extra.push(`/api/health from outside during the hold: ${trio(s.eventLoop.probeMs)} ms`);
     if (Object.keys(s.httpMs).length > 0) {
       extra.push(
-        `API p50/p95/p99 ms: ${Object.entries(s.httpMs)
-          .map(([k, v]) => `${k} ${trio(v)}`)
+        `API p50/p95/p99/max ms (each try): ${Object.entries(s.httpMs)
+          .map(([k, v]) => `${k} ${trio(v)} / ${ms(v.max)}`)
           .join('; ')}; HTTP errors ${pct(s.httpErrorRate)}`,
       );
     }
