@@ -111,7 +111,7 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
     return line === undefined ? 0 : Number(line.split(' ').at(-1));
   };
 
-  test('30 connects at once against 2 in flight + a queue of 4: 24 answered 503 OVERLOADED + Retry-After before any start finished, 6 get a desktop and a live ticket', async () => {
+  test('30 connects at once against 2 in flight + a queue of 4: 24 answered 503 OVERLOADED + Retry-After (spread) before any start finished, 6 get a desktop and a live ticket', async () => {
     const users = await Promise.all(Array.from({ length: 30 }, () => newUser(gw)));
     const instances = await Promise.all(users.map((u) => newInstance(gw, u, target())));
     const startGate = gate();
@@ -157,6 +157,10 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
       assert.match(r.retryAfter ?? '', /^[1-9]\d*$/, 'Retry-After in whole seconds');
       assert.ok(Number(r.retryAfter) <= 60);
     }
+    // Told to come back spread at the pace starts finish (2 at once, ~2 s each: one a second), not all
+    // after the same few seconds, where they would meet a full queue again.
+    const told = refused.map((r) => Number(r.retryAfter));
+    assert.ok(Math.max(...told) - Math.min(...told) >= 15, `Retry-Afters spread: ${told.join(',')}`);
     assert.equal(await metric('clouddesk_desktop_start_rejected_total', 'reason="queue_full"'), 24);
     // A refused connect leaves no session behind.
     const rows = await gw.store.db.selectFrom('sessions').select('id').execute();

@@ -1,5 +1,6 @@
 // The desktop start queue (admission control, issue 9): limits per process and per instance, arrival
-// order, refusal past the queue with a Retry-After, the wait bound, and clients that give up.
+// order, refusal past the queue with a Retry-After (spread over a burst), the wait bound, and clients that
+// give up.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StartQueue, type StartRejection } from '../src/sessions/start-queue.js';
@@ -226,6 +227,93 @@ describe('start queue', () => {
     assert.equal(q.retryAfterSeconds(), 17); // 11 / 2 × 3 s
     g.open();
     await Promise.all(runs);
+  });
+
+  test('a burst of refusals is told to come back spread at the pace starts finish, not all at once', async () => {
+    let now = 0;
+    const q = new StartQueue({
+      inFlight: 2,
+      inFlightPerInstance: 10,
+      maxQueued: 0,
+      maxWaitMs: 60_000,
+      initialStartMs: 1_000,
+      now: () => now,
+    });
+    const g = gate();
+    const runs = [0, 1].map((i) => q.run(`busy${i}`, () => g.promise));
+    const retryAfters = async (n: number, key: (i: number) => string): Promise<number[]> => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) {
+        try {
+          await q.run(key(i), () => Promise.resolve());
+          assert.fail('expected OVERLOADED');
+        } catch (e) {
+          assert.ok(isOverloaded(e), String(e));
+          out.push((e as AppError).details!.retryAfterSeconds as number);
+        }
+      }
+      return out;
+    };
+    // Two starts of 1 s at once take a returning connect every 0.5 s: 20 refused at the same instant are
+    // told 1, 1, 2, 2, … 10 s (without the spread, all 20 would have been told 1 s).
+    const burst = await retryAfters(20, (i) => `i${i}`);
+    assert.deepEqual(
+      burst,
+      Array.from({ length: 20 }, (_, i) => Math.ceil((i + 1) / 2)),
+    );
+    // The line drains as time passes: 30 s later a refusal is back to its own turn's wait.
+    now += 30_000;
+    assert.deepEqual(await retryAfters(1, () => 'late'), [1]);
+    // It never reaches beyond 60 s, however many are turned away.
+    const many = await retryAfters(300, (i) => `m${i}`);
+    assert.equal(Math.max(...many), 60);
+    assert.ok(
+      many.every((s, i) => i === 0 || s >= many[i - 1]!),
+      'non-decreasing',
+    );
+    g.open();
+    await Promise.all(runs);
+  });
+
+  test('refusals for a busy instance are spread at its own pace; another instance is not held back', async () => {
+    let now = 0;
+    const q = new StartQueue({
+      inFlight: 8,
+      inFlightPerInstance: 1,
+      maxQueued: 0,
+      maxWaitMs: 60_000,
+      initialStartMs: 2_000,
+      now: () => now,
+    });
+    const g = gate();
+    const running = q.run('A', () => g.promise);
+    const told: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        q.run('A', () => Promise.resolve()),
+        (e: unknown) => {
+          told.push((e as AppError).details!.retryAfterSeconds as number);
+          return isOverloaded(e);
+        },
+      );
+    }
+    // One start at a time on A, 2 s each.
+    assert.deepEqual(told, [2, 4, 6]);
+    assert.equal(await q.run('B', () => Promise.resolve('b')), 'b');
+    // A client that hung up will not come back: it takes no place in the line.
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(
+      q.run('A', () => Promise.resolve(), ac.signal),
+      isOverloaded,
+    );
+    await assert.rejects(
+      q.run('A', () => Promise.resolve()),
+      (e: unknown) => isOverloaded(e) && (e as AppError).details!.retryAfterSeconds === 8,
+    );
+    now += 1_000;
+    g.open();
+    await running;
   });
 
   test('refuses nonsense limits', () => {

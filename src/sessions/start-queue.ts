@@ -12,6 +12,13 @@
 //
 // A waiter whose instance is at its limit does not hold up a later one for another instance: a freed slot
 // goes to the first waiter that may run.
+//
+// Turned-away connects are told to come back spread at the pace starts finish, not all at once: each
+// refusal takes the next place in a line of return times — one per start slot's worth of time, in the
+// process and on its instance — so a burst of N refusals is told to return over N × (start time ÷ slots)
+// instead of all after the same few seconds (where they would meet a full queue again, and each retry
+// would cost the loop a request, a sign-in check and database reads for another refusal). The line is
+// capped at MAX_RETRY_AFTER_S ahead and drains by itself as time passes.
 import { AppError } from '../errors/errors.js';
 
 export interface StartQueueOptions {
@@ -21,6 +28,8 @@ export interface StartQueueOptions {
   maxWaitMs: number;
   /** The guess of a start's duration before any has finished (Retry-After), ms. Default 2000. */
   initialStartMs?: number;
+  /** Milliseconds on a monotonic clock (the return times of refused connects); default performance.now. */
+  now?: () => number;
 }
 
 export type StartRejection = 'queue_full' | 'expected_wait' | 'queue_timeout' | 'client_gone';
@@ -40,6 +49,8 @@ const MIN_RETRY_AFTER_S = 1;
 const MAX_RETRY_AFTER_S = 60;
 /** Weight of the newest start in the running average of start durations. */
 const EWMA_WEIGHT = 0.2;
+/** Instances whose return line is remembered before the ones already past are forgotten. */
+const RETRY_LINES_KEPT = 1024;
 
 export class StartQueue {
   private running = 0;
@@ -47,6 +58,10 @@ export class StartQueue {
   private readonly waiting: Waiter[] = [];
   private readonly waitingPerKey = new Map<string, number>();
   private averageStartMs: number;
+  private readonly now: () => number;
+  /** When the last refused connect was told to come back, in the process and per instance (ms, `now`). */
+  private retryAt = -Infinity;
+  private readonly retryAtPerKey = new Map<string, number>();
 
   constructor(
     private readonly options: StartQueueOptions,
@@ -63,6 +78,7 @@ export class StartQueue {
         throw new Error(`StartQueue ${name} must be a whole number >= ${min}`);
     }
     this.averageStartMs = options.initialStartMs ?? 2_000;
+    this.now = options.now ?? (() => performance.now());
   }
 
   /** Connects waiting for a slot (the queue-depth gauge). */
@@ -102,12 +118,43 @@ export class StartQueue {
   }
 
   /**
-   * Seconds a turned-away connect (for instance `key`) should wait: the line ahead of it, at the pace
-   * starts finish.
+   * Seconds one more connect (for instance `key`) would wait for its turn now: the line ahead of it, at
+   * the pace starts finish. (A refusal is told this or later: see `scheduleRetry`.)
    */
   retryAfterSeconds(key?: string): number {
-    const seconds = this.expectedWaitMs(key) / 1000;
-    return Math.min(MAX_RETRY_AFTER_S, Math.max(MIN_RETRY_AFTER_S, Math.ceil(seconds)));
+    return toRetryAfter(this.expectedWaitMs(key));
+  }
+
+  /**
+   * The Retry-After of a refusal: the next place in the line of return times — at least its turn's wait
+   * now, and one start slot's worth of time (start time ÷ slots) after the previous refusal's, in the
+   * process and on its instance — so the connects turned away come back at the pace starts can take them.
+   */
+  private scheduleRetry(key: string): number {
+    const now = this.now();
+    const latest = now + MAX_RETRY_AFTER_S * 1000;
+    const { inFlight, inFlightPerInstance } = this.options;
+    const waiting = this.waitingPerKey.get(key) ?? 0;
+    const inProcess = Math.min(
+      latest,
+      Math.max(
+        now + ((this.waiting.length + 1) / inFlight) * this.averageStartMs,
+        this.retryAt + this.averageStartMs / inFlight,
+      ),
+    );
+    const onInstance = Math.min(
+      latest,
+      Math.max(
+        now + ((waiting + 1) / inFlightPerInstance) * this.averageStartMs,
+        (this.retryAtPerKey.get(key) ?? -Infinity) + this.averageStartMs / inFlightPerInstance,
+      ),
+    );
+    this.retryAt = inProcess;
+    if (this.retryAtPerKey.size >= RETRY_LINES_KEPT && !this.retryAtPerKey.has(key)) {
+      for (const [k, at] of this.retryAtPerKey) if (at <= now) this.retryAtPerKey.delete(k);
+    }
+    this.retryAtPerKey.set(key, onInstance);
+    return toRetryAfter(Math.max(inProcess, onInstance) - now);
   }
 
   /**
@@ -195,7 +242,14 @@ export class StartQueue {
     this.hooks.onRejected?.(reason);
     return new AppError('OVERLOADED', {
       message: 'Too many desktops are starting right now; retry shortly',
-      details: { retryAfterSeconds: this.retryAfterSeconds(key) },
+      // One that hung up will not come back: it takes no place in the line of return times.
+      details: {
+        retryAfterSeconds: reason === 'client_gone' ? this.retryAfterSeconds(key) : this.scheduleRetry(key),
+      },
     });
   }
+}
+
+function toRetryAfter(ms: number): number {
+  return Math.min(MAX_RETRY_AFTER_S, Math.max(MIN_RETRY_AFTER_S, Math.ceil(ms / 1000)));
 }
