@@ -54,7 +54,7 @@ export const usage = `npm run bench -- [options]
   --users N[,N…]        concurrent virtual users; a list runs one step per value   (default 50)
   --ramp S              seconds over which the users arrive                          (default 10)
   --hold S              seconds every session is held open and measured               (default 20)
-  --profile P           idle | office | video  (~10 kbit/s | 1 Mbit/s | 5 Mbit/s each) (default office)
+  --profile P           still | idle | office | video (~0.4 kbit/s | 10 kbit/s | 1 Mbit/s | 5 Mbit/s each) (default office)
   --compare             run the floor (direct TCP), websockify + ssh -L, and CloudDesk
   --stacks a,b          pick stacks: direct, diy, clouddesk                          (default clouddesk)
   --workers N           gateway cluster workers (WORKERS=N)                          (default 1)
@@ -147,7 +147,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       case '--profile': {
         const v = value() ?? '';
         if (isProfileName(v)) o.profile = v;
-        else problems.push(`--profile must be idle, office or video (got ${v})`);
+        else problems.push(`--profile must be still, idle, office or video (got ${v})`);
         break;
       }
       case '--compare':

@@ -114,6 +114,8 @@ async function api<T>(
   path: string,
   body: unknown,
   token: string | null,
+  /** False once the caller no longer wants the answer (its user gave up): no further retry. */
+  wanted: () => boolean = () => true,
 ): Promise<T> {
   const giveUpAt = performance.now() + BUSY_RETRY_BUDGET_MS;
   for (;;) {
@@ -122,9 +124,11 @@ async function api<T>(
     } catch (e) {
       if (!(e instanceof HttpError) || e.status !== 503 || !BUSY_CODES.has(e.code) || closing) throw e;
       const waitMs = (e.retryAfterSeconds ?? BUSY_DEFAULT_RETRY_S) * 1000 * (1 + BUSY_JITTER * Math.random());
-      if (performance.now() + waitMs > giveUpAt) throw e;
+      // A user past its setup timeout has left: retrying for it would only start a desktop nobody opens.
+      if (performance.now() + waitMs > giveUpAt || !wanted()) throw e;
       countError(`busy-retry:${name}:${e.code}`);
       await new Promise((r) => setTimeout(r, waitMs));
+      if (!wanted()) throw e;
     }
   }
 }
@@ -424,6 +428,7 @@ function startUser(vu: VirtualUser, target: StackTarget): Promise<void> {
               '/api/sessions/connect',
               { instanceId: instance.id, desktopEnvironment: target.desktopEnvironment },
               vu.token,
+              () => !settled,
             );
             vu.sessionId = session.sessionId;
             if (settled) return;

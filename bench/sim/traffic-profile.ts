@@ -2,7 +2,7 @@
 // burstiness that keeps the stated average. Sizes are drawn from a seeded generator so every stack in a
 // `--compare` run is offered the same sequence of updates.
 
-export type ProfileName = 'idle' | 'office' | 'video';
+export type ProfileName = 'still' | 'idle' | 'office' | 'video';
 
 export interface TrafficProfile {
   name: ProfileName;
@@ -15,6 +15,10 @@ export interface TrafficProfile {
 }
 
 export const profiles: Record<ProfileName, TrafficProfile> = {
+  // a desktop left alone (nothing on it moves but a clock): one small update every 10 s, ~0.4 kbit/s.
+  // For thousands of idle viewers: at idle's 10 kbit/s, 10,000 viewers are 100 Mbit/s through sshd,
+  // which alone needed ~3 cores of this 2-core machine (0.6 of a core for 2000 idle viewers).
+  still: { name: 'still', bitsPerSecond: 400, intervalMs: 10_000, burst: [{ p: 1, factor: 1 }] },
   // a cursor blink and a clock: one small update a second, ~10 kbit/s
   idle: { name: 'idle', bitsPerSecond: 10_000, intervalMs: 1000, burst: [{ p: 1, factor: 1 }] },
   // typing and scrolling, with one update in ten a window redraw five-and-a-half times the mean: ~1 Mbit/s
@@ -40,7 +44,7 @@ export const profiles: Record<ProfileName, TrafficProfile> = {
 };
 
 export function isProfileName(s: string): s is ProfileName {
-  return s === 'idle' || s === 'office' || s === 'video';
+  return s === 'still' || s === 'idle' || s === 'office' || s === 'video';
 }
 
 /** Mean bytes per update of a profile. */
