@@ -7,6 +7,7 @@ import { loadConfig, ConfigError, type Config } from './config/config.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { buildApp, type AppDeps, type Gateway } from './app.js';
 import { registerWebClient } from './http/web-client.js';
+import { OPEN_FILES_WANTED, openFilesLimit } from './lib/open-files.js';
 
 export async function startGateway(
   config: Config,
@@ -17,6 +18,13 @@ export async function startGateway(
     logger.warn(
       { file: `${config.dataDir}/secrets.json` },
       'JWT_ACCESS_SECRET, JWT_REFRESH_SECRET or ENCRYPTION_KEY not set: using secrets generated in the data folder. Set them in production.',
+    );
+  }
+  const openFiles = openFilesLimit();
+  if (openFiles !== null && openFiles < OPEN_FILES_WANTED) {
+    logger.warn(
+      { openFiles, wanted: OPEN_FILES_WANTED },
+      'the open-file limit caps the viewers this process can take (one descriptor each): raise it (LimitNOFILE, ulimit -n; deploy/README.md, "Open files")',
     );
   }
   const gateway = await buildApp(config, { logger, ...deps });
