@@ -108,5 +108,27 @@ export function soakMarkdown(r: SoakResult, command: string): string {
       ...r.api.fiveXx.slice(0, 200).map((x) => `- ${s(x.atMs)} ${x.route}: ${x.status} ${x.code}`),
       '',
     );
+  const diagnosed = (r.api.fiveXxLogs ?? []).filter((x) => x.lines.length > 0);
+  if (diagnosed.length > 0)
+    lines.push(
+      "## Gateways' errors around each 5xx",
+      '',
+      'Log lines at level ≥ error from 15 s before to 2 s after each answer; "this request" marks the',
+      "answered request's own line (a 500 names its request id).",
+      '',
+      ...diagnosed
+        .slice(0, 50)
+        .flatMap((x) => [
+          `### ${s(x.atMs)} ${x.route}: ${x.status} ${x.code}`,
+          '',
+          ...x.lines.flatMap((l) => [
+            `- ${s(l.atMs)} ${l.gateway}${l.sameRequest ? ' (this request)' : ''}: ${l.msg}${
+              l.err ? ` — ${l.err.type}${l.err.code ? ` ${l.err.code}` : ''}: ${l.err.message}` : ''
+            }`,
+            ...(l.err?.stack ? ['', '  ```', ...l.err.stack.split('\n').map((t) => `  ${t}`), '  ```'] : []),
+          ]),
+          '',
+        ]),
+    );
   return lines.join('\n');
 }

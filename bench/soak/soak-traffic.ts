@@ -17,6 +17,8 @@ export interface FiveXx {
   route: string;
   status: number;
   code: string;
+  /** The answer's error message (a 500's names its request id: bench/soak/gateway-errors.ts). */
+  message?: string;
 }
 
 export type WriteKind = 'user' | 'instance' | 'session' | 'end';
@@ -81,7 +83,7 @@ export class Traffic {
         signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
       });
       const text = await res.text();
-      let parsed: { data?: T; error?: { code?: string } } = {};
+      let parsed: { data?: T; error?: { code?: string; message?: string } } = {};
       try {
         parsed = text === '' ? {} : (JSON.parse(text) as typeof parsed);
       } catch {
@@ -90,7 +92,13 @@ export class Traffic {
       const code = parsed.error?.code ?? (res.ok ? null : `HTTP_${res.status}`);
       this.statuses[res.status] = (this.statuses[res.status] ?? 0) + 1;
       if (res.status >= 500)
-        this.fiveXx.push({ atMs: this.now(), route, status: res.status, code: code ?? '' });
+        this.fiveXx.push({
+          atMs: this.now(),
+          route,
+          status: res.status,
+          code: code ?? '',
+          ...(parsed.error?.message === undefined ? {} : { message: parsed.error.message }),
+        });
       return { status: res.status, code, data: parsed.data as T };
     } catch (e) {
       const cause = e instanceof Error ? (e.cause as { code?: string } | undefined) : undefined;

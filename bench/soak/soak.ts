@@ -10,6 +10,7 @@ import { seededRandom } from '../sim/traffic-profile.js';
 import type { ProfileName } from '../sim/traffic-profile.js';
 import { startSoakStack, type SoakGateway, type SoakStack } from './soak-stack.js';
 import { SoakViewer, Traffic, apiWorker, type AckedWrite, type FiveXx } from './soak-traffic.js';
+import { diagnoseFiveXx, type FiveXxDiagnosis } from './gateway-errors.js';
 
 export const FAULT_KINDS = [
   'gateway-kill',
@@ -78,6 +79,8 @@ export interface SoakResult {
     networkErrors: Record<string, number>;
     fiveXx: FiveXx[];
     fiveXxByCode: Record<string, number>;
+    /** Each 5xx with the gateways' log lines at level ≥ error around it (the logs go with the stack). */
+    fiveXxLogs: FiveXxDiagnosis[];
     loops: number;
     abandoned: number;
   };
@@ -401,6 +404,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     };
     const acked: Record<string, number> = {};
     for (const w of traffic.writes) acked[w.kind] = (acked[w.kind] ?? 0) + 1;
+    const gatewayLogs = await Promise.all(
+      stack.gateways.map(async (g) => ({ gateway: g.name, text: await g.process.logs() })),
+    );
+    const fiveXxLogs = diagnoseFiveXx(traffic.fiveXx, gatewayLogs, t0);
     const { log: _log, ...options } = o;
     return {
       options,
@@ -425,6 +432,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         networkErrors: traffic.networkErrors,
         fiveXx: traffic.fiveXx,
         fiveXxByCode: byCode(traffic.fiveXx),
+        fiveXxLogs,
         loops: apiStats.loops,
         abandoned: apiStats.abandoned,
       },
