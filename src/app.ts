@@ -51,6 +51,7 @@ import { makeAuthenticate } from './http/authenticate.js';
 import { registerHealthRoutes } from './http/health.routes.js';
 import { describeApiRoutes, registerApiDocs } from './http/api-docs.js';
 import { isOriginAllowed, originMatches } from './http/origin.js';
+import { compileProxyTrust } from './http/client-address.js';
 import { RequestLogController } from './http/request-logging.js';
 import { AuditRepository } from './store/audit.repository.js';
 import { AuditLog } from './audit/audit-log.js';
@@ -126,6 +127,8 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const clock = deps.clock ?? systemClock;
   const newId = deps.newId ?? randomId;
   const metrics = new Metrics({ worker: deps.worker ?? '0', node: config.cluster.nodeId });
+  // One rule for the client's address: Fastify's request.ip and the viewer upgrade's both use it.
+  const proxyTrust = compileProxyTrust(config.http.trustProxy);
   const store =
     deps.store ??
     (await openStore({
@@ -299,7 +302,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     {
       ...config.relay,
       nodeId: config.cluster.nodeId,
-      trustProxy: config.http.trustProxy,
+      proxyTrust,
       maxViewers: config.sessions.maxViewers,
       // The configured caps, the same for every viewer; SessionEndpoint.policy narrows them per viewer.
       basePolicy: {
@@ -326,7 +329,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const fastifyLogger: FastifyBaseLogger = logger;
   const app = Fastify({
     loggerInstance: fastifyLogger,
-    trustProxy: config.http.trustProxy,
+    trustProxy: proxyTrust,
     bodyLimit: config.http.bodyLimitBytes,
     genReqId: () => newId(),
     requestIdHeader: false,

@@ -410,3 +410,23 @@ test('company sign-in settings: parsed, and the bad ones reported', () => {
       e.problems.some((p) => p.includes('OIDC_CLIENT_ID need OIDC_ISSUER')),
   );
 });
+
+test('TRUST_PROXY: off by default, true/false, or the balancers’ addresses; anything else is refused', () => {
+  const trust = (v?: string) =>
+    loadConfig({
+      ...TEST_SECRETS,
+      DATA_DIR: '/tmp/unused-clouddesk',
+      ...(v === undefined ? {} : { TRUST_PROXY: v }),
+    }).http.trustProxy;
+  assert.equal(trust(), false);
+  assert.equal(trust('true'), true);
+  assert.equal(trust('off'), false);
+  assert.deepEqual(trust('loopback, 10.0.0.0/8,fd00::1'), ['loopback', '10.0.0.0/8', 'fd00::1']);
+  for (const bad of ['2', 'balancer.internal', '10.0.0.0/33'])
+    assert.throws(
+      () => trust(bad),
+      (e: unknown) =>
+        e instanceof ConfigError && e.problems.some((p) => p.startsWith(`TRUST_PROXY: "${bad}" must be`)),
+      bad,
+    );
+});

@@ -267,6 +267,65 @@ describe('gateway end to end (sshd + TigerVNC)', () => {
     assert.equal(isProcessAlive(desktop_pid!), false);
   });
 
+  test('TRUST_PROXY: a viewer behind the balancer is audited at the address Fastify gives its API calls', async () => {
+    // The client says 198.51.100.9; the balancer on 127.0.0.1 appends the address it saw, 203.0.113.7.
+    const headers = { 'x-forwarded-for': '198.51.100.9, 203.0.113.7' };
+    const behindBalancer = async (g: TestGateway, gBase: string) => {
+      const user = await newUser(g);
+      const login = await g.app.inject({
+        method: 'POST',
+        url: '/api/auth/login',
+        headers,
+        payload: { email: user.email, password: user.password },
+      });
+      assert.equal(login.statusCode, 200, login.body);
+      const instance = await newInstance(g, user, target(1));
+      const res = await g.app.inject({
+        method: 'POST',
+        url: '/api/sessions/connect',
+        headers: { ...user.auth, ...headers },
+        payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
+      });
+      assert.equal(res.statusCode, 201, res.body);
+      const { sessionId, websocketUrl } = res.json().data;
+      const viewer = await RfbTestClient.open(`ws://${gBase}${websocketUrl as string}`, { headers });
+      await viewer.handshake();
+      viewer.close();
+      await viewer.closed;
+      await g.app.inject({
+        method: 'POST',
+        url: `/api/sessions/disconnect/${sessionId}`,
+        headers: user.auth,
+      });
+      await g.audit.flush();
+      const rows = await g.store.db
+        .selectFrom('audit_events')
+        .select(['type', 'ip'])
+        .where('subject_user_id', '=', user.id)
+        .where('type', 'in', ['auth.sign-in', 'viewer.attached', 'viewer.detached'])
+        .orderBy('id')
+        .execute();
+      return rows.map((r) => [r.type, r.ip]);
+    };
+
+    const trusting = await listenTestGateway({ TRUST_PROXY: '127.0.0.1' });
+    try {
+      assert.deepEqual(await behindBalancer(trusting, trusting.base), [
+        ['auth.sign-in', '203.0.113.7'],
+        ['viewer.attached', '203.0.113.7'],
+        ['viewer.detached', '203.0.113.7'],
+      ]);
+    } finally {
+      await trusting.cleanup();
+    }
+    // Without TRUST_PROXY the header is the client's word, believed by neither.
+    assert.deepEqual(await behindBalancer(gw, base), [
+      ['auth.sign-in', '127.0.0.1'],
+      ['viewer.attached', '127.0.0.1'],
+      ['viewer.detached', '127.0.0.1'],
+    ]);
+  });
+
   test('no plaintext credential in any database row or log line', async () => {
     const rows = JSON.stringify([
       await gw.store.db.selectFrom('instances').selectAll().execute(),

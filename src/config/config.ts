@@ -3,9 +3,11 @@
 // the code reads process.env.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, chmodSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { SshPoolOptions } from '../ssh/ssh.types.js';
 import { isCidr } from '../instances/address-guard.js';
+import type { TrustProxy } from '../http/client-address.js';
 
 export type DesktopTransport = 'auto' | 'unix' | 'tcp';
 export type DesktopWallpaper = 'plain' | 'keep';
@@ -64,7 +66,8 @@ export interface Config {
   http: {
     host: string;
     port: number;
-    trustProxy: boolean;
+    /** TRUST_PROXY: false, true (every hop) or the proxies' addresses (see http/client-address.ts). */
+    trustProxy: TrustProxy;
     bodyLimitBytes: number;
     publicDir: string | null;
     /** API_DOCS: the OpenAPI document at /api/openapi.json and the reference page at /api/docs. */
@@ -444,7 +447,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
     http: {
       host: r.string('HOST', '0.0.0.0'),
       port: r.int('PORT', 3000, 0, 65535),
-      trustProxy: r.bool('TRUST_PROXY', false),
+      trustProxy: readTrustProxy(r),
       bodyLimitBytes: r.int('HTTP_BODY_LIMIT_BYTES', 64 * 1024, 1024, 10 * 1024 * 1024),
       publicDir: r.optional('PUBLIC_DIR'),
       apiDocs: r.oneOf<'on' | 'off'>('API_DOCS', 'on', ['on', 'off']) === 'on',
@@ -617,6 +620,28 @@ function parseNatMap(r: Reader): Record<string, RedisEndpoint> {
     };
   }
   return map;
+}
+
+/**
+ * TRUST_PROXY: true/false as before, or the balancers' addresses (comma list of IPs, CIDRs, `loopback`,
+ * `linklocal`, `uniquelocal`), as Fastify's trustProxy takes them: then an X-Forwarded-For hop is
+ * believed only when it comes from one of them, so a client cannot put its own address in front.
+ */
+function readTrustProxy(r: Reader): TrustProxy {
+  const v = r.raw('TRUST_PROXY');
+  if (v === undefined || /^(true|false|1|0|yes|no|on|off)$/i.test(v)) return r.bool('TRUST_PROXY', false);
+  const proxies = r.list('TRUST_PROXY');
+  // proxy-addr alone would take "2" as 0.0.0.2: an address here is written out in full (what Node's
+  // isIP and isCidr take, proxy-addr takes too).
+  const named = ['loopback', 'linklocal', 'uniquelocal'];
+  const bad = proxies.find((p) => !named.includes(p) && isIP(p) === 0 && !isCidr(p));
+  if (bad !== undefined) {
+    r.problems.push(
+      `TRUST_PROXY: "${bad}" must be true, false, or a list of IPs, CIDRs, loopback, linklocal or uniquelocal`,
+    );
+    return false;
+  }
+  return proxies;
 }
 
 function readCaFile(r: Reader): string | null {

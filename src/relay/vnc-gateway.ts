@@ -25,6 +25,7 @@ import { Relay, type RelayOptions } from './relay.js';
 import { LeaseRenewal } from './lease-renewal.js';
 import { ViewerHandshake } from './rfb-viewer-handshake.js';
 import type { AuditSink } from '../audit/audit-log.js';
+import { clientAddress, type ProxyTrust } from '../http/client-address.js';
 
 export interface VncGatewayOptions extends Omit<RelayOptions, 'maxCutTextBytes'> {
   /** Largest WebSocket message; also the largest clipboard text a viewer may send. */
@@ -34,8 +35,8 @@ export interface VncGatewayOptions extends Omit<RelayOptions, 'maxCutTextBytes'>
   nodeId: string;
   /** Every viewer's policy before the session's own narrows it (from the configured caps). */
   basePolicy: ViewerPolicy;
-  /** TRUST_PROXY: the viewer's address for the audit trail is the first X-Forwarded-For entry. */
-  trustProxy?: boolean;
+  /** TRUST_PROXY, compiled: which hops' X-Forwarded-For to believe for the viewer's address (unset: none). */
+  proxyTrust?: ProxyTrust;
   /** SESSION_MAX_VIEWERS: a guest's viewer is added only below it (atomically, cluster-wide); unset: no cap. */
   maxViewers?: number;
 }
@@ -75,6 +76,7 @@ interface Viewer {
 /** Samples shorter than this are added to the totals but not observed as a rate (too noisy). */
 const MIN_RATE_SAMPLE_MS = 1000;
 
+const trustNoProxy: ProxyTrust = () => false;
 const TICKET_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 const LEASE_RENEW_MS = 15_000;
 /** Lease renewals in flight at once (lease-renewal.ts): a round of 10,000 viewers is ~157 round trips deep. */
@@ -202,17 +204,8 @@ export class VncGateway {
     }
     if (socket.destroyed) return;
     if (this.draining) return rejectUpgrade(socket, new AppError('SHUTTING_DOWN'));
-    const ip = this.clientIp(req);
+    const ip = clientAddress(req, this.options.proxyTrust ?? trustNoProxy);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, endpoint, ip));
-  }
-
-  private clientIp(req: IncomingMessage): string | null {
-    if (this.options.trustProxy) {
-      const forwarded = req.headers['x-forwarded-for'];
-      const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-      if (first) return first;
-    }
-    return req.socket.remoteAddress ?? null;
   }
 
   private attach(ws: WebSocket, endpoint: SessionEndpoint, ip: string | null): void {
