@@ -22,6 +22,10 @@ void describe('store failures', () => {
       pgError('25006', 'cannot execute INSERT in a read-only transaction'),
       new Error('timeout exceeded when trying to connect'),
       new Error('Client has encountered a connection error and is not queryable'),
+      new Error('Client was closed and is not queryable'),
+      new Error('driver has already been destroyed'),
+      pgError('40P01', 'deadlock detected'),
+      pgError('40001', 'could not serialize access due to concurrent update'),
     ])
       assert.equal(classifyStoreFailure(e), 'unsent', e.message);
   });

@@ -43,6 +43,9 @@ const unsentCodes = new Set([
   '25006', // read_only_sql_transaction: this server is (now) a standby
   '08001', // sqlclient_unable_to_establish_sqlconnection
   '08004', // sqlserver_rejected_establishment_of_sqlconnection
+  // The server rolled the whole transaction back and says so: nothing of it stayed, whatever the kind.
+  '40001', // serialization_failure (also a hot standby's "conflict with recovery")
+  '40P01', // deadlock_detected: this transaction was the victim
 ]);
 
 /** Codes that mean the connection went away while a statement may have been running. */
@@ -61,6 +64,10 @@ const unsentMessages = [
   'timeout exceeded when trying to connect',
   'Client has encountered a connection error and is not queryable',
   'Cannot use a pool after calling end on the pool',
+  // pg: the client was ended (the pool dropped it) before this statement was written to it.
+  'Client was closed and is not queryable',
+  // kysely: the store is closing (a gateway shutting down); nothing was sent.
+  'driver has already been destroyed',
 ];
 const inDoubtMessages = [
   'Connection terminated',
