@@ -1,15 +1,15 @@
-// The soak's stand-in for one gateway's network path to Redis and PostgreSQL: a TCP forwarder process
-// (forked by the soak, IPC attached) with one loopback listener per upstream (each sentinel, each Redis
-// data server, PostgreSQL's HAProxy). The gateway reaches its stores only through it, so stopping this
-// one process (SIGSTOP) cuts that gateway off from both stores, and only that gateway: connections stay
-// open but no byte moves either way and new ones are never accepted, as a partition that drops packets
-// would look to both ends; SIGCONT heals it and whatever the kernel buffered flows on. The gateway's SSH
-// connections to the instance and its viewers behind HAProxy do not pass through here.
+// A TCP forwarder process (forked by the soak, IPC attached) with one listener on a host address per
+// upstream on 127.0.0.1. Redis, the sentinels and PostgreSQL's HAProxy listen on loopback only, and a
+// gateway in its own network namespace (soak-stack.ts) reaches them through the forwarder on the host
+// end of its "store" veth link, which is the link a partition cuts. The SSH path to the instance uses
+// one too. A separate process keeps these bytes off the soak's own event loop, which runs the viewers.
 //
-// argv: upstream ports on 127.0.0.1. Answers { type: 'ready', ports: { [upstream]: listenPort } }.
+// argv: the listen address, then upstream ports on 127.0.0.1.
+// Answers { type: 'ready', ports: { [upstream]: listenPort } }.
 import { createServer, connect, type Socket } from 'node:net';
 
-const upstreams = process.argv.slice(2).map(Number);
+const listenHost = process.argv[2] ?? '127.0.0.1';
+const upstreams = process.argv.slice(3).map(Number);
 const sockets = new Set<Socket>();
 
 function pipe(client: Socket, port: number): void {
@@ -32,7 +32,7 @@ async function main(): Promise<void> {
   for (const upstream of upstreams) {
     const listener = createServer((c) => pipe(c, upstream));
     await new Promise<void>((resolve) =>
-      listener.listen({ host: '127.0.0.1', port: 0, backlog: 1024 }, resolve),
+      listener.listen({ host: listenHost, port: 0, backlog: 1024 }, resolve),
     );
     const a = listener.address();
     ports[upstream] = typeof a === 'object' && a !== null ? a.port : 0;

@@ -2,17 +2,27 @@
 // HAProxy, test/helpers/patroni-cluster.ts), Redis under Sentinel (a primary, a replica, three
 // sentinels, test/helpers/redis-ha.ts), the benchmark's desktop simulator behind a real OpenSSH sshd
 // (its fake Xvnc, bench/sim), three gateway processes (test/helpers/gateway-process.ts) and HAProxy in
-// front of them (test/helpers/haproxy.ts). Each gateway reaches Redis and PostgreSQL only through its
-// own forwarder process (bench/soak/forwarder.ts), which is what a partition stops.
-import { fork, type ChildProcess } from 'node:child_process';
+// front of them (test/helpers/haproxy.ts).
+//
+// Each gateway runs in a network namespace of its own (test/helpers/netns.ts) with two veth links to
+// the host, as test/partition.test.ts does:
+//   - "store": Redis, the sentinels and PostgreSQL's HAProxy, through a forwarder process on the link's
+//     host end (bench/soak/forwarder.ts; the servers listen on loopback only). A partition cuts this
+//     link (tc blackhole both ways: packets dropped, no reset), and only this link.
+//   - "data": HAProxy reaches the gateway at the link's namespace end, and the gateway reaches the
+//     instance's sshd through a forwarder on the first namespace's data host address (every namespace
+//     has a route to it over its own data link), so every gateway sees the instance at one address.
+import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { startGatewayProcess, type GatewayProcess } from '../../test/helpers/gateway-process.js';
 import { startHaproxy, type HaproxyFixture } from '../../test/helpers/haproxy.js';
+import { createNetns, type NetnsFixture, type NetnsLink } from '../../test/helpers/netns.js';
 import { startPatroniCluster, type PatroniCluster } from '../../test/helpers/patroni-cluster.js';
 import { startRedisSentinelSet, type RedisSentinelFixture } from '../../test/helpers/redis-ha.js';
 import { processesWithEnv, startSshd, terminate, type SshdFixture } from '../../test/helpers/sshd.js';
@@ -22,21 +32,21 @@ import type { ProfileName } from '../sim/traffic-profile.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const repo = join(here, '..', '..');
+const execFileP = promisify(execFile);
 
 export interface Forwarder {
   child: ChildProcess;
   /** upstream port → the forwarder's listening port */
   ports: Record<number, number>;
-  paused: boolean;
-  pause(): void;
-  resume(): void;
   stop(): Promise<void>;
 }
 
 export interface SoakGateway {
   name: string;
   process: GatewayProcess;
-  forwarder: Forwarder;
+  /** Its own network namespace; `storeLink.cut()` partitions it from Redis and PostgreSQL. */
+  netns: NetnsFixture;
+  storeLink: NetnsLink;
   /** Down on purpose (killed and not yet restarted). */
   down: boolean;
 }
@@ -64,8 +74,8 @@ export interface StackOptions {
   log: (line: string) => void;
 }
 
-async function startForwarder(upstreams: number[]): Promise<Forwarder> {
-  const child = fork(join(here, 'forwarder.ts'), upstreams.map(String), {
+async function startForwarder(listenHost: string, upstreams: number[]): Promise<Forwarder> {
+  const child = fork(join(here, 'forwarder.ts'), [listenHost, ...upstreams.map(String)], {
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -81,18 +91,8 @@ async function startForwarder(upstreams: number[]): Promise<Forwarder> {
   const f: Forwarder = {
     child,
     ports,
-    paused: false,
-    pause() {
-      if (child.pid !== undefined) process.kill(child.pid, 'SIGSTOP');
-      f.paused = true;
-    },
-    resume() {
-      if (child.pid !== undefined) process.kill(child.pid, 'SIGCONT');
-      f.paused = false;
-    },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      if (f.paused) f.resume();
       const exited = new Promise<void>((r) => child.once('exit', () => r()));
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
@@ -122,6 +122,19 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
       () => sim.stop(),
     );
 
+    // One namespace per gateway, made one after another (each takes the next free 10.213.x.0/24).
+    const spaces: NetnsFixture[] = [];
+    for (let i = 0; i < o.gateways; i++) {
+      const ns = await createNetns(['store', 'data']);
+      stops.push(() => ns.dispose());
+      spaces.push(ns);
+    }
+    const instanceHost = spaces[0]!.link('data').hostAddress;
+    for (const ns of spaces.slice(1)) {
+      const data = ns.link('data');
+      await execFileP('ip', ['-n', ns.name, 'route', 'add', `${instanceHost}/32`, 'via', data.hostAddress]);
+    }
+
     // The sshd user runs the fake Xvnc from a copy in a 0755 folder (as bench/stacks/clouddesk-stack.ts).
     const marker = `CLOUDDESK_SOAK_RUN=${randomBytes(6).toString('hex')}`;
     const fakeBin = await mkdtemp(join(tmpdir(), 'clouddesk-soak-bin-'));
@@ -137,6 +150,8 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
     });
     stops.push(() => sshd.stop());
     stops.push(async () => terminate(await processesWithEnv(marker, [sshd.users[0]!.uid])));
+    const sshPath = await startForwarder(instanceHost, [sshd.port]);
+    stops.push(() => sshPath.stop());
 
     const secrets = {
       JWT_ACCESS_SECRET: randomBytes(32).toString('base64url'),
@@ -146,9 +161,11 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
     const sentinelPorts = redis.sentinels.map((s) => s.port);
     const upstreams = [...sentinelPorts, ...redis.dataPorts, pgCluster.haproxyPort];
     const startGateway = async (i: number): Promise<SoakGateway> => {
-      const forwarder = await startForwarder(upstreams);
+      const netns = spaces[i - 1]!;
+      const storeLink = netns.link('store');
+      const forwarder = await startForwarder(storeLink.hostAddress, upstreams);
       stops.push(() => forwarder.stop());
-      const via = (port: number) => `127.0.0.1:${forwarder.ports[port]}`;
+      const via = (port: number) => `${storeLink.hostAddress}:${forwarder.ports[port]}`;
       const env = {
         ...secrets,
         DATABASE_URL: `postgres://postgres@${via(pgCluster.haproxyPort)}/${pgCluster.database}`,
@@ -160,6 +177,8 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
           .join(','),
         REGISTRATION: 'open',
         LOG_LEVEL: 'info',
+        // The instance is the first namespace's data host address: a host address, allowed exactly.
+        INSTANCE_ALLOWED_CIDRS: `${instanceHost}/32`,
         // All the load comes from one address: the limits meant for one abusive client are raised.
         RATE_LIMIT_MAX_REQUESTS: '10000000',
         WS_MAX_CONNECTS_PER_MINUTE: '1000000',
@@ -172,11 +191,17 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
       };
       o.log(`starting gateway gw${i}`);
       // A start that misses the helper's ready bound on a loaded machine is tried again, twice.
-      const proc = await startGatewayProcess({ env })
-        .catch(() => startGatewayProcess({ env }))
-        .catch(() => startGatewayProcess({ env }));
+      const start = () =>
+        startGatewayProcess({
+          env,
+          host: netns.link('data').nsAddress,
+          commandPrefix: netns.execPrefix(),
+        });
+      const proc = await start()
+        .catch(() => start())
+        .catch(() => start());
       stops.push(() => proc.stop());
-      return { name: `gw${i}`, process: proc, forwarder, down: false };
+      return { name: `gw${i}`, process: proc, netns, storeLink, down: false };
     };
     // The first gateway migrates the fresh database alone; then the others join together.
     const gateways: SoakGateway[] = [await startGateway(1)];
@@ -186,6 +211,7 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
     // Checks every second (each may take up to that long: /api/ready pings PostgreSQL), 2 falls.
     const balancer = await startHaproxy({
       backends: gateways.map((g) => g.process.port),
+      backendHosts: gateways.map((g) => g.netns.link('data').nsAddress),
       checkIntervalMs: 1000,
     });
     stops.push(() => balancer.stop());
@@ -199,8 +225,8 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
       balancer,
       url: balancer.url,
       instance: {
-        host: '127.0.0.1',
-        port: sshd.port,
+        host: instanceHost,
+        port: sshPath.ports[sshd.port]!,
         username: user.username,
         privateKey: user.privateKey,
         hostKeyFingerprint: sshd.hostKeyFingerprint,

@@ -311,7 +311,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           rec.target = g.name;
           rec.atMs = now();
           o.log(`fault ${i + 1}: partition ${g.name} from Redis and PostgreSQL for ${o.partitionMs} ms`);
-          g.forwarder.pause();
+          // Its store link drops every packet both ways; its viewers and its SSH path are on another link.
+          await g.storeLink.cut();
           let sawNotReady = false;
           let balancerDown = false;
           const healAt = Date.now() + o.partitionMs;
@@ -323,7 +324,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
             if ((await stack.balancer.serverStates()).get(g.process.port) !== 'UP') balancerDown = true;
             await sleep(250);
           }
-          g.forwarder.resume();
+          await g.storeLink.heal();
           rec.undoneAtMs = now();
           rec.notes.push(
             `${g.name} /api/ready ${sawNotReady ? 'went not-ready' : 'stayed 200'} during the partition; HAProxy ${balancerDown ? 'took it out' : 'kept it in'}`,

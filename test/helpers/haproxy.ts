@@ -15,8 +15,10 @@ const execFileP = promisify(execFile);
 const HAPROXY = '/usr/sbin/haproxy';
 
 export interface HaproxyOptions {
-  /** Gateway ports on 127.0.0.1. */
+  /** Gateway ports (on 127.0.0.1 unless `backendHosts` says otherwise). */
   backends: number[];
+  /** Each backend's address, by index (default 127.0.0.1), e.g. a test namespace's end of a veth link. */
+  backendHosts?: string[];
   /** Health check path; default /api/ready. */
   healthPath?: string;
   /** Health check interval; default 300 ms (production: 2 s, see deploy/haproxy.cfg). */
@@ -38,7 +40,10 @@ export interface HaproxyFixture {
 export function haproxyConfig(opts: HaproxyOptions & { port: number; statsSocket: string }): string {
   const inter = opts.checkIntervalMs ?? 300;
   const servers = opts.backends
-    .map((p, i) => `    server gw${i + 1} 127.0.0.1:${p} check inter ${inter}ms fall 2 rise 1`)
+    .map(
+      (p, i) =>
+        `    server gw${i + 1} ${opts.backendHosts?.[i] ?? '127.0.0.1'}:${p} check inter ${inter}ms fall 2 rise 1`,
+    )
     .join('\n');
   return `global
     maxconn 4096
