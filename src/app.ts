@@ -286,6 +286,10 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       clock,
       logger: logger.child({ component: 'relay' }),
       audit,
+      standing: {
+        closedBefore: (ids) => users.listClosedBefore(ids),
+        revokedShares: (ids) => shareRepo.listRevokedAmong(ids),
+      },
       isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
       hooks: {
         // A ticket issued just before its account was disabled is refused too (403 ACCOUNT_DISABLED).

@@ -554,6 +554,78 @@ void describe(
       );
     });
 
+    void it('a sign-out everywhere and a share revoke made while it is cut off close its guests after the heal (4001, 4002), the owner streams on', async (t) => {
+      assert.ok(s1, 'the first step ran');
+      const A = apiClient(gwA.url);
+      const B = apiClient(gwB.url);
+      // Two signed-in guests, each through their own share of the session, watching on B.
+      const guests: { token: string; shareId: string; viewer: Viewer }[] = [];
+      for (const i of [1, 2]) {
+        const reg = await A('POST', '/api/auth/register', {
+          body: { email: `pt-guest${i}-${Date.now()}@example.com`, password: 'correct horse battery staple' },
+        });
+        assert.equal(reg.status, 201, JSON.stringify(reg.body));
+        const guestToken = (reg.body.data as { accessToken: string }).accessToken;
+        const share = await A('POST', `/api/sessions/${s1}/shares`, { token, body: { mode: 'view' } });
+        assert.equal(share.status, 201, JSON.stringify(share.body));
+        const { id: shareId, url } = share.body.data as { id: string; url: string };
+        const shareToken = url.slice(url.indexOf('#') + 1);
+        const joined = await B('POST', `/api/shares/${shareToken}/ticket`, { token: guestToken });
+        assert.equal(joined.status, 200, JSON.stringify(joined.body));
+        const url2 = (joined.body.data as { websocketUrl: string }).websocketUrl;
+        const viewer = await Viewer.open(wsUrl(gwB, url2), gwB.url);
+        viewers.push(viewer);
+        guests.push({ token: guestToken, shareId, viewer });
+      }
+      const ownerViewer = await Viewer.open(
+        wsUrl(
+          gwB,
+          ((await B('POST', `/api/sessions/${s1}/ticket`, { token })).body.data as { websocketUrl: string })
+            .websocketUrl,
+        ),
+        gwB.url,
+      );
+      viewers.push(ownerViewer);
+      const all = [...guests.map((g) => g.viewer), ownerViewer];
+      await waitFor('the guests and the owner streaming', () => all.every((v) => v.bytes > 200_000), 30_000);
+
+      const store = ns.link('store');
+      await store.cut();
+      // The rest of the cluster: the first guest signs out everywhere, the owner revokes the second
+      // share. Both commands are published while B cannot hear them.
+      const out = await A('POST', '/api/auth/logout-all', { token: guests[0]!.token });
+      assert.equal(out.status, 204, JSON.stringify(out.body));
+      const revoked = await A('DELETE', `/api/shares/${guests[1]!.shareId}`, { token });
+      assert.ok(revoked.status === 204 || revoked.status === 200, JSON.stringify(revoked.body));
+      const atCut = all.map((v) => v.bytes);
+      await waitFor(
+        'B streams on through the cut',
+        () => all.every((v, i) => v.bytes - atCut[i]! > 200_000),
+        60_000,
+      );
+      for (const v of all) assert.equal(v.closeCode, null, 'nothing closed behind the cut');
+
+      await store.heal();
+      const healedAt = Date.now();
+      // Its lease renewal reads the accounts and shares behind its viewers and closes what the lost
+      // commands would have closed, with their codes; the owner's viewer is left alone.
+      const closedAfter = await waitFor(
+        'both guests closed',
+        () => guests.every((g) => g.viewer.closeCode !== null),
+        60_000,
+      );
+      assert.deepEqual(
+        guests.map((g) => g.viewer.closeCode),
+        [4001, 4002],
+      );
+      assert.equal(ownerViewer.closeCode, null);
+      const r = await ownerViewer.check();
+      assert.equal(r.clientReceived, r.serverSent);
+      t.diagnostic(
+        `after heal: guests closed (4001, 4002) in ${closedAfter} ms (${Date.now() - healedAt} ms)`,
+      );
+    });
+
     void it('a partition that outlasts the lease and the idle timeout (injected clock): the rest ends the session; its viewers behind the cut stream on until the heal, then are closed, and all converges', async (t) => {
       assert.ok(s1, 'the first step ran');
       const A = apiClient(gwA.url);

@@ -165,6 +165,7 @@ export class AuthService {
       role,
       disabled_at: null,
       last_sign_in_at: null,
+      signed_out_at: null,
     };
     if (!(await this.deps.users.create(row))) throw new AppError('EMAIL_TAKEN');
     return row;
@@ -207,6 +208,7 @@ export class AuthService {
       role,
       disabled_at: null,
       last_sign_in_at: null,
+      signed_out_at: null,
     };
     return (await this.deps.users.create(row)) ? row : null;
   }

@@ -50,6 +50,14 @@ export interface VncGatewayHooks {
   onViewerKbps?(kbps: number): void;
 }
 
+/** The store's view of viewers' accounts and shares (user and share repositories). */
+export interface ViewerStanding {
+  /** Per user id, viewers attached at or before this time close: Infinity for a disabled or deleted account. */
+  closedBefore(userIds: readonly string[]): Promise<Map<string, number>>;
+  /** Of these share ids, those revoked or gone. */
+  revokedShares(shareIds: readonly string[]): Promise<string[]>;
+}
+
 interface Viewer {
   id: string;
   /** The session's owner (usage is the owner's). */
@@ -118,6 +126,8 @@ export class VncGateway {
       isOriginAllowed: (origin: string, host: string | undefined) => boolean;
       hooks?: VncGatewayHooks;
       audit?: AuditSink;
+      /** What the store says of viewers' accounts and shares, to catch up commands missed on pub/sub. */
+      standing?: ViewerStanding;
     },
     private readonly options: VncGatewayOptions,
   ) {
@@ -478,8 +488,38 @@ export class VncGateway {
       // subscriber reconnecting) is found here: its viewers close as if the command had arrived.
       const ended = await this.deps.sessions.endedAmong([...this.bySession.keys()]);
       for (const id of ended) this.closeSession(id, CloseCode.SESSION_ENDED, 'session ended');
+      if (this.deps.standing) await this.catchUpStanding(this.deps.standing);
     } catch (e) {
       this.deps.logger.warn({ err: e }, 'could not reconcile viewers with the cluster');
+    }
+  }
+
+  /**
+   * A sign-out everywhere, a disabled account or a share revoke published while this node could not
+   * hear it: one batched read of the accounts and one of the shares behind its viewers, and those that
+   * should be gone close with the live path's codes (4001, 4002).
+   */
+  private async catchUpStanding(standing: ViewerStanding): Promise<void> {
+    const users = new Set<string>();
+    const shares = new Set<string>();
+    // An anonymous guest has no account to sign out; their share still counts.
+    const accountOf = (v: Viewer): string | null => (v.guest ? v.guest.userId : v.userId);
+    for (const v of this.viewers) {
+      const account = accountOf(v);
+      if (account !== null) users.add(account);
+      if (v.guest) shares.add(v.guest.shareId);
+    }
+    if (users.size === 0 && shares.size === 0) return;
+    const closedBefore = users.size > 0 ? await standing.closedBefore([...users]) : new Map<string, number>();
+    const revoked = new Set(shares.size > 0 ? await standing.revokedShares([...shares]) : []);
+    for (const v of [...this.viewers]) {
+      const account = accountOf(v);
+      const before = account === null ? undefined : closedBefore.get(account);
+      if (before !== undefined && v.attachedAt <= before) closeViewer(v, CloseCode.SIGNED_OUT, 'signed out');
+      else if (v.guest && revoked.has(v.guest.shareId)) {
+        this.revokedShares.set(v.guest.shareId, Date.now());
+        closeViewer(v, CloseCode.SHARE_REVOKED, 'share revoked');
+      }
     }
   }
 

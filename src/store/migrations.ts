@@ -272,4 +272,14 @@ export const migrations: Record<string, Migration> = {
       await db.schema.dropTable('shares').execute();
     },
   },
+  // Catching up a sign-out everywhere that a partitioned node missed on pub/sub (issue 11): the time of
+  // the user's last one; a node's lease renewal closes the user's viewers that were attached before it.
+  '0008_signed_out_at': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('users').addColumn('signed_out_at', 'bigint').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('users').dropColumn('signed_out_at').execute();
+    },
+  },
 };

@@ -10,6 +10,8 @@ export interface UsersTable {
   /** Set while the account is disabled: no sign-in, no refresh, no API call. */
   disabled_at: number | null;
   last_sign_in_at: number | null;
+  /** The last "sign out everywhere": viewers attached before it are closed (4001). */
+  signed_out_at: number | null;
 }
 
 export type UserRole = 'admin' | 'user';

@@ -81,6 +81,24 @@ export class ShareRepository {
     return Number(result.numUpdatedRows) === 1;
   }
 
+  /** Of these share ids, those revoked or gone. Bounded statements (500 ids each). */
+  async listRevokedAmong(ids: readonly string[]): Promise<string[]> {
+    const standing = new Set<string>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const page = ids.slice(i, i + 500);
+      const rows = await this.retry.run('read', () =>
+        this.db
+          .selectFrom('shares')
+          .select('id')
+          .where('id', 'in', page)
+          .where('revoked_at', 'is', null)
+          .execute(),
+      );
+      for (const r of rows) standing.add(r.id);
+    }
+    return ids.filter((id) => !standing.has(id));
+  }
+
   /** False when it was revoked already. Idempotent: a second run finds it revoked. */
   async revoke(id: string, now: number): Promise<boolean> {
     const result = await this.retry.run('idempotent', () =>
