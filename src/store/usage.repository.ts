@@ -1,6 +1,6 @@
 // Usage: bytes each way and viewer-seconds, added as deltas to each session's totals and to the daily
 // table (per user, instance and UTC day) in one transaction per activity flush.
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { StoreAccess } from './database.js';
 import type { Database } from './schema.js';
 import type { StoreRetry } from './store-retry.js';
@@ -63,17 +63,35 @@ export class UsageRepository {
         held.viewerSeconds += e.viewerSeconds;
       }
     }
+    // One row per session for its totals (a session may have entries for two days): an UPDATE … FROM
+    // applies only one of several matching rows.
+    const perSession = new Map<string, UsageDelta>();
+    for (const e of entries) {
+      const held = perSession.get(e.sessionId);
+      if (!held) perSession.set(e.sessionId, { ...e });
+      else {
+        held.bytesToViewer += e.bytesToViewer;
+        held.bytesFromViewer += e.bytesFromViewer;
+        held.viewerSeconds += e.viewerSeconds;
+      }
+    }
+    const totals = [...perSession];
     await this.db.transaction().execute(async (trx) => {
-      for (const e of entries) {
-        await trx
-          .updateTable('sessions')
-          .set((eb) => ({
-            bytes_to_viewer: eb('bytes_to_viewer', '+', e.bytesToViewer),
-            bytes_from_viewer: eb('bytes_from_viewer', '+', e.bytesFromViewer),
-            viewer_seconds: eb('viewer_seconds', '+', e.viewerSeconds),
-          }))
-          .where('id', '=', e.sessionId)
-          .execute();
+      // One statement per UPSERT_ROWS sessions, not one per session: at 10,000 viewers the per-session
+      // statements (built, prepared and run one by one, all on the event loop) took ~5 s every flush.
+      for (let i = 0; i < totals.length; i += UPSERT_ROWS) {
+        const values = sql.join(
+          totals
+            .slice(i, i + UPSERT_ROWS)
+            .map(
+              ([id, d]) =>
+                sql`(${id}, CAST(${d.bytesToViewer} AS BIGINT), CAST(${d.bytesFromViewer} AS BIGINT), CAST(${d.viewerSeconds} AS DOUBLE PRECISION))`,
+            ),
+        );
+        await sql`WITH v(id, bt, bf, vs) AS (VALUES ${values})
+          UPDATE sessions SET bytes_to_viewer = bytes_to_viewer + v.bt,
+            bytes_from_viewer = bytes_from_viewer + v.bf, viewer_seconds = viewer_seconds + v.vs
+          FROM v WHERE sessions.id = v.id`.execute(trx);
       }
       // A user deleted meanwhile has nobody to bill: their usage goes with them (and must not make the
       // batch fail on the foreign key for ever).
