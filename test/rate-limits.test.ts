@@ -16,7 +16,7 @@ import {
   RateLimits,
   type LimitName,
 } from '../src/coordination/rate-limits.js';
-import { AppError } from '../src/errors/errors.js';
+import { AppError, isPeerGoneError, PeerGoneError } from '../src/errors/errors.js';
 import { registerErrorHandling } from '../src/http/error-handler.js';
 import { systemClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/observability/logger.js';
@@ -331,5 +331,14 @@ void describe('ipKey', () => {
     assert.equal(ipKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
     assert.equal(ipKey('::1'), '0:0:0:0::/64');
     assert.equal(ipKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+  });
+
+  void it('refuses a missing address (the client is gone) as a peer-gone error, not a TypeError', () => {
+    for (const gone of [undefined, '']) {
+      assert.throws(
+        () => ipKey(gone),
+        (e: unknown) => e instanceof PeerGoneError && isPeerGoneError(e),
+      );
+    }
   });
 });

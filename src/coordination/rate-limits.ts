@@ -30,7 +30,7 @@ import {
   type RateLimiterAbstract,
 } from 'rate-limiter-flexible';
 import type { Config } from '../config/config.js';
-import { AppError, isAppError } from '../errors/errors.js';
+import { AppError, isAppError, PeerGoneError } from '../errors/errors.js';
 import type { SignInGuard } from '../auth/sign-in-guard.js';
 import type { Coordinator } from './coordinator.js';
 import { RedisCoordinator } from './redis-coordinator.js';
@@ -72,8 +72,13 @@ function seconds(ms: number): number {
   return Math.max(1, Math.ceil(ms / 1000));
 }
 
-/** One key per client address: IPv4 as is, IPv6 per /64, IPv4-mapped IPv6 as IPv4. */
-export function ipKey(ip: string): string {
+/**
+ * One key per client address: IPv4 as is, IPv6 per /64, IPv4-mapped IPv6 as IPv4. Fastify's
+ * `request.ip` is undefined once the client's socket has closed (a sign-in that waited in the hash
+ * queue longer than the client did): that request is dropped (PeerGoneError), not answered 500.
+ */
+export function ipKey(ip: string | undefined): string {
+  if (ip === undefined || ip === '') throw new PeerGoneError();
   const bare = ip.replace(/%.*$/, '');
   const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(bare);
   if (mapped) return mapped[1]!;

@@ -263,5 +263,16 @@ export function isAppError(e: unknown): e is AppError {
 /** Errors that only mean the peer went away: not worth an error log line. */
 export function isPeerGoneError(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
-  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE';
+  return (
+    code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'PEER_GONE'
+  );
+}
+
+/** The client's connection closed before its request was handled: there is no one to answer. */
+export class PeerGoneError extends Error {
+  readonly code = 'PEER_GONE';
+  constructor() {
+    super('the client closed its connection before the request was handled');
+    this.name = 'PeerGoneError';
+  }
 }
