@@ -96,7 +96,12 @@ void test('bench smoke run: every stack moves every byte it is asked to, and the
   assert.ok(result.machine.cores > 0 && result.machine.cpuModel.length > 0, 'machine facts recorded');
   for (const s of result.steps) {
     assert.equal(s.sessions.ready, USERS, `${s.stack}: every user reached a first screen update`);
-    assert.deepEqual(s.errors, {}, `${s.stack}: no errors`);
+    // A connect answered OVERLOADED and tried again after its Retry-After (`busy-retry:…`) is a user
+    // still being served, as the report counts it; every other entry is a failure.
+    const failures = Object.fromEntries(
+      Object.entries(s.errors).filter(([k]) => !k.startsWith('busy-retry:')),
+    );
+    assert.deepEqual(failures, {}, `${s.stack}: no errors`);
     // The barrier: each viewer received exactly what the simulator wrote, and the simulator read
     // exactly what the viewer sent, for every session still open.
     assert.equal(s.bytes.live, USERS, `${s.stack}: sessions at the barrier`);
