@@ -3,10 +3,9 @@ import { sql, type Kysely, type Updateable } from 'kysely';
 import type { StoreAccess } from './database.js';
 import type { Database, SessionsTable } from './schema.js';
 import type { StoreRetry } from './store-retry.js';
+import { pages } from './pages.js';
 
 /** Sessions per activity update statement (2 parameters each: far inside either database's limit). */
-const TOUCH_ROWS = 500;
-
 export type SessionRow = SessionsTable;
 
 export class SessionRepository {
@@ -145,8 +144,7 @@ export class SessionRepository {
     if (ids.length === 0) return [];
     const live = new Set<string>();
     // Bounded statements, however many sessions a node holds viewers of.
-    for (let i = 0; i < ids.length; i += 500) {
-      const page = ids.slice(i, i + 500);
+    for (const page of pages(ids)) {
       const rows = await this.retry.run('read', () =>
         this.db
           .selectFrom('sessions')
@@ -250,14 +248,12 @@ export class SessionRepository {
   async touchMany(entries: ReadonlyMap<string, number>): Promise<void> {
     if (entries.size === 0) return;
     const all = [...entries];
-    // One statement per TOUCH_ROWS sessions, not one per session: at 10,000 viewers the per-session
+    // One statement per page of sessions, not one per session: at 10,000 viewers the per-session
     // statements (built, prepared and run one by one, all on the event loop) took ~3 s every flush.
     await this.retry.run('idempotent', () =>
       this.db.transaction().execute(async (trx) => {
-        for (let i = 0; i < all.length; i += TOUCH_ROWS) {
-          const values = sql.join(
-            all.slice(i, i + TOUCH_ROWS).map(([id, at]) => sql`(${id}, CAST(${at} AS BIGINT))`),
-          );
+        for (const page of pages(all)) {
+          const values = sql.join(page.map(([id, at]) => sql`(${id}, CAST(${at} AS BIGINT))`));
           await sql`WITH v(id, at) AS (VALUES ${values})
             UPDATE sessions SET last_activity_at = v.at FROM v
             WHERE sessions.id = v.id AND sessions.last_activity_at < v.at`.execute(trx);

@@ -4,6 +4,7 @@ import type { Kysely } from 'kysely';
 import type { StoreAccess } from './database.js';
 import type { Database, SharesTable } from './schema.js';
 import type { StoreRetry } from './store-retry.js';
+import { pages } from './pages.js';
 
 export type ShareRow = SharesTable;
 
@@ -84,8 +85,7 @@ export class ShareRepository {
   /** Of these share ids, those revoked or gone. Bounded statements (500 ids each). */
   async listRevokedAmong(ids: readonly string[]): Promise<string[]> {
     const standing = new Set<string>();
-    for (let i = 0; i < ids.length; i += 500) {
-      const page = ids.slice(i, i + 500);
+    for (const page of pages(ids)) {
       const rows = await this.retry.run('read', () =>
         this.db
           .selectFrom('shares')

@@ -4,6 +4,7 @@ import { sql, type Kysely } from 'kysely';
 import type { StoreAccess } from './database.js';
 import type { Database } from './schema.js';
 import type { StoreRetry } from './store-retry.js';
+import { pages } from './pages.js';
 
 export interface UsageDelta {
   bytesToViewer: number;
@@ -26,9 +27,6 @@ export interface DailyUsageRow extends UsageDelta {
   /** Null once the instance was deleted (its usage stays). */
   instanceName: string | null;
 }
-
-/** Rows per multi-row upsert (well inside PostgreSQL's 65535 parameters and SQLite's 32766). */
-const UPSERT_ROWS = 500;
 
 export class UsageRepository {
   private readonly db: Kysely<Database>;
@@ -77,16 +75,14 @@ export class UsageRepository {
     }
     const totals = [...perSession];
     await this.db.transaction().execute(async (trx) => {
-      // One statement per UPSERT_ROWS sessions, not one per session: at 10,000 viewers the per-session
+      // One statement per page of sessions, not one per session: at 10,000 viewers the per-session
       // statements (built, prepared and run one by one, all on the event loop) took ~5 s every flush.
-      for (let i = 0; i < totals.length; i += UPSERT_ROWS) {
+      for (const page of pages(totals)) {
         const values = sql.join(
-          totals
-            .slice(i, i + UPSERT_ROWS)
-            .map(
-              ([id, d]) =>
-                sql`(${id}, CAST(${d.bytesToViewer} AS BIGINT), CAST(${d.bytesFromViewer} AS BIGINT), CAST(${d.viewerSeconds} AS DOUBLE PRECISION))`,
-            ),
+          page.map(
+            ([id, d]) =>
+              sql`(${id}, CAST(${d.bytesToViewer} AS BIGINT), CAST(${d.bytesFromViewer} AS BIGINT), CAST(${d.viewerSeconds} AS DOUBLE PRECISION))`,
+          ),
         );
         await sql`WITH v(id, bt, bf, vs) AS (VALUES ${values})
           UPDATE sessions SET bytes_to_viewer = bytes_to_viewer + v.bt,
@@ -109,10 +105,10 @@ export class UsageRepository {
           bytes_from_viewer: e.bytesFromViewer,
           viewer_seconds: e.viewerSeconds,
         }));
-      for (let i = 0; i < rows.length; i += UPSERT_ROWS) {
+      for (const page of pages(rows)) {
         await trx
           .insertInto('usage_daily')
-          .values(rows.slice(i, i + UPSERT_ROWS))
+          .values(page)
           .onConflict((oc) =>
             oc.columns(['user_id', 'day', 'instance_id']).doUpdateSet((eb) => ({
               bytes_to_viewer: eb('usage_daily.bytes_to_viewer', '+', eb.ref('excluded.bytes_to_viewer')),

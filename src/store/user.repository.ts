@@ -3,6 +3,7 @@ import { sql, type Insertable, type Kysely } from 'kysely';
 import type { StoreAccess } from './database.js';
 import type { Database, InvitesTable, RefreshTokensTable, UserRole, UsersTable } from './schema.js';
 import type { StoreRetry } from './store-retry.js';
+import { pages } from './pages.js';
 
 export type UserRow = UsersTable;
 export type RefreshTokenRow = RefreshTokensTable;
@@ -179,8 +180,7 @@ export class UserRepository {
    */
   async listClosedBefore(ids: readonly string[]): Promise<Map<string, number>> {
     const out = new Map<string, number>();
-    for (let i = 0; i < ids.length; i += 500) {
-      const page = ids.slice(i, i + 500);
+    for (const page of pages(ids)) {
       const rows = await this.retry.run('read', () =>
         this.db
           .selectFrom('users')
