@@ -136,6 +136,11 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       dataDir: config.dataDir,
       retryBudgetMs: config.databaseRetryMs,
       onRetry: (failure) => metrics.storeRetried(failure),
+      onEvict: () =>
+        logger.warn(
+          { component: 'store' },
+          'dropped a database connection whose statement went unanswered; the next statement dials a new one',
+        ),
     }));
   const coordinator = deps.coordinator ?? createCoordinator(config, { clock, logger });
   const coordinationKind = coordinator instanceof RedisCoordinator ? 'redis' : 'memory';

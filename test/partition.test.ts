@@ -51,6 +51,14 @@ const RETRY_MS = 2_000;
 /** What a request may take past the retry bound: one attempt's own timeout (Redis: command timeout +
  * replica wait + margin; PostgreSQL: the pool's connect timeout) and scheduling on a loaded machine. */
 const ATTEMPT_SLACK_MS = 4_000;
+/** The long cut's length: past 51 s a stalled connection's retransmissions are 51 s apart (Linux: 0.2 s,
+ * doubling), so a connection that had a command or a statement in flight from the start of the cut
+ * retransmits next about 100 s into it, ~45 s after this heal. */
+const LONG_CUT_MS = 55_000;
+/** What the gateway may take after that heal to be ready and serve again (it dials new connections,
+ * whose SYNs get through at once; the reconnect backoff and connect timeouts are a few seconds): well
+ * short of those ~45 s, with room for a loaded machine. */
+const HEAL_BOUND_MS = 20_000;
 /** The viewer lease's life (src/relay/vnc-gateway.ts: renewed every 15 s, lives three renewals). */
 const LEASE_MS = 45_000;
 const USERS = ['cdtestpt1', 'cdtestpt2', 'cdtestpt3'];
@@ -180,7 +188,7 @@ class Viewer {
 
 void describe(
   'a gateway cut off from Redis and PostgreSQL while its viewers stream',
-  { timeout: 420_000 },
+  { timeout: 600_000 },
   () => {
     let ns: NetnsFixture;
     let sim: ChildProcess;
@@ -266,7 +274,8 @@ void describe(
         env: {
           ...env,
           REDIS_URL: `redis://${store.hostAddress}:${redisPort}`,
-          DATABASE_URL: db.url.replace('127.0.0.1:5432', `${store.hostAddress}:${pgFwd.port}`),
+          // Named, so the test can tell its PostgreSQL connections (they come through the forwarder).
+          DATABASE_URL: `${db.url.replace('127.0.0.1:5432', `${store.hostAddress}:${pgFwd.port}`)}?application_name=gateway-b`,
           NODE_ID: 'gateway-b',
         },
       });
@@ -715,6 +724,96 @@ void describe(
       t.diagnostic(
         `cut ${cutMs} ms; after heal: ready in ${readyBack} ms, viewers closed (4000) +${closedAfter} ms after that, ` +
           `leases gone +${leasesGone} ms after that (${Date.now() - healedAt} ms in all)`,
+      );
+    });
+
+    void it("a cut longer than TCP's backoff makes slow: the stalled connections are replaced, so after the heal it is ready and signs in at once, on new Redis and PostgreSQL connections", async (t) => {
+      const A = apiClient(gwA.url);
+      const B = apiClient(gwB.url);
+      const email = `pt-long-${Date.now()}@example.com`;
+      const password = 'correct horse battery staple';
+      const reg = await A('POST', '/api/auth/register', { body: { email, password } });
+      assert.equal(reg.status, 201, JSON.stringify(reg.body));
+      const store = ns.link('store');
+      // B's Redis connections (CLIENT LIST: it reaches Redis from the namespace's address), by name.
+      const redisOfB = async () =>
+        ((await redisc.call('CLIENT', 'LIST')) as string)
+          .split('\n')
+          .map((line) =>
+            Object.fromEntries(
+              line
+                .trim()
+                .split(' ')
+                .map((kv) => kv.split('=', 2) as [string, string]),
+            ),
+          )
+          .filter((c) => c.addr?.startsWith(`${store.nsAddress}:`))
+          .map((c) => ({ id: Number(c.id), name: c.name ?? '', sub: Number(c.sub) }));
+      const pgOfB = async () =>
+        (
+          await pgc.query<{ pid: number }>(
+            `select pid from pg_stat_activity where application_name = 'gateway-b'`,
+          )
+        ).rows.map((r) => r.pid);
+      assert.equal((await B('GET', '/api/ready')).status, 200);
+      const redisBefore = await redisOfB();
+      const lastIdBefore = Math.max(...redisBefore.map((c) => c.id));
+      assert.deepEqual(redisBefore.map((c) => c.name).sort(), ['clouddesk', 'clouddesk-sub']);
+      const pgBefore = await pgOfB();
+      assert.ok(pgBefore.length > 0, 'B has PostgreSQL connections');
+
+      await store.cut();
+      const cutAt = Date.now();
+      // Requests that stall on B's connections, so they hold unacknowledged bytes: the readiness checks
+      // (Redis PING, SELECT 1) and a sign-in. The cut then lasts on (that is what the case is about);
+      // B answers 503 all along.
+      await waitFor(
+        '/api/ready 503 on the cut-off gateway',
+        async () => (await B('GET', '/api/ready')).status === 503,
+        RETRY_MS + ATTEMPT_SLACK_MS,
+      );
+      const refused = await B('POST', '/api/auth/login', { body: { email, password } });
+      assert.equal(refused.status, 503, JSON.stringify(refused.body));
+      await waitFor(
+        `the cut to last ${LONG_CUT_MS} ms`,
+        async () => {
+          const r = await B('GET', '/api/ready');
+          assert.equal(r.status, 503, 'not ready while cut off');
+          return Date.now() - cutAt >= LONG_CUT_MS;
+        },
+        LONG_CUT_MS + 30_000,
+      );
+
+      await store.heal();
+      const healedAt = Date.now();
+      const readyIn = await waitFor(
+        '/api/ready 200 soon after the heal',
+        async () => (await B('GET', '/api/ready')).status === 200,
+        HEAL_BOUND_MS,
+      );
+      const signIn = await B('POST', '/api/auth/login', { body: { email, password } });
+      assert.equal(signIn.status, 200, JSON.stringify(signIn.body));
+      const servedIn = Date.now() - healedAt;
+      // Both Redis connections are new ones (ids only grow), the subscriber subscribed again; the old
+      // ones may still be listed until their retransmission reaches the server after the heal.
+      const redisAfter = await redisOfB();
+      const fresh = redisAfter.filter((c) => c.id > lastIdBefore);
+      assert.deepEqual(
+        fresh.map((c) => c.name).sort(),
+        ['clouddesk', 'clouddesk-sub'],
+        JSON.stringify(redisAfter),
+      );
+      assert.equal(fresh.find((c) => c.name === 'clouddesk-sub')?.sub, 1, 'subscribed again');
+      // And PostgreSQL: B signs in on a backend it dialed after the cut began.
+      const pgAfter = await pgOfB();
+      assert.ok(
+        pgAfter.some((pid) => !pgBefore.includes(pid)),
+        `a new PostgreSQL connection (before ${pgBefore.join(',')}, after ${pgAfter.join(',')})`,
+      );
+      t.diagnostic(
+        `cut ${Date.now() - cutAt - servedIn} ms; after heal: ready in ${readyIn} ms, signed in at ${servedIn} ms; ` +
+          `Redis ids ${redisBefore.map((c) => `${c.name}=${c.id}`).join(',')} -> ${fresh.map((c) => `${c.name}=${c.id}`).join(',')}; ` +
+          `PostgreSQL pids ${pgBefore.join(',')} -> ${pgAfter.join(',')}`,
       );
     });
   },

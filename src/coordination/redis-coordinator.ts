@@ -13,6 +13,16 @@
 // the current primary and listens for +switch-master; Cluster: ioredis refreshes the slot map), and
 // the subscriber subscribes again after every reconnect.
 //
+// A connection that stalls is dropped, not waited out (issue 11): in a partition (packets dropped, no
+// reset) the bytes of a command sit unacknowledged and TCP retransmits them with exponential backoff
+// (up to 2 min apart in Linux), so after the heal the old connection would notice only at its next
+// retransmission. With ioredis' `socketTimeout`, a connection that has a command in flight and has
+// received nothing for one attempt's timeout is destroyed and a fresh one is dialed, whose SYN gets
+// through as soon as the link does. The subscriber, which otherwise only listens, sends a PING as
+// often, so a stalled subscriber connection is found and replaced (and subscribes again) the same way.
+// (On a Redis Cluster ioredis keeps the subscriber connection to itself: only its command connections
+// are covered.)
+//
 // Writes whose loss in a failover would matter (a redeemed ticket, a granted lock) wait for one
 // replica to acknowledge them (WAIT) when the primary has replicas: Redis replication is
 // asynchronous, and a replica promoted before it saw a GETDEL would accept the ticket again.
@@ -325,6 +335,7 @@ export class RedisCoordinator implements Coordinator {
   private readonly handlers: ((command: ClusterCommand) => void)[] = [];
   private wasDown = false;
   private closed = false;
+  private readonly subscriberPing: NodeJS.Timeout | undefined;
   private subscribed: Promise<boolean>;
 
   constructor(options: RedisCoordinatorOptions) {
@@ -354,12 +365,16 @@ export class RedisCoordinator implements Coordinator {
     // A ticket or lock call is a write, then maybe a WAIT for a replica: two round trips.
     this.attemptTimeoutMs = commandTimeout + this.replicaAckTimeoutMs + 500;
     const connectTimeout = options.connectTimeoutMs ?? 3000;
+    // A connection silent this long with a command in flight is dropped and dialed again: the longest
+    // a healthy answer takes is one attempt (a write and a WAIT for a replica).
+    const socketTimeout = this.attemptTimeoutMs;
 
     this.redis = defineScripts(
       this.makeClient(connection, {
         backoff,
         connectTimeout,
         commandTimeout,
+        socketTimeout,
         name: 'clouddesk',
         subscriber: false,
       }),
@@ -371,9 +386,18 @@ export class RedisCoordinator implements Coordinator {
       backoff,
       connectTimeout,
       commandTimeout: undefined,
+      socketTimeout,
       name: 'clouddesk-sub',
       subscriber: true,
     });
+    // Only when connected: a PING queued offline would pile up during an outage.
+    const sub = this.subscriber;
+    if (sub instanceof Redis) {
+      this.subscriberPing = setInterval(() => {
+        if (sub.status === 'ready') sub.ping().catch(() => undefined);
+      }, socketTimeout);
+      this.subscriberPing.unref();
+    }
     (this.subscriber as Redis).on('message', (channel: string, message: string) =>
       this.deliver(channel, message),
     );
@@ -414,12 +438,14 @@ export class RedisCoordinator implements Coordinator {
       backoff: (times: number) => number;
       connectTimeout: number;
       commandTimeout: number | undefined;
+      socketTimeout: number;
       name: string;
       subscriber: boolean;
     },
   ): Client {
     const perConnection: RedisOptions = {
       connectTimeout: o.connectTimeout,
+      socketTimeout: o.socketTimeout,
       connectionName: o.name,
       ...(o.commandTimeout !== undefined ? { commandTimeout: o.commandTimeout } : {}),
       ...(o.subscriber ? { autoResubscribe: true } : {}),
@@ -832,6 +858,7 @@ export class RedisCoordinator implements Coordinator {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.subscriberPing);
     this.handlers.length = 0;
     await Promise.all(
       [this.redis, this.subscriber].map(async (client) => {

@@ -1,7 +1,8 @@
 // The store seam's connection: embedded SQLite (better-sqlite3, in the data folder) by default,
 // PostgreSQL when DATABASE_URL is set. Kysely gives both one query layer; migrations run at start.
 // The PostgreSQL pool survives a failover by itself (a broken client is dropped, the next one connects
-// through the balancer to the new primary); store-retry.ts decides what a request may retry meanwhile.
+// through the balancer to the new primary); store-retry.ts decides what a request may retry meanwhile,
+// and a client whose statement went unanswered past its deadline is dropped (stalled-client.ts).
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
@@ -13,9 +14,11 @@ import {
   sql,
   type Migration,
   type MigrationProvider,
+  type PostgresPoolClient,
 } from 'kysely';
 import pg from 'pg';
 import { migrations } from './migrations.js';
+import { guardStalls } from './stalled-client.js';
 import type { Database } from './schema.js';
 import {
   createStoreRetry,
@@ -55,14 +58,25 @@ export interface StoreOptions {
   /** How long a safe statement is retried across a failover before STORE_UNAVAILABLE (default 5 s). */
   retryBudgetMs?: number;
   onRetry?: StoreRetryOptions['onRetry'];
+  /** Called when a PostgreSQL connection is dropped for a statement left unanswered past the deadline. */
+  onEvict?: () => void;
 }
 
 /** How much longer than the retry budget a store call may wait for a silent server (see openStore). */
 const STALL_GRACE_MS = 1_000;
+/** pg's bound on one statement; also when a stalled client is ended if there is no deadline. */
+const QUERY_TIMEOUT_MS = 10_000;
 
 export async function openStore(options: StoreOptions): Promise<Store> {
   let db: Kysely<Database>;
   let dialect: Dialect;
+  const retryBudgetMs = options.retryBudgetMs ?? 5000;
+  // A statement the server leaves unanswered (a partition) costs a request the retry budget and one
+  // more second, not the 10 s query timeout; with retries off (0) only the pool bounds it.
+  const deadlineMs = options.databaseUrl && retryBudgetMs > 0 ? retryBudgetMs + STALL_GRACE_MS : undefined;
+  // Past the deadline the client is ended too (stalled-client.ts); not while migrations run, which may
+  // take long on a big database.
+  let stallMs: number | null = null;
   if (options.databaseUrl) {
     dialect = 'postgres';
     const pool = new pg.Pool({
@@ -71,7 +85,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
       connectionTimeoutMillis: 3000,
       idleTimeoutMillis: 30_000,
       // A query must not hang a request forever when the server stalls.
-      query_timeout: 10_000,
+      query_timeout: QUERY_TIMEOUT_MS,
       // A primary that vanished without a FIN (host down, partition) is noticed by the kernel.
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
@@ -79,7 +93,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     // An idle client losing its server emits here; without a listener the process would crash. The
     // pool has already dropped that client.
     pool.on('error', () => undefined);
-    const listened = new WeakSet<pg.PoolClient>();
+    const guarded = new WeakMap<pg.PoolClient, PostgresPoolClient>();
     db = new Kysely<Database>({
       dialect: new PostgresDialect({
         pool: {
@@ -95,11 +109,13 @@ export async function openStore(options: StoreOptions): Promise<Store> {
             // say) emits 'error' with nobody listening, which would crash the process; the pool only
             // listens while the client is idle. The statement that runs next fails instead, and the
             // pool drops the broken client when it is released.
-            if (!listened.has(client)) {
-              listened.add(client);
+            let wrapped = guarded.get(client);
+            if (wrapped === undefined) {
               client.on('error', () => undefined);
+              wrapped = guardStalls(client, { stallMs: () => stallMs, onEvict: options.onEvict });
+              guarded.set(client, wrapped);
             }
-            return client;
+            return wrapped;
           },
           end: () => pool.end(),
         },
@@ -116,17 +132,15 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
   }
   await migrate(db);
+  // Without a deadline, a client is still ended when pg's query timeout fails its statement.
+  stallMs = deadlineMs ?? QUERY_TIMEOUT_MS * 2;
   return {
     db,
     dialect,
     retry: createStoreRetry({
-      budgetMs: options.retryBudgetMs ?? 5000,
+      budgetMs: retryBudgetMs,
       onRetry: options.onRetry,
-      // A statement the server leaves unanswered (a partition) costs a request the retry budget and one
-      // more second, not the 10 s query timeout; with retries off (0) only the pool bounds it.
-      ...(dialect === 'postgres' && (options.retryBudgetMs ?? 5000) > 0
-        ? { deadlineMs: (options.retryBudgetMs ?? 5000) + STALL_GRACE_MS }
-        : {}),
+      ...(deadlineMs !== undefined ? { deadlineMs } : {}),
     }),
     async ping(timeoutMs = 2000) {
       let timer: NodeJS.Timeout | undefined;
