@@ -91,6 +91,14 @@ async function main(): Promise<void> {
     `bench: ${machine.cores} × ${machine.cpuModel}; other load before the run: ${machine.busyBeforeRunPercent} % of a core; open files ${openFiles.limit} per process`,
   );
 
+  if (machine.schedAutogroup) {
+    log(
+      'bench: warning: kernel.sched_autogroup_enabled=1 — every session gets an equal share of a core whatever ' +
+        'its nice value, so other work on this machine (even at nice 19) takes CPU from the run; ' +
+        '`sysctl -w kernel.sched_autogroup_enabled=0` makes nice mean what it says',
+    );
+  }
+
   const steps: StepResult[] = [];
   const findMax: BenchResult['findMax'] = [];
   const runAt = async (users: number, stacks: StackName[]) => {

@@ -28,9 +28,19 @@ async function busyPercent(ms: number): Promise<number> {
   return total > 0 ? Math.round(((b.busy - a.busy) / total) * cpus().length * 1000) / 10 : 0;
 }
 
+/** kernel.sched_autogroup_enabled (null where the kernel has no such knob). */
+export function schedAutogroup(): boolean | null {
+  try {
+    return readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'latin1').trim() === '1';
+  } catch {
+    return null;
+  }
+}
+
 export async function machineFacts(): Promise<MachineFacts> {
   const sshVersion = run('ssh', ['-V']);
   const websockify = run('dpkg-query', ['-W', '-f', '${Version}', 'websockify']);
+  const autogroup = schedAutogroup();
   return {
     cpuModel: cpus()[0]?.model ?? 'unknown',
     cores: cpus().length,
@@ -41,6 +51,7 @@ export async function machineFacts(): Promise<MachineFacts> {
     websockify,
     loadAverage: loadavg().map((x) => Math.round(x * 100) / 100) as [number, number, number],
     busyBeforeRunPercent: await busyPercent(2000),
+    ...(autogroup === null ? {} : { schedAutogroup: autogroup }),
     date: new Date().toISOString(),
     gitCommit: run('git', ['rev-parse', '--short', 'HEAD']),
   };

@@ -281,7 +281,7 @@ export function renderMarkdown(result: BenchResult): string {
   lines.push(
     `Machine: ${m.cores} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, ${m.openssh}, websockify ${m.websockify}; ` +
       `load average before the run ${m.loadAverage.join(' / ')}, other processes used ${m.busyBeforeRunPercent} % of a core just before it ` +
-      `(shared machine). Commit ${m.gitCommit}. ${result.startedAt} → ${result.finishedAt}.`,
+      `(shared machine)${m.schedAutogroup ? '; sched_autogroup on (nice did not shield the run)' : ''}. Commit ${m.gitCommit}. ${result.startedAt} → ${result.finishedAt}.`,
     '',
   );
   lines.push(stepTable(result.steps), '');

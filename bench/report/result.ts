@@ -17,6 +17,11 @@ export interface MachineFacts {
   loadAverage: [number, number, number];
   /** Other processes' CPU use seen just before the run (the machine is shared): % of one core. */
   busyBeforeRunPercent: number;
+  /**
+   * kernel.sched_autogroup_enabled: with it on, each session (setsid) gets an equal share of a core
+   * whatever its nice value, so other work at nice 19 still takes CPU from the run.
+   */
+  schedAutogroup?: boolean;
   date: string;
   gitCommit: string;
 }
