@@ -304,7 +304,7 @@ export class Metrics {
 
     this.startRejections = new Counter({
       name: 'clouddesk_desktop_start_rejected_total',
-      help: 'Connects answered 503 OVERLOADED instead of starting a desktop: queue_full, expected_wait, queue_timeout, client_gone',
+      help: 'Connects answered 503 OVERLOADED instead of a desktop: queue_full, expected_wait, queue_timeout, client_gone, answer_deadline (the bound came first; a start already running goes on)',
       labelNames: ['reason'] as const,
       registers: register,
     });

@@ -76,7 +76,7 @@ export function registerSessionRoutes(
       schema: {
         summary: 'Start a desktop on the instance, or reuse the running one',
         description:
-          'Waits for a start slot (DESKTOP_STARTS_IN_FLIGHT); when the wait would be too long it answers 503 `OVERLOADED` with `Retry-After`.',
+          'Waits for a start slot (DESKTOP_STARTS_IN_FLIGHT); when the wait would be too long it answers 503 `OVERLOADED` with `Retry-After`. Always answered within DESKTOP_START_QUEUE_WAIT_MS: a start still running then goes on, and the connect asked again after `Retry-After` gets its desktop.',
         body: ConnectBody,
         errors: [
           'INSTANCE_NOT_FOUND',

@@ -3,8 +3,11 @@
 // per-instance locks, viewer leases, and an "end session" command every node acts on.
 //
 // Starts go through a bounded queue (start-queue.ts): a burst is answered 503 OVERLOADED + Retry-After at
-// once past the queue. The ticket is minted only when the desktop answers, so no ticket ages while its
-// owner waits in line. Ending a session answers once the record is ended; the desktop is stopped in the
+// once past the queue. A connect is answered within the queue's bound (DESKTOP_START_QUEUE_WAIT_MS) whatever
+// it waits for (issue 9): when the bound comes first, it is answered OVERLOADED with a Retry-After of about
+// the start's remaining time and the start goes on; the retry joins it here (or, on another gateway
+// process, finds the started desktop in the store once the start's lock is released). The ticket is minted
+// only when the desktop answers, so no ticket ages while its owner waits in line. Ending a session answers once the record is ended; the desktop is stopped in the
 // background (desktop-stopper.ts), bounded, retried, and picked up by any node's sweep if this one dies.
 import { AppError, isAppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
@@ -42,6 +45,23 @@ export interface ConnectResult {
   sessionId: string;
   websocketUrl: string;
   display: number;
+}
+
+/** A desktop ready for its connect's answer: the ticket is minted by the answer, not before. */
+interface ReadyDesktop {
+  created: boolean;
+  userId: string;
+  sessionId: string;
+  display: number;
+}
+
+/** A connect in progress in this process for one user and instance; later connects for the pair join it. */
+interface PendingConnect {
+  ready: Promise<ReadyDesktop>;
+  /** performance.now() when its desktop start took a start slot (unset while it waits before that). */
+  startedAt?: number;
+  /** A connect has answered 201 with this desktop: others that join it answer 200 (it is no longer new). */
+  delivered: boolean;
 }
 
 export interface PublicSession {
@@ -126,6 +146,8 @@ export class SessionService {
     );
   }
 
+  /** Connects in progress in this process, by user and instance (`connect` joins them). */
+  private readonly connects = new Map<string, PendingConnect>();
   /** Desktop starts of this process: running, and waiting in line. */
   readonly startQueue: StartQueue;
   /** Desktop stops of ended sessions, in the background. */
@@ -133,7 +155,8 @@ export class SessionService {
 
   /**
    * Starts (or reuses) the user's desktop on the instance. A new start waits for a slot in the start
-   * queue; an aborted `signal` (the client went away) takes it out of the line.
+   * queue; an aborted `signal` (the client went away) takes it out of the line. Answered within the
+   * queue's bound (`maxWaitMs`) whatever the start, the locks or the store do: see `answer`.
    */
   async connect(
     userId: string,
@@ -142,15 +165,92 @@ export class SessionService {
     signal?: AbortSignal,
   ): Promise<ConnectResult> {
     if (!isDesktopEnvironmentId(desktopEnvironment)) throw new AppError('DESKTOP_ENVIRONMENT_UNKNOWN');
+    const answerBy = performance.now() + this.options.startQueue.maxWaitMs;
+    const key = `${userId}:${instanceId}`;
+    let pending = this.connects.get(key);
+    if (!pending) {
+      const entry: PendingConnect = {
+        delivered: false,
+        ready: this.connectOnce(userId, instanceId, desktopEnvironment, signal, answerBy, () => {
+          entry.startedAt = performance.now();
+        }),
+      };
+      const done = () => {
+        if (this.connects.get(key) === entry) this.connects.delete(key);
+      };
+      entry.ready.then(done, done);
+      this.connects.set(key, entry);
+      pending = entry;
+    }
+    return this.answer(pending, answerBy);
+  }
+
+  /** Resolves once the connects in progress now (and their starts, answered or not) have settled (tests). */
+  async connectsSettled(): Promise<void> {
+    await Promise.allSettled([...this.connects.values()].map((c) => c.ready));
+  }
+
+  /**
+   * The answer of one connect: the desktop with a fresh ticket once `pending` has it, or at `answerBy`
+   * 503 OVERLOADED with a Retry-After (about the start's remaining time once it runs), while `pending`
+   * goes on: a start is not abandoned because its answer could not wait for it.
+   */
+  private async answer(pending: PendingConnect, answerBy: number): Promise<ConnectResult> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(this.answerDeadline(pending)),
+        Math.max(0, answerBy - performance.now()),
+      );
+    });
+    try {
+      const ready = await Promise.race([pending.ready, deadline]);
+      const websocketUrl = await Promise.race([this.websocketUrl(ready.userId, ready.sessionId), deadline]);
+      const created = ready.created && !pending.delivered;
+      if (created) pending.delivered = true;
+      return { created, sessionId: ready.sessionId, websocketUrl, display: ready.display };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private answerDeadline(pending: PendingConnect): AppError {
+    this.deps.onStartRejected?.('answer_deadline');
+    const starting = pending.startedAt !== undefined;
+    return new AppError('OVERLOADED', {
+      message: starting
+        ? 'Your desktop is still starting; ask again after Retry-After'
+        : 'Too many desktops are starting right now; retry shortly',
+      details: {
+        retryAfterSeconds: starting
+          ? this.startQueue.remainingStartSeconds(performance.now() - pending.startedAt!)
+          : this.startQueue.retryAfterSeconds(),
+      },
+    });
+  }
+
+  /**
+   * The work of a connect, which may outlive its answer: under the per-user-and-instance lock (held until
+   * the start is recorded, so a connect on another gateway process waits for it, then reuses the desktop),
+   * reuse the live desktop or start one. Each wait before the start is bounded by what is left of
+   * `answerBy`; the start itself by DESKTOP_START_TIMEOUT_MS.
+   */
+  private async connectOnce(
+    userId: string,
+    instanceId: string,
+    desktopEnvironment: DesktopEnvironmentId,
+    signal: AbortSignal | undefined,
+    answerBy: number,
+    onStarting: () => void,
+  ): Promise<ReadyDesktop> {
     const instance = await this.deps.instances.getRow(userId, instanceId);
-    const lockWait = this.options.startQueue.maxWaitMs + this.options.startTimeoutMs + 15_000;
-    // One connect at a time per user and instance: a second click waits and gets the same desktop.
-    return this.deps.coordinator.withLock(
-      `connect:${userId}:${instanceId}`,
-      lockWait + 5_000,
-      lockWait,
-      async () => {
-        try {
+    const lockTtl = this.options.startQueue.maxWaitMs + this.options.startTimeoutMs + 20_000;
+    try {
+      return await this.deps.coordinator.withLock(
+        `connect:${userId}:${instanceId}`,
+        lockTtl,
+        timeLeft(answerBy),
+        async () => {
           const live = await this.deps.sessions.findLive(userId, instanceId);
           if (live) {
             const reused = await this.tryReuse(live, instance);
@@ -161,17 +261,19 @@ export class SessionService {
           return await this.startQueue.run(
             `${target.host}:${target.port}`,
             async () => {
-              const session = await this.reserve(userId, instance, desktopEnvironment);
+              onStarting();
+              const session = await this.reserve(userId, instance, desktopEnvironment, answerBy);
               return this.startDesktop(session, instance, target, desktopEnvironment);
             },
             signal,
+            timeLeft(answerBy),
           );
-        } catch (e) {
-          this.deps.instances.noteHostKeyMismatch(instance, e);
-          throw e;
-        }
-      },
-    );
+        },
+      );
+    } catch (e) {
+      this.deps.instances.noteHostKeyMismatch(instance, e);
+      throw e;
+    }
   }
 
   /** A fresh single-use ticket for an existing, live session (reconnecting viewers). */
@@ -314,7 +416,7 @@ export class SessionService {
     return ended;
   }
 
-  private async tryReuse(live: SessionRow, instance: InstanceRow): Promise<ConnectResult | null> {
+  private async tryReuse(live: SessionRow, instance: InstanceRow): Promise<ReadyDesktop | null> {
     if (live.status === 'active') {
       let alive = false;
       try {
@@ -333,12 +435,7 @@ export class SessionService {
           targetId: live.id,
           details: { instanceId: live.instance_id, display: live.display },
         });
-        return {
-          created: false,
-          sessionId: live.id,
-          websocketUrl: await this.websocketUrl(live.user_id, live.id),
-          display: live.display!,
-        };
+        return { created: false, userId: live.user_id, sessionId: live.id, display: live.display! };
       }
     }
     // Its desktop is gone (instance rebooted, someone killed it, or a start was abandoned).
@@ -352,8 +449,10 @@ export class SessionService {
     userId: string,
     instance: InstanceRow,
     desktopEnvironment: string,
+    answerBy: number,
   ): Promise<SessionRow> {
-    return this.deps.coordinator.withLock(`user-sessions:${userId}`, 10_000, 10_000, async () => {
+    const wait = Math.min(10_000, timeLeft(answerBy));
+    return this.deps.coordinator.withLock(`user-sessions:${userId}`, 10_000, wait, async () => {
       if ((await this.deps.sessions.countLive(userId)) >= this.options.maxPerUser) {
         throw new AppError('SESSION_LIMIT_REACHED');
       }
@@ -396,7 +495,7 @@ export class SessionService {
     instance: InstanceRow,
     target: SshTarget,
     desktopEnvironment: DesktopEnvironmentId,
-  ): Promise<ConnectResult> {
+  ): Promise<ReadyDesktop> {
     let handle: DesktopHandle;
     try {
       // Displays are per machine, whoever asks: the desktop service reserves each display it tries
@@ -452,12 +551,7 @@ export class SessionService {
         transport: handle.transport,
       },
     });
-    return {
-      created: true,
-      sessionId: session.id,
-      websocketUrl: await this.websocketUrl(session.user_id, session.id),
-      display: handle.display,
-    };
+    return { created: true, userId: session.user_id, sessionId: session.id, display: handle.display };
   }
 
   /**
@@ -569,6 +663,11 @@ export class SessionService {
     const ticket = await this.deps.coordinator.issueTicket({ userId, sessionId }, this.options.ticketTtlMs);
     return `/vnc?ticket=${ticket}`;
   }
+}
+
+/** Milliseconds left until `deadline` (performance.now() time), never below 0. */
+function timeLeft(deadline: number): number {
+  return Math.max(0, deadline - performance.now());
 }
 
 function toPublicSession(r: SessionRow, viewers: number): PublicSession {

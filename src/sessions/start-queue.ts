@@ -7,8 +7,8 @@
 // `maxWaitMs` bounds the whole answer, not just the line: a connect is let into the line only when its turn
 // (the line ahead of it, at the pace starts have been finishing) plus its own start (as long as starts have
 // been taking) can be expected within it, and a waiter leaves the line (the same answer) once its start
-// could no longer finish in time. So a connect is answered — a desktop or OVERLOADED — within `maxWaitMs`
-// unless its start runs longer than starts have been taking (the start's own timeout bounds that).
+// could no longer finish in time. A start that then runs longer than starts have been taking does not hold
+// its connect's answer: the session service answers at the bound and lets it go on (session.service.ts).
 //
 // A waiter whose instance is at its limit does not hold up a later one for another instance: a freed slot
 // goes to the first waiter that may run.
@@ -32,7 +32,13 @@ export interface StartQueueOptions {
   now?: () => number;
 }
 
-export type StartRejection = 'queue_full' | 'expected_wait' | 'queue_timeout' | 'client_gone';
+export type StartRejection =
+  | 'queue_full'
+  | 'expected_wait'
+  | 'queue_timeout'
+  | 'client_gone'
+  /** Answered at the bound while the connect still waited (its start, a lock, the store): see session.service.ts. */
+  | 'answer_deadline';
 
 export interface StartQueueHooks {
   /** A connect was turned away (or gave up) instead of being started. */
@@ -94,16 +100,21 @@ export class StartQueue {
   /**
    * Runs `task` (a desktop start on the instance `key`) when a slot is free: at once, after waiting in
    * line, or not at all (OVERLOADED with `retryAfterSeconds`). An aborted `signal` (the client went away)
-   * takes a waiter out of the line; a task already running is not interrupted.
+   * takes a waiter out of the line; a task already running is not interrupted. `budgetMs` is what is left
+   * of the connect's answer bound (default `maxWaitMs`: the connect spent nothing before the queue).
    */
-  async run<T>(key: string, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async run<T>(
+    key: string,
+    task: () => Promise<T>,
+    signal?: AbortSignal,
+    budgetMs: number = this.options.maxWaitMs,
+  ): Promise<T> {
     if (signal?.aborted) throw this.refuse('client_gone', key);
     if (!this.mayStart(key)) {
       if (this.waiting.length >= this.options.maxQueued) throw this.refuse('queue_full', key);
       // Its turn and then its own start must both fit in the bound.
-      if (this.expectedWaitMs(key) + this.averageStartMs > this.options.maxWaitMs)
-        throw this.refuse('expected_wait', key);
-      await this.wait(key, signal, this.options.maxWaitMs - this.averageStartMs);
+      if (this.expectedWaitMs(key) + this.averageStartMs > budgetMs) throw this.refuse('expected_wait', key);
+      await this.wait(key, signal, budgetMs - this.averageStartMs);
     } else {
       this.take(key);
     }
@@ -123,6 +134,15 @@ export class StartQueue {
    */
   retryAfterSeconds(key?: string): number {
     return toRetryAfter(this.expectedWaitMs(key));
+  }
+
+  /**
+   * Seconds until a start that has run `elapsedMs` can be expected to finish, as long as starts have been
+   * taking (at least 1: one already slower than that may finish any moment). The Retry-After of a connect
+   * answered while its start goes on.
+   */
+  remainingStartSeconds(elapsedMs: number): number {
+    return toRetryAfter(this.averageStartMs - elapsedMs);
   }
 
   /**
