@@ -4,7 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyCors from '@fastify/cors';
 import fastifyHelmet from '@fastify/helmet';
-import type { Config } from './config/config.js';
+import { SHUTDOWN_AFTER_GRACE_MS, type Config } from './config/config.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import { randomId, type IdGenerator } from './lib/ids.js';
 import type { Logger } from './observability/logger.js';
@@ -47,6 +47,7 @@ import { auditFileEvents, type FileEvents } from './files/file-events.js';
 import { DesktopService } from './desktop/desktop.service.js';
 import { VncGateway, type VncGatewayHooks } from './relay/vnc-gateway.js';
 import { registerErrorHandling } from './http/error-handler.js';
+import { registerClosingGuard } from './http/closing-guard.js';
 import { makeAuthenticate } from './http/authenticate.js';
 import { registerHealthRoutes } from './http/health.routes.js';
 import { describeApiRoutes, registerApiDocs } from './http/api-docs.js';
@@ -87,6 +88,8 @@ export interface AppDeps {
    * a stop at a gate, or make a stop fail).
    */
   wrapDesktops?: (real: DesktopService) => Pick<DesktopService, 'start' | 'stop' | 'isAlive'>;
+  /** Waits out SHUTDOWN_READY_GRACE_MS in shutdown() (default a timer; tests end it when they choose). */
+  readyGrace?: (ms: number) => Promise<void>;
   /** Backoff and bounds of the background desktop stop beyond DESKTOP_STOPS_IN_FLIGHT (tests). */
   desktopStops?: Omit<DesktopStopperOptions, 'concurrency'>;
 }
@@ -116,8 +119,9 @@ export interface Gateway {
   /** Starts background timers (heartbeats, activity flush, idle sweep). */
   start(): void;
   /**
-   * Ordered shutdown: not ready → viewers told to reconnect elsewhere → drained (bounded) → SSH pool
-   * closed → coordinator and store closed last.
+   * Ordered shutdown: not ready but serving for SHUTDOWN_READY_GRACE_MS → viewers told to reconnect
+   * elsewhere → drained (bounded) → HTTP closed (coded 503s) → SSH pool closed → coordinator and store
+   * closed last, all within SHUTDOWN_TIMEOUT_MS.
    */
   shutdown(reason: string): Promise<void>;
 }
@@ -345,6 +349,8 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     logController: new RequestLogController(),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     routerOptions: { maxParamLength: 200 },
+    // Answered by our closing guard instead, with a code (http/closing-guard.ts).
+    return503OnClosing: false,
   });
   // Before any route: every /api route is described as it is registered (http/api-docs.ts).
   describeApiRoutes(app);
@@ -369,6 +375,9 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     exposedHeaders: ['RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'Retry-After'],
     maxAge: 600,
   });
+  // After CORS, so a browser can read the coded 503 of a closing gateway.
+  let closing = false;
+  registerClosingGuard(app, () => closing);
   // Who is asking, for the audit trail (audit/request-context.ts); authenticate() adds the user.
   app.addHook('onRequest', (request, _reply, done) => {
     runWithRequestContext({ ip: request.ip, userId: null }, done);
@@ -476,7 +485,9 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
         })
       : null;
 
+  const readyGrace = deps.readyGrace ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   let timersStarted = false;
+  let shutdownDone: Promise<void> | null = null;
   return {
     app,
     config,
@@ -508,26 +519,43 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       sweeper.start();
       auditRetention.start();
     },
-    async shutdown(reason: string) {
-      draining = true;
-      logger.info({ reason }, 'shutting down: draining viewers');
-      sweeper.stop();
-      auditRetention.stop();
-      await vnc.drain(Math.max(100, config.shutdown.timeoutMs - 2000));
-      await app.close();
-      await vnc.close();
-      // Stops not finished by then stay due in the store for another gateway's sweep.
-      await sessions.stopper.close(2_000);
-      await activity.stop();
-      // After the viewers were closed: their detach events are in this last write.
-      await audit.stop();
-      await sshPool.close();
-      await metricsServer?.close();
-      longTaskMonitor?.stop();
-      metrics.close();
-      await coordinator.close();
-      await store.close();
-      logger.info('shutdown complete');
+    shutdown(reason: string) {
+      // A second call (a second signal, a test's cleanup) waits for the same drain.
+      shutdownDone ??= shutdownInOrder(reason);
+      return shutdownDone;
     },
   };
+
+  async function shutdownInOrder(reason: string): Promise<void> {
+    // 1. Not ready, still serving: the balancer's checks fail and it takes this gateway out, while
+    //    the API calls it still sends here are answered as usual. New viewers are refused
+    //    (SHUTTING_DOWN) so that they connect elsewhere; open ones stay until step 2.
+    draining = true;
+    vnc.refuseViewers();
+    sweeper.stop();
+    auditRetention.stop();
+    const graceMs = config.shutdown.readyGraceMs;
+    logger.info({ reason, readyGraceMs: graceMs }, 'shutting down: not ready, serving on for the grace');
+    if (graceMs > 0) await readyGrace(graceMs);
+    // 2. Viewers told to reconnect (4010): the balancer now sends them to another gateway.
+    logger.info('shutting down: draining viewers');
+    await vnc.drain(Math.max(100, config.shutdown.timeoutMs - graceMs - SHUTDOWN_AFTER_GRACE_MS));
+    // 3. HTTP closed: what still arrives gets the coded 503 (http/closing-guard.ts).
+    logger.info('shutting down: closing HTTP');
+    closing = true;
+    await app.close();
+    await vnc.close();
+    // Stops not finished by then stay due in the store for another gateway's sweep.
+    await sessions.stopper.close(2_000);
+    await activity.stop();
+    // After the viewers were closed: their detach events are in this last write.
+    await audit.stop();
+    await sshPool.close();
+    await metricsServer?.close();
+    longTaskMonitor?.stop();
+    metrics.close();
+    await coordinator.close();
+    await store.close();
+    logger.info('shutdown complete');
+  }
 }

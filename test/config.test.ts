@@ -181,6 +181,26 @@ test('several workers without Redis are refused (they could not share tickets or
   );
 });
 
+test('drain: 10 s in all; behind a balancer (Redis) the first 5 s not ready but serving, alone none; a grace that does not fit is refused', () => {
+  const redis = { ...TEST_SECRETS, REDIS_URL: 'redis://127.0.0.1:6379' };
+  assert.deepEqual(loadConfig({ ...TEST_SECRETS }).shutdown, { timeoutMs: 10_000, readyGraceMs: 0 });
+  assert.deepEqual(loadConfig(redis).shutdown, { timeoutMs: 10_000, readyGraceMs: 5_000 });
+  // A shorter deadline shortens the default grace, so that 2 s stay for closing viewers and HTTP.
+  assert.equal(loadConfig({ ...redis, SHUTDOWN_TIMEOUT_MS: '5000' }).shutdown.readyGraceMs, 3_000);
+  assert.equal(loadConfig({ ...redis, SHUTDOWN_TIMEOUT_MS: '1500' }).shutdown.readyGraceMs, 0);
+  assert.equal(loadConfig({ ...redis, SHUTDOWN_READY_GRACE_MS: '0' }).shutdown.readyGraceMs, 0);
+  assert.equal(loadConfig({ ...TEST_SECRETS, SHUTDOWN_READY_GRACE_MS: '3000' }).shutdown.readyGraceMs, 3_000);
+  assert.deepEqual(
+    loadConfig({ ...redis, SHUTDOWN_TIMEOUT_MS: '30000', SHUTDOWN_READY_GRACE_MS: '28000' }).shutdown,
+    { timeoutMs: 30_000, readyGraceMs: 28_000 },
+  );
+  assert.throws(
+    () => loadConfig({ ...redis, SHUTDOWN_READY_GRACE_MS: '9000' }),
+    /SHUTDOWN_READY_GRACE_MS=9000 must leave 2000 ms of SHUTDOWN_TIMEOUT_MS=10000 .*at most 8000/,
+  );
+  assert.throws(() => loadConfig({ ...redis, SHUTDOWN_READY_GRACE_MS: '-1' }), /SHUTDOWN_READY_GRACE_MS=-1/);
+});
+
 test('Redis: one server, through Sentinel, or a Cluster; TLS with a CA file; bad combinations listed', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'cd-config-redis-'));
   try {

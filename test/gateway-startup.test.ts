@@ -4,13 +4,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config/config.js';
 import { openUrl, readyLine, startGateway } from '../src/main.js';
+import { createLogger } from '../src/observability/logger.js';
 import { captureLogger, testConfig } from './helpers/builders.js';
 import { TEST_SECRETS } from './helpers/test-secrets.js';
 
@@ -120,3 +122,93 @@ test('the listener keeps HTTP_LISTEN_BACKLOG connections for a busy loop (4096 b
     cleanup();
   }
 });
+
+test('a drain serves the API through SHUTDOWN_READY_GRACE_MS while not ready, then answers what still arrives with SHUTTING_DOWN', async () => {
+  const { config, cleanup } = testConfig({ HOST: '127.0.0.1', PORT: '0', SHUTDOWN_READY_GRACE_MS: '4000' });
+  // The log says when each step begins; the test waits for those lines, not for time.
+  const logged = new Map<string, () => void>();
+  const logLine = (msg: string) => new Promise<void>((r) => logged.set(msg, r));
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      const { msg } = JSON.parse(chunk.toString('utf8')) as { msg: string };
+      logged.get(msg)?.();
+      cb();
+    },
+  });
+  let graceAsked: (ms: number) => void = () => {};
+  const graceStarted = new Promise<number>((r) => (graceAsked = r));
+  let endGrace: () => void = () => {};
+  const gateway = await startGateway(config, createLogger({ level: 'info' }, sink), {
+    readyGrace: (ms) => {
+      graceAsked(ms);
+      return new Promise<void>((r) => (endGrace = r));
+    },
+  });
+  const base = `http://127.0.0.1:${(gateway.app.server.address() as AddressInfo).port}`;
+  let socket: ReturnType<typeof connect> | null = null;
+  try {
+    const reg = await fetch(`${base}/api/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'drain@example.com', password: 'correct horse battery' }),
+    });
+    assert.equal(reg.status, 201);
+    const { accessToken } = ((await reg.json()) as { data: { accessToken: string } }).data;
+
+    const stopped = gateway.shutdown('test');
+    assert.equal(await graceStarted, 4000);
+    // The grace: the balancer sees not ready, and what it still sends here is served as usual.
+    const ready = await fetch(`${base}/api/ready`);
+    assert.equal(ready.status, 503);
+    assert.equal(((await ready.json()) as { draining: boolean }).draining, true);
+    const list = await fetch(`${base}/api/instances`, {
+      headers: { authorization: `Bearer ${accessToken}` },
+    });
+    assert.equal(list.status, 200);
+    // A viewer is refused so that it connects to another gateway (its ticket is not spent).
+    const upgrade = await rawExchange(
+      base,
+      'GET /vnc?ticket=x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    assert.match(upgrade, /^HTTP\/1\.1 503 /);
+    assert.match(upgrade, /"code":"SHUTTING_DOWN"/);
+    assert.match(upgrade, /\r\nRetry-After: 1\r\n/i);
+
+    // A client whose request is under way when HTTP closes (half its headers sent): the server keeps
+    // that connection, and the request is answered with the coded 503, not Fastify's bare one.
+    socket = connect(Number(new URL(base).port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write('GET /api/instances HTTP/1.1\r\nHost: t\r\n');
+    const closingHttp = logLine('shutting down: closing HTTP');
+    endGrace();
+    await closingHttp;
+    let answer = '';
+    socket.setEncoding('utf8').on('data', (d: string) => (answer += d));
+    const ended = once(socket, 'end');
+    socket.write(`Authorization: Bearer ${accessToken}\r\nConnection: keep-alive\r\n\r\n`);
+    await ended;
+    const [head = '', body = ''] = answer.split('\r\n\r\n');
+    assert.match(head, /^HTTP\/1\.1 503 /);
+    assert.match(head, /\r\nconnection: close/i);
+    assert.match(head, /\r\nretry-after: 1/i);
+    assert.equal((JSON.parse(body) as { error: { code: string } }).error.code, 'SHUTTING_DOWN');
+    await stopped;
+  } finally {
+    socket?.destroy();
+    endGrace();
+    await gateway.shutdown('test over'); // the same drain, when the test got that far
+    cleanup();
+  }
+});
+
+/** Writes `request` on a fresh connection and returns everything the server sent until it closed. */
+async function rawExchange(base: string, request: string): Promise<string> {
+  const socket = connect(Number(new URL(base).port), '127.0.0.1');
+  let answer = '';
+  socket.setEncoding('utf8').on('data', (d: string) => (answer += d));
+  const ended = once(socket, 'close');
+  socket.write(request);
+  await ended;
+  return answer;
+}

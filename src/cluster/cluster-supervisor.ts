@@ -18,7 +18,11 @@ export interface ClusterOptions {
   /** Runs in each worker: build the gateway and listen. It handles its own SIGTERM drain. */
   startWorker: () => Promise<void>;
   logger: Logger;
-  /** A worker's drain deadline; the primary SIGKILLs a worker still alive this long (+ grace) after SIGTERM. */
+  /**
+   * A worker's drain deadline (SHUTDOWN_TIMEOUT_MS, which holds its SHUTDOWN_READY_GRACE_MS: config
+   * refuses a grace that does not fit); the primary SIGKILLs a worker still alive this long + 2 s after
+   * SIGTERM.
+   */
   shutdownTimeoutMs: number;
   /** A crash loop is `maxRestarts` restarts within `restartWindowMs`. Default 10 in 60 s. */
   maxRestarts?: number;

@@ -215,7 +215,15 @@ export interface Config {
   log: { level: string };
   /** LOOP_LONG_TASK_MS: attribute event-loop stretches longer than this (0 = off; observability/long-tasks.ts). */
   loopLongTaskMs: number;
-  shutdown: { timeoutMs: number };
+  shutdown: {
+    /** SHUTDOWN_TIMEOUT_MS: SIGTERM to exit, everything included (the force-exit deadline). */
+    timeoutMs: number;
+    /**
+     * SHUTDOWN_READY_GRACE_MS: the first part of timeoutMs, spent not ready (/api/ready 503) but still
+     * serving the API, until the balancer's health checks have taken this gateway out (issue 11).
+     */
+    readyGraceMs: number;
+  };
   cluster: { workers: number; nodeId: string };
 }
 
@@ -360,6 +368,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
   const dataDir = resolve(r.string('DATA_DIR', './data'));
   const databaseUrl = r.optional('DATABASE_URL');
   const redis = parseRedis(r);
+  const shutdownTimeoutMs = r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000);
   if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     r.problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL');
   }
@@ -557,7 +566,10 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       level: r.oneOf('LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     },
     loopLongTaskMs: r.int('LOOP_LONG_TASK_MS', 0, 0, 60_000),
-    shutdown: { timeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000) },
+    shutdown: {
+      timeoutMs: shutdownTimeoutMs,
+      readyGraceMs: readShutdownReadyGrace(r, shutdownTimeoutMs, redis),
+    },
     cluster: {
       workers: r.int('WORKERS', 1, 0, 256),
       nodeId: r.string('NODE_ID', `${process.pid}-${randomBytes(3).toString('hex')}`),
@@ -573,6 +585,28 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
   }
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze(config);
+}
+
+/** What a drain keeps, after the ready grace, for closing viewers and HTTP and the stores. */
+export const SHUTDOWN_AFTER_GRACE_MS = 2_000;
+
+/**
+ * SHUTDOWN_READY_GRACE_MS. The balancer keeps sending to a gateway until its checks of /api/ready have
+ * failed `fall` times, `inter` apart: 2 × 2 s with deploy/haproxy.cfg, plus a check in flight → 5 s by
+ * default. Without Redis the gateway is the only node (embedded or single-process): no balancer has
+ * another one to send to, so no grace. The grace is part of SHUTDOWN_TIMEOUT_MS and leaves
+ * SHUTDOWN_AFTER_GRACE_MS of it for the rest; a default never breaks that rule, a value set does not
+ * pass.
+ */
+function readShutdownReadyGrace(r: Reader, timeoutMs: number, redis: RedisSettings | null): number {
+  const fits = Math.max(0, timeoutMs - SHUTDOWN_AFTER_GRACE_MS);
+  const graceMs = r.int('SHUTDOWN_READY_GRACE_MS', redis === null ? 0 : Math.min(5_000, fits), 0, 600_000);
+  if (graceMs > fits) {
+    r.problems.push(
+      `SHUTDOWN_READY_GRACE_MS=${graceMs} must leave ${SHUTDOWN_AFTER_GRACE_MS} ms of SHUTDOWN_TIMEOUT_MS=${timeoutMs} for closing viewers and connections (at most ${fits})`,
+    );
+  }
+  return graceMs;
 }
 
 /** `host:port`, or `redis://host:port` / `rediss://host:port` (all entries of a list share the scheme). */

@@ -256,6 +256,14 @@ export class AppError extends Error {
   }
 }
 
+/**
+ * SHUTTING_DOWN as a draining gateway answers it (HTTP and refused viewer upgrades): retry in a second,
+ * by when the balancer sends the retry to another gateway.
+ */
+export function shuttingDown(): AppError {
+  return new AppError('SHUTTING_DOWN', { details: { retryAfterSeconds: 1 } });
+}
+
 export function isAppError(e: unknown): e is AppError {
   return e instanceof AppError;
 }

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AppError, isAppError, errorCatalogue } from '../errors/errors.js';
+import { AppError, isAppError, errorCatalogue, shuttingDown } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { ClusterCommand, Coordinator, GuestClaims, ViewerLease } from '../coordination/coordinator.js';
@@ -191,7 +191,7 @@ export class VncGateway {
   private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://gateway.invalid');
     if (url.pathname !== '/vnc') return rejectUpgrade(socket, new AppError('ROUTE_NOT_FOUND'), 400);
-    if (this.draining) return rejectUpgrade(socket, new AppError('SHUTTING_DOWN'));
+    if (this.draining) return rejectUpgrade(socket, shuttingDown());
     // Browsers always send Origin: a foreign page must not ride a user's ticket. Non-browser RFB
     // clients send none; for them the single-use ticket is the whole authentication.
     const origin = req.headers.origin;
@@ -213,7 +213,7 @@ export class VncGateway {
       return rejectUpgrade(socket, e);
     }
     if (socket.destroyed) return;
-    if (this.draining) return rejectUpgrade(socket, new AppError('SHUTTING_DOWN'));
+    if (this.draining) return rejectUpgrade(socket, shuttingDown());
     const ip = clientAddress(req, this.options.proxyTrust ?? trustNoProxy);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, endpoint, ip));
   }
@@ -521,6 +521,14 @@ export class VncGateway {
         closeViewer(v, CloseCode.SHARE_REVOKED, 'share revoked');
       }
     }
+  }
+
+  /**
+   * Refuses new viewers (SHUTTING_DOWN, so their reconnect goes to another gateway) and leaves the
+   * current ones open: the first step of a drain, while the balancer still sends here (issue 11).
+   */
+  refuseViewers(): void {
+    this.draining = true;
   }
 
   /**
