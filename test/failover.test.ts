@@ -265,6 +265,8 @@ void describe('scale-out failover: 3 gateways behind HAProxy', { timeout: 600_00
           MAX_SESSIONS_PER_USER: '2',
           WS_MAX_CONNECTS_PER_MINUTE: '1000',
           SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
+          // The test HAProxy takes a server out after 2 checks 300 ms apart: 1 s covers it.
+          SHUTDOWN_READY_GRACE_MS: '1000',
           LOG_LEVEL: 'info',
         }),
       );

@@ -188,6 +188,11 @@ export async function startSoakStack(o: StackOptions): Promise<SoakStack> {
         VNC_DISPLAY_MIN: '31001',
         VNC_DISPLAY_MAX: '32000',
         DESKTOP_TRANSPORT: 'unix',
+        // A drain stays not ready but serving until HAProxy has taken the gateway out: its checks
+        // below, 2 falls 1 s apart, each up to 1 s → 3 s; then 5 s for viewers and the rest, as
+        // before (the helper SIGKILLs after 15 s).
+        SHUTDOWN_READY_GRACE_MS: '3000',
+        SHUTDOWN_TIMEOUT_MS: '8000',
       };
       o.log(`starting gateway gw${i}`);
       // A start that misses the helper's ready bound on a loaded machine is tried again, twice.

@@ -62,6 +62,9 @@ export async function startGatewayProcess(options: StartGatewayOptions = {}): Pr
     LOG_LEVEL: 'info',
     INSTANCE_ALLOWED_CIDRS: '127.0.0.0/8',
     SHUTDOWN_TIMEOUT_MS: '5000',
+    // Not ready but serving for 1 s when drained: the test HAProxy (helpers/haproxy.ts) takes a server
+    // out after 2 checks 300 ms apart. A stack with slower checks sets its own.
+    SHUTDOWN_READY_GRACE_MS: '1000',
     // Test viewers ask for Raw frames (4 MB for a 1280×800 screen): under the shipped 1.5 Mbit/s budget
     // each would take ~20 s. A test about the budget sets SESSION_MAX_KBPS itself.
     SESSION_MAX_KBPS: '0',
