@@ -25,6 +25,9 @@ export function testConfig(env: Record<string, string> = {}): {
     LOG_LEVEL: 'silent',
     // Raw test frames would crawl under the shipped budget; a test about the budget sets it.
     SESSION_MAX_KBPS: '0',
+    // No balancer in front of an in-test gateway: shutdown() goes straight to closing (a test about
+    // the drain's ready grace sets it).
+    SHUTDOWN_READY_GRACE_MS: '0',
     ...TEST_SECRETS,
     ...env,
   });
