@@ -18,6 +18,8 @@ import type { Coordinator } from './coordination/coordinator.js';
 import { createCoordinator } from './coordination/create-coordinator.js';
 import { RedisCoordinator } from './coordination/redis-coordinator.js';
 import { createRateLimits, enforceApiRateLimit, type RateLimits } from './coordination/rate-limits.js';
+import { COORDINATION_BEAT_MS, CoordinationWatch } from './coordination/coordination-watch.js';
+import { NodeRepository } from './store/node.repository.js';
 import { Metrics, exposeMetrics, registerHttpMetrics, type MetricsServer } from './observability/metrics.js';
 import { LongTaskMonitor, summarizeLongTasks } from './observability/long-tasks.js';
 import { AuthService } from './auth/auth.service.js';
@@ -115,6 +117,8 @@ export interface Gateway {
   auditRetention: AuditRetention;
   admin: AdminService;
   shares: ShareService;
+  /** With Redis: whether an outage is this node's alone or every node's (readiness, the metric). */
+  coordinationWatch: CoordinationWatch;
   isDraining(): boolean;
   /** Starts background timers (heartbeats, activity flush, idle sweep). */
   start(): void;
@@ -148,6 +152,16 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     }));
   const coordinator = deps.coordinator ?? createCoordinator(config, { clock, logger });
   const coordinationKind = coordinator instanceof RedisCoordinator ? 'redis' : 'memory';
+  // In-process coordination has nothing to watch: the watch is then never started nor asked.
+  const coordinationWatch = new CoordinationWatch(
+    {
+      coordinator,
+      nodes: new NodeRepository(store),
+      clock,
+      logger: logger.child({ component: 'coordination' }),
+    },
+    { nodeId: config.cluster.nodeId, graceMs: config.redisRetryMs, beatMs: COORDINATION_BEAT_MS },
+  );
   const rateLimits = createRateLimits(config, coordinator, {
     onRejected: (limit) => metrics.rateLimited(limit),
   });
@@ -428,7 +442,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     store,
     coordinator,
     coordinationKind,
-    coordinationGraceMs: config.redisRetryMs,
+    coordinationWatch,
     nodeId: config.cluster.nodeId,
     isDraining: () => draining,
     counts: () => {
@@ -456,6 +470,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     desktopStartQueue: () => sessions.startQueue.depth,
     desktopStartsInFlight: () => sessions.startQueue.inFlight,
     desktopStopsPending: () => sessions.stopper.pending,
+    ...(coordinationKind === 'redis' ? { coordinationOutage: () => coordinationWatch.outage } : {}),
   });
   const metricsServer: MetricsServer | null = await exposeMetrics(app, metrics, {
     token: config.metrics.token,
@@ -508,6 +523,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     auditRetention,
     admin,
     shares,
+    coordinationWatch,
     isDraining: () => draining,
     start() {
       if (timersStarted) return;
@@ -518,6 +534,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       audit.start(config.sessions.activityFlushMs);
       sweeper.start();
       auditRetention.start();
+      if (coordinationKind === 'redis') coordinationWatch.start();
     },
     shutdown(reason: string) {
       // A second call (a second signal, a test's cleanup) waits for the same drain.
@@ -554,6 +571,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     await metricsServer?.close();
     longTaskMonitor?.stop();
     metrics.close();
+    await coordinationWatch.stop();
     await coordinator.close();
     await store.close();
     logger.info('shutdown complete');

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fastify from 'fastify';
 import { registerHealthRoutes } from '../src/http/health.routes.js';
+import { CoordinationWatch } from '../src/coordination/coordination-watch.js';
+import { ManualClock } from '../src/lib/clock.js';
 import { openStore, type Store } from '../src/store/database.js';
 import { buildTestGateway, captureLogger, type TestGateway } from './helpers/builders.js';
 
@@ -129,15 +131,21 @@ describe('request logging', () => {
 
 void describe('readiness and Redis', () => {
   test('not ready once Redis has failed its check for longer than the retry budget; ready again when it answers', async () => {
-    let now = 1_000_000;
+    const clock = new ManualClock(1_000_000);
     let redisUp = false;
+    const coordinator = {
+      ping: () => (redisUp ? Promise.resolve() : Promise.reject(new Error('timeout'))),
+    };
     const app = fastify();
     registerHealthRoutes(app, {
       store: { ping: () => Promise.resolve(), dialect: 'postgres' },
-      coordinator: { ping: () => (redisUp ? Promise.resolve() : Promise.reject(new Error('timeout'))) },
+      coordinator,
       coordinationKind: 'redis',
-      coordinationGraceMs: 5_000,
-      clock: () => now,
+      // No peers to ask: every outage past the grace counts as this node's alone.
+      coordinationWatch: new CoordinationWatch(
+        { coordinator, nodes: null, clock, logger: captureLogger().logger },
+        { nodeId: 'n', graceMs: 5_000, beatMs: 5_000 },
+      ),
       nodeId: 'n',
       isDraining: () => false,
       counts: () => ({}),
@@ -151,19 +159,24 @@ void describe('readiness and Redis', () => {
       status: 200,
       body: { ready: true, draining: false, checks: { database: true, coordination: true } },
     });
-    now += 4_000;
+    clock.advance(4_000);
     assert.equal((await ready()).status, 200);
     // Cut off for longer (a partition, an outage): out of the balancer.
-    now += 2_000;
+    clock.advance(2_000);
     assert.deepEqual(await ready(), {
       status: 503,
-      body: { ready: false, draining: false, checks: { database: true, coordination: false } },
+      body: {
+        ready: false,
+        draining: false,
+        checks: { database: true, coordination: false },
+        coordinationOutage: 'local',
+      },
     });
     redisUp = true;
     assert.equal((await ready()).status, 200);
     // A new failure starts a new grace period.
     redisUp = false;
-    now += 60_000;
+    clock.advance(60_000);
     assert.equal((await ready()).status, 200);
     await app.close();
   });

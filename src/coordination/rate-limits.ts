@@ -13,8 +13,12 @@
 //   API requests per user                RATE_LIMIT_MAX_REQUESTS (1000) per RATE_LIMIT_WINDOW_MS (15 min)
 //   new WebSockets per user              WS_MAX_CONNECTS_PER_MINUTE (10) per minute
 //
-// Redis down → every check fails closed with COORDINATION_UNAVAILABLE (503): falling back to memory
-// would silently turn a cluster-wide limit into a per-process one.
+// Redis down → the sign-in and WebSocket checks fail closed with COORDINATION_UNAVAILABLE (503): falling
+// back to memory would silently turn a cluster-wide limit into a per-process one, and a brute-force
+// guard must not loosen. The per-user API limit (a flood guard, 1000 per 15 min) counts in process
+// memory meanwhile instead (rate-limiter-flexible's insurance limiter, at once, no retry): with Redis
+// down for every node (issue 11) the calls that need no Redis — instance list, session history, usage
+// — keep answering, each process allowing up to the limit on its own until Redis is back.
 //
 // IPv6 clients are limited per /64 (one subscriber usually holds a whole /64); IPv4-mapped IPv6
 // addresses count as their IPv4 address. Account keys are hashed so Redis holds no email addresses.
@@ -128,6 +132,7 @@ export class RateLimits implements SignInGuard {
       if (store.kind === 'memory') return new RateLimiterMemory(opts);
       return new RateLimiterRedis({
         ...opts,
+        ...(name === 'api' ? { insuranceLimiter: new RateLimiterMemory(opts) } : {}),
         keyPrefix: `${store.keyPrefix}rl:${name}`,
         storeClient: store.client,
         // Not connected → reject at once instead of queueing (the client has no offline queue either).

@@ -566,7 +566,11 @@ export class RedisCoordinator implements Coordinator {
         if (isAppError(e) || !(e instanceof Error)) throw e;
         const delay = Math.min(50 * 2 ** attempt, 500);
         if (!isTransientRedisError(e) || Date.now() - started + delay > budgetMs) {
-          throw new AppError('COORDINATION_UNAVAILABLE', { cause: e });
+          // Retry-After: a failover this call did not outlast may take about one more budget.
+          throw new AppError('COORDINATION_UNAVAILABLE', {
+            cause: e,
+            details: { retryAfterSeconds: Math.max(1, Math.ceil(this.retryBudgetMs / 1000)) },
+          });
         }
         // A pipeline that met a moved slot does not make ioredis refresh its slot map by itself.
         if (this.redis instanceof Cluster && /^(MOVED|ASK|CLUSTERDOWN)\b/.test(e.message)) {

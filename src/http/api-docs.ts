@@ -59,7 +59,13 @@ const userGuardCodes: readonly ErrorCode[] = [
 ];
 const bodyMethods = new Set(['POST', 'PUT', 'PATCH']);
 /** The codes answered with `Retry-After` (error-handler.ts sends it from `details.retryAfterSeconds`). */
-const retryAfterCodes = new Set<ErrorCode>(['RATE_LIMITED', 'OVERLOADED', 'BUSY', 'SHUTTING_DOWN']);
+const retryAfterCodes = new Set<ErrorCode>([
+  'RATE_LIMITED',
+  'OVERLOADED',
+  'BUSY',
+  'SHUTTING_DOWN',
+  'COORDINATION_UNAVAILABLE',
+]);
 
 const errorCodeList = Object.keys(errorCatalogue) as ErrorCode[];
 

@@ -1,25 +1,27 @@
 // /api/health (liveness: process facts, counts, dependency states) and /api/ready (readiness for the
-// load balancer: 503 while the store does not answer, while Redis has not answered for longer than a
-// failover may take, or while the process drains), after the plan's §9.5.
+// load balancer: 503 while the store does not answer, while this node alone has not reached Redis for
+// longer than a failover may take (coordination/coordination-watch.ts tells it from a Redis down for
+// every node, which keeps the nodes ready), or while the process drains), after the plan's §9.5.
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Store } from '../store/database.js';
 import type { Coordinator } from '../coordination/coordinator.js';
+import type { CoordinationWatch } from '../coordination/coordination-watch.js';
 
 export interface HealthSources {
   store: Pick<Store, 'ping' | 'dialect'>;
   coordinator: Pick<Coordinator, 'ping'>;
   coordinationKind: 'memory' | 'redis';
+  /**
+   * With Redis: how long its check may fail before it counts (REDIS_RETRY_MS: requests wait a failover
+   * out for that long, so a blip shorter than it takes no node out of the balancer), and then whether
+   * this node alone is cut off (not ready) or Redis is down for every node (ready: leaving the balancer
+   * all together would help nobody).
+   */
+  coordinationWatch: Pick<CoordinationWatch, 'assess'>;
   nodeId: string;
   isDraining: () => boolean;
   counts: () => Record<string, number>;
-  /**
-   * How long Redis may fail its check before the node reports not ready (REDIS_RETRY_MS): requests
-   * wait a failover out for that long, so a blip shorter than it takes no node out of the balancer (all
-   * of them would go at once), while a node cut off from Redis (a partition) is taken out.
-   */
-  coordinationGraceMs: number;
-  clock?: () => number;
 }
 
 async function check(fn: () => Promise<void>): Promise<boolean> {
@@ -65,6 +67,12 @@ const Ready = Type.Object({
       }),
     ),
   }),
+  coordinationOutage: Type.Optional(
+    Type.Union([Type.Literal('local'), Type.Literal('cluster-wide')], {
+      description:
+        'Set while Redis has failed its check past REDIS_RETRY_MS: `local` (other live nodes reach it: this one is taken out) or `cluster-wide` (no live node reaches it: staying ready, calls that need Redis answer 503 `COORDINATION_UNAVAILABLE`)',
+    }),
+  ),
 });
 const described = (schema: object, description: string) => ({
   ...schema,
@@ -112,15 +120,13 @@ export function registerHealthRoutes(app: FastifyInstance, s: HealthSources): vo
 
   const readySchema = {
     summary:
-      'Readiness for the load balancer: 503 while the database does not answer, Redis has not answered for REDIS_RETRY_MS, or the node drains',
+      'Readiness for the load balancer: 503 while the database does not answer, this node alone has not reached Redis for REDIS_RETRY_MS (a Redis down for every node keeps the nodes ready), or the node drains',
     tags: ['health'],
     response: {
       200: described(Ready, 'Ready for traffic'),
       503: described(Ready, 'Not ready: send traffic elsewhere'),
     },
   };
-  const now = s.clock ?? Date.now;
-  let coordinationDownSince: number | null = null;
   app.get('/api/ready', { schema: readySchema }, async (_request, reply) => {
     const draining = s.isDraining();
     const [database, redis] = draining
@@ -129,13 +135,16 @@ export function registerHealthRoutes(app: FastifyInstance, s: HealthSources): vo
           check(() => s.store.ping(2000)),
           s.coordinationKind === 'redis' ? check(() => s.coordinator.ping()) : Promise.resolve(null),
         ]);
-    if (redis === true) coordinationDownSince = null;
-    else if (redis === false) coordinationDownSince ??= now();
-    const coordination =
-      redis === null ? null : redis || now() - (coordinationDownSince ?? now()) < s.coordinationGraceMs;
-    const ready = !draining && database && coordination !== false;
-    return reply
-      .status(ready ? 200 : 503)
-      .send({ ready, draining, checks: { database, ...(coordination === null ? {} : { coordination }) } });
+    const assessed = redis === null ? null : await s.coordinationWatch.assess(redis, database);
+    const ready =
+      !draining &&
+      database &&
+      (assessed === null || assessed.coordination || assessed.outage === 'cluster-wide');
+    return reply.status(ready ? 200 : 503).send({
+      ready,
+      draining,
+      checks: { database, ...(assessed === null ? {} : { coordination: assessed.coordination }) },
+      ...(assessed?.outage ? { coordinationOutage: assessed.outage } : {}),
+    });
   });
 }

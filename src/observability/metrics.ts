@@ -35,6 +35,8 @@ export interface MetricsSources {
   desktopStartsInFlight?(): number;
   /** Background desktop stops queued or running in this process. */
   desktopStopsPending?(): number;
+  /** With Redis: the outage its last check found (coordination/coordination-watch.ts), null for none. */
+  coordinationOutage?(): 'local' | 'cluster-wide' | null;
 }
 
 export interface MetricsOptions {
@@ -181,6 +183,21 @@ export class Metrics {
       'Background desktop stops queued or running in this process',
       (s) => s.desktopStopsPending?.(),
     );
+
+    // 1 for the scope of the Redis outage this node sees (past REDIS_RETRY_MS), 0 for the other; both 0
+    // while Redis answers. Absent in-process. `cluster-wide` on every node is the page: Redis is down.
+    new Gauge({
+      name: 'clouddesk_coordination_outage',
+      help: 'Redis unreachable past REDIS_RETRY_MS, by scope: local (this node alone, taken out of the balancer) or cluster-wide (no live node reaches it; nodes stay ready, calls needing Redis answer 503)',
+      labelNames: ['scope'] as const,
+      registers: register,
+      collect() {
+        const sources = readSources();
+        if (!sources.coordinationOutage) return;
+        const outage = sources.coordinationOutage();
+        for (const scope of ['local', 'cluster-wide'] as const) this.set({ scope }, outage === scope ? 1 : 0);
+      },
+    });
 
     // Event-loop lag over the last scrape interval (reset after each scrape), in seconds. Two names for
     // one reading: `clouddesk_event_loop_lag_seconds{stat}` (the alert rules' and the bench's) and

@@ -282,4 +282,20 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('users').dropColumn('signed_out_at').execute();
     },
   },
+  // Telling a gateway cut off from Redis from a Redis down for everyone (issue 11): each node's row says
+  // when it last wrote it and when it last reached Redis (coordination/coordination-watch.ts). A new
+  // table only (expand): a gateway of the previous release neither reads nor needs it.
+  '0009_gateway_nodes': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('gateway_nodes')
+        .addColumn('node_id', 'text', (c) => c.primaryKey())
+        .addColumn('seen_at', 'bigint', (c) => c.notNull())
+        .addColumn('redis_reached_at', 'bigint')
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('gateway_nodes').execute();
+    },
+  },
 };

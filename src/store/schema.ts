@@ -161,6 +161,15 @@ export interface SharesTable {
   revoked_at: number | null;
 }
 
+/** One row per gateway node (NODE_ID), rewritten every few seconds by its coordination watch. */
+export interface GatewayNodesTable {
+  node_id: string;
+  /** The node's last write of this row: a row older than a few beats is a node gone or cut off. */
+  seen_at: number;
+  /** The last time the node's Redis check answered (null: never, since the row was made). */
+  redis_reached_at: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   refresh_tokens: RefreshTokensTable;
@@ -173,4 +182,5 @@ export interface Database {
   user_totp: UserTotpTable;
   totp_recovery_codes: TotpRecoveryCodesTable;
   shares: SharesTable;
+  gateway_nodes: GatewayNodesTable;
 }
