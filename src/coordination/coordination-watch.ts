@@ -3,12 +3,16 @@
 // traffic), wrong when Redis is down for every node (all of them leave, and the balancer answers its own
 // uncoded 503 for everything, the web client and the API calls that need no Redis included).
 //
-// So each node writes, every beat (COORDINATION_BEAT_MS, 5 s: one row update per node, never per request),
-// when it last reached Redis into the shared store (store/node.repository.ts). A node whose own check
-// has failed past the grace asks the store: does any other live node (its row written within
-// LIVE_BEATS beats) reach Redis (within the grace, plus one beat for the time between its checks)? Yes
-// → this node alone is cut off: not ready. No → the outage is cluster-wide: stay ready, and what needs
-// Redis answers 503 COORDINATION_UNAVAILABLE per call. A node that cannot reach the store either is not
+// So each node writes, every beat (COORDINATION_BEAT_MS, 5 s: one row update per node, never per
+// request), when it last reached Redis into the shared store (store/node.repository.ts). A node whose
+// own check has failed past the grace asks the store: has another live node (its row written within
+// LIVE_BEATS beats) reached Redis since this node lost it, and does that peer still reach it as of its
+// last write (not failing past the grace itself)? Yes → this node alone is cut off: not ready. No → the
+// outage is cluster-wide: stay ready, and what needs Redis answers 503 COORDINATION_UNAVAILABLE per call.
+// "Since this node lost it" is what keeps a cluster-wide outage from taking every node out for a beat:
+// a peer's last success before the outage is older than this node's first failure. It compares two
+// machines' clocks, so it assumes NTP-close clocks (a skew of seconds could count a peer's last success
+// before the outage as one after it, for that long). A node that cannot reach the store either is not
 // ready by the database check; its peers' rows are not asked for then.
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../observability/logger.js';
@@ -150,7 +154,8 @@ export class CoordinationWatch {
       const peers = await this.deps.nodes.countPeers(
         nodeId,
         now - LIVE_BEATS * beatMs,
-        now - graceMs - beatMs,
+        this.downSince ?? now,
+        graceMs,
       );
       return peers.reachingRedis > 0;
     } catch {

@@ -36,25 +36,31 @@ export class NodeRepository {
 
   /**
    * Other nodes whose row was written at or after `seenSince` (alive, and reaching the store), and how
-   * many of them reached Redis at or after `reachedSince`.
+   * many of them reach Redis as of their last write: reached it after `reachedAfter`, and at most
+   * `graceMs` before that write (a peer whose own check fails past the grace does not count).
    */
   async countPeers(
     nodeId: string,
     seenSince: number,
-    reachedSince: number,
+    reachedAfter: number,
+    graceMs: number,
   ): Promise<{ live: number; reachingRedis: number }> {
     const rows = await this.retry.run('read', () =>
       this.db
         .selectFrom('gateway_nodes')
-        .select(['redis_reached_at'])
+        .select(['seen_at', 'redis_reached_at'])
         .where('node_id', '<>', nodeId)
         .where('seen_at', '>=', seenSince)
         .execute(),
     );
     return {
       live: rows.length,
-      reachingRedis: rows.filter((r) => r.redis_reached_at !== null && r.redis_reached_at >= reachedSince)
-        .length,
+      reachingRedis: rows.filter(
+        (r) =>
+          r.redis_reached_at !== null &&
+          r.redis_reached_at > reachedAfter &&
+          r.redis_reached_at >= r.seen_at - graceMs,
+      ).length,
     };
   }
 
