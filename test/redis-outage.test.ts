@@ -72,6 +72,7 @@ for (const kind of ['postgres', 'sqlite'] as const) {
         NODE_ID: node,
         REDIS_URL: redis.url,
         REDIS_RETRY_MS: String(RETRY_MS),
+        REGISTRATION: 'open',
       });
       a = await buildTestGateway(env('node-a', redisA), { clock });
       b = await buildTestGateway(env('node-b', redisB), { clock });
