@@ -42,6 +42,21 @@ const HTTP_TIMEOUT_MS = 30_000;
 const DESKTOP = 'openbox';
 const RECONNECT_CODES = new Set([4010, 4011, 4012, 4013, 1011, 1001, 1006, 1005]);
 
+/**
+ * Whose answer an error without a catalogue code is: HAProxy's own page (no gateway UP: 503; a gateway
+ * that died mid-answer: 502), a closing gateway's Fastify (`return503OnClosing`: `{"error":"Service
+ * Unavailable",…}`), or something else (`HTTP_<status>`).
+ */
+export function uncodedAnswer(status: number, body: string): string {
+  if (
+    /^<html>/i.test(body.trimStart()) &&
+    /\b(No server is available|Bad Gateway|Gateway Time-out)\b/i.test(body)
+  )
+    return `HAPROXY_${status}`;
+  if (status === 503 && /^\{"error":"Service Unavailable"/.test(body)) return 'GATEWAY_CLOSING';
+  return `HTTP_${status}`;
+}
+
 /** Counters and logs shared by every client of one soak run. */
 export class Traffic {
   readonly statuses: Record<string, number> = {};
@@ -89,7 +104,7 @@ export class Traffic {
       } catch {
         // not JSON (HAProxy's own 503 page, say)
       }
-      const code = parsed.error?.code ?? (res.ok ? null : `HTTP_${res.status}`);
+      const code = parsed.error?.code ?? (res.ok ? null : uncodedAnswer(res.status, text));
       this.statuses[res.status] = (this.statuses[res.status] ?? 0) + 1;
       if (res.status >= 500)
         this.fiveXx.push({
@@ -386,15 +401,21 @@ export class SoakViewer {
     await this.reconnecting;
   }
 
+  /**
+   * Ends the session at the end of the run. The access token signed in at the start has expired in a
+   * long run (15 min): a 401 signs in again and tries once more (the 30-minute run's 60 × 401).
+   */
   async disconnect(): Promise<void> {
     if (this.sessionId === null) return;
-    await this.traffic.api(
-      'disconnect',
-      'POST',
-      `/api/sessions/disconnect/${this.sessionId}`,
-      undefined,
-      this.token,
-    );
+    const end = () =>
+      this.traffic.api(
+        'disconnect',
+        'POST',
+        `/api/sessions/disconnect/${this.sessionId}`,
+        undefined,
+        this.token,
+      );
+    if ((await end()).status === 401 && (await this.signIn())) await end();
   }
 }
 
