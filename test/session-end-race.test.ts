@@ -1,0 +1,108 @@
+// Ends of one session racing across two gateways (issue 11, the soak's 500 on disconnect), on one
+// PostgreSQL database and one Redis, with real sshd + TigerVNC desktops: the owner's disconnect sent to
+// both gateways at once (a client retrying through the balancer while its first try still runs), and
+// the instance deleted on the other gateway meanwhile. Every answer is one the API documents (200, 410
+// SESSION_ENDED, 404 once the instance and its sessions are gone), never a 500, and the session is
+// ended once (one audit event).
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { systemClock } from '../src/lib/clock.js';
+import { createLogger } from '../src/observability/logger.js';
+import { RedisCoordinator } from '../src/coordination/redis-coordinator.js';
+import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
+import { createTestDatabase } from './helpers/postgres-database.js';
+import { startSshd, type SshdFixture } from './helpers/sshd.js';
+
+const REDIS_URL = 'redis://127.0.0.1:6379';
+const ROUNDS = 4;
+
+describe('one session ended at once from two gateways (PostgreSQL + Redis, sshd + TigerVNC)', () => {
+  let sshd: SshdFixture;
+  let db: { url: string; drop(): Promise<void> };
+  const gateways: (TestGateway & { base: string })[] = [];
+  const prefix = `cd-test-end-race-${randomBytes(4).toString('hex')}:`;
+
+  before(async () => {
+    [sshd, db] = await Promise.all([startSshd({ users: 1 }), createTestDatabase()]);
+    for (const node of ['gw-a', 'gw-b']) {
+      const coordinator = new RedisCoordinator({
+        url: REDIS_URL,
+        clock: systemClock,
+        logger: createLogger({ level: 'silent' }),
+        keyPrefix: prefix,
+      });
+      gateways.push(
+        await listenTestGateway(
+          { DATABASE_URL: db.url, REDIS_URL, NODE_ID: node, REGISTRATION: 'open' },
+          { coordinator },
+        ),
+      );
+    }
+  });
+  after(async () => {
+    for (const g of gateways) await g.cleanup();
+    await sshd?.stop();
+    await db?.drop();
+  });
+
+  test(
+    'disconnects on both gateways, and an instance delete: no 500, ended once',
+    { timeout: 180_000 },
+    async () => {
+      const [a, b] = [gateways[0]!, gateways[1]!];
+      const alice = await newUser(a);
+      const answers: string[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        const withDelete = round % 2 === 1;
+        const instance = await newInstance(a, alice, {
+          host: sshd.host,
+          port: sshd.port,
+          user: sshd.users[0]!,
+        });
+        const connect = await a.app.inject({
+          method: 'POST',
+          url: '/api/sessions/connect',
+          headers: alice.auth,
+          payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
+        });
+        assert.equal(connect.statusCode, 201, connect.body);
+        const { sessionId } = connect.json().data as { sessionId: string };
+        const disconnect = (g: TestGateway) =>
+          g.app.inject({ method: 'POST', url: `/api/sessions/disconnect/${sessionId}`, headers: alice.auth });
+        const calls = [disconnect(a), disconnect(b), disconnect(b)];
+        if (withDelete)
+          calls.push(
+            b.app.inject({ method: 'DELETE', url: `/api/instances/${instance.id}`, headers: alice.auth }),
+          );
+        const results = await Promise.all(calls);
+        for (const r of results) {
+          const code = r.statusCode >= 400 ? ` ${r.json<{ error: { code: string } }>().error.code}` : '';
+          answers.push(`${r.statusCode}${code}`);
+          assert.ok(r.statusCode < 500, `round ${round}: ${r.statusCode} ${r.body}`);
+        }
+        const ends = results.slice(0, 3).map((r) => r.statusCode);
+        if (!withDelete)
+          assert.ok(ends.includes(200), `round ${round}: one disconnect ends it (${ends.join(', ')})`);
+        for (const s of ends) assert.ok([200, 410, 404].includes(s), `round ${round}: ${s}`);
+        if (withDelete) assert.equal(results[3]!.statusCode, 204, results[3]!.body);
+        else {
+          // Ended once: one gateway's audit trail says so.
+          const endedLines = gateways
+            .flatMap((g) => g.logLines)
+            .filter((l) => l.includes('"session.ended"') && l.includes(sessionId));
+          assert.equal(endedLines.length, 1, endedLines.join('\n'));
+          // Its desktop is stopped in the background by the gateway that ended it; then the instance goes.
+          await Promise.all(gateways.map((g) => g.sessions.stopper.settled()));
+          await instancesDelete(a, alice.auth, instance.id);
+        }
+      }
+      console.log(`answers: ${answers.join(', ')}`);
+    },
+  );
+});
+
+async function instancesDelete(g: TestGateway, auth: { authorization: string }, id: string): Promise<void> {
+  const r = await g.app.inject({ method: 'DELETE', url: `/api/instances/${id}`, headers: auth });
+  assert.equal(r.statusCode, 204, r.body);
+}
