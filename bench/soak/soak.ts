@@ -218,6 +218,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const gap = o.gapMs[0] + rand() * (o.gapMs[1] - o.gapMs[0]);
       await sleep(gap);
       if (!o.oneOfEach && Date.now() >= endAt) break;
+      // A gateway an earlier fault could not start again gets another go before the next fault.
+      for (const g of stack.gateways.filter((x) => x.down)) {
+        o.log(`starting ${g.name} again (left down by an earlier fault)`);
+        if (await restartGateway(g, 'SIGKILL', [])) g.down = false;
+      }
       const wasHealthy = await until(RECOVERY_BOUND_MS, healthy, 500);
       const kind = o.oneOfEach ? order[i]! : pick(FAULT_KINDS);
       const rec: FaultRecord = {
@@ -242,7 +247,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           o.log(`fault ${i + 1}: ${kind} ${g.name}`);
           g.down = true;
           // A supervisor restarts it at once (the helper waits for the old process to exit first).
-          await restartGateway(g, kind === 'gateway-kill' ? 'SIGKILL' : 'SIGTERM', rec.notes);
+          if (!(await restartGateway(g, kind === 'gateway-kill' ? 'SIGKILL' : 'SIGTERM', rec.notes))) {
+            // Not started again (a machine too loaded to start one in time): the fault stays not
+            // recovered, and the run goes on with the others and still writes its report.
+            break;
+          }
           g.down = false;
           rec.undoneAtMs = now();
           const ok = await until(RECOVERY_BOUND_MS, async () => {
@@ -453,20 +462,25 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
 
 /**
  * Stops the gateway with `signal` and starts it again on the same port, as a supervisor would; a start
- * that does not get to ready within the helper's bound (a loaded machine) is tried again, twice.
+ * that does not get to ready within the helper's bound (a loaded machine) is tried again, twice. False
+ * when the third fails too: before, that ended the whole run without a report (load 50, 2026-12-02).
  */
-async function restartGateway(g: SoakGateway, signal: 'SIGKILL' | 'SIGTERM', notes: string[]): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
+async function restartGateway(
+  g: SoakGateway,
+  signal: 'SIGKILL' | 'SIGTERM',
+  notes: string[],
+): Promise<boolean> {
+  for (let attempt = 1; attempt <= 3; attempt++) {
     try {
       await g.process.restart({ signal });
-      return;
+      return true;
     } catch (e) {
       notes.push(
         `restart attempt ${attempt} failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`,
       );
-      if (attempt >= 3) throw e;
     }
   }
+  return false;
 }
 
 /** Every write answered 2xx, looked up in PostgreSQL (through its HAProxy, whichever node is primary). */
