@@ -758,7 +758,8 @@ void describe(
       assert.equal((await B('GET', '/api/ready')).status, 200);
       const redisBefore = await redisOfB();
       const lastIdBefore = Math.max(...redisBefore.map((c) => c.id));
-      assert.deepEqual(redisBefore.map((c) => c.name).sort(), ['clouddesk', 'clouddesk-sub']);
+      // Connections B dropped in the earlier cuts may still be listed (the server has not heard yet).
+      assert.deepEqual([...new Set(redisBefore.map((c) => c.name))].sort(), ['clouddesk', 'clouddesk-sub']);
       const pgBefore = await pgOfB();
       assert.ok(pgBefore.length > 0, 'B has PostgreSQL connections');
 
