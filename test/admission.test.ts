@@ -4,9 +4,9 @@
 // is asserted is order (answered before the start or stop finished), never elapsed time.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { DesktopService } from '../src/desktop/desktop.service.js';
+import { desktopMarker, type DesktopService } from '../src/desktop/desktop.service.js';
 import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
-import { isProcessAlive, startSshd, type SshdFixture } from './helpers/sshd.js';
+import { isProcessAlive, processesWithEnv, startSshd, type SshdFixture } from './helpers/sshd.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
 
 interface Gate {
@@ -101,6 +101,17 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
       // Far beyond what any answer may take here; the old behaviour was a 60 s failure.
       signal: AbortSignal.timeout(90_000),
     });
+  const deleteInstance = (id: string, token: string) =>
+    fetch(`http://${gw.base}/api/instances/${id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(90_000),
+    });
+  /** The desktop's Xvnc, if it still lives, and every live process carrying its marker. */
+  const leftovers = async (display: number, pid: number) =>
+    [...(isProcessAlive(pid) ? [pid] : []), ...(await processesWithEnv(desktopMarker({ display, pid })))]
+      .filter((p, i, all) => all.indexOf(p) === i)
+      .filter(isProcessAlive);
   const sessionRow = (id: string) =>
     gw.store.db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
   const openViewer = (websocketUrl: string) =>
@@ -299,5 +310,70 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
     await gw.sessions.stopper.settled();
     assert.equal(isProcessAlive(desktop_pid!), false);
     assert.equal((await sessionRow(sessionId)).stop_due_at, null);
+  });
+  test('an instance deleted while the stop of its just-disconnected session waits: the delete stops that desktop, and the late background try is harmless', async () => {
+    const user = await newUser(gw);
+    const instance = await newInstance(gw, user, target());
+    const res = await post('/api/sessions/connect', user.accessToken, {
+      instanceId: instance.id,
+      desktopEnvironment: 'openbox',
+    });
+    assert.equal(res.status, 201);
+    const { sessionId } = ((await res.json()) as { data: { sessionId: string } }).data;
+    const { display, desktop_pid } = await sessionRow(sessionId);
+    assert.ok(display !== null && desktop_pid !== null && isProcessAlive(desktop_pid));
+
+    // The background stop's first try is held at the gate (holding the session's stop lock); every other
+    // stop goes straight to the instance.
+    const stopGate = gate();
+    let held = false;
+    beforeStop = () => {
+      if (held) return Promise.resolve();
+      held = true;
+      return stopGate.promise;
+    };
+    const entered = stopsEntered.value;
+    const stopped = await metric('clouddesk_desktop_stops_total', 'outcome="stopped"');
+    assert.equal((await post(`/api/sessions/disconnect/${sessionId}`, user.accessToken)).status, 200);
+    await stopsEntered.reach(entered + 1);
+
+    const del = await deleteInstance(instance.id, user.accessToken);
+    assert.equal(del.status, 204);
+    // Answered with the desktop already gone, while the background try still waits.
+    assert.deepEqual(await leftovers(display, desktop_pid), [], 'no Xvnc or desktop process left');
+    assert.equal(stopsDone.value < stopsEntered.value, true, 'the background try has not finished');
+
+    // The held try now stops the same desktop a second time: it finds nothing left and succeeds.
+    stopGate.open();
+    beforeStop = () => Promise.resolve();
+    await gw.sessions.stopper.settled();
+    assert.equal(await metric('clouddesk_desktop_stops_total', 'outcome="stopped"'), stopped + 1);
+    assert.deepEqual(await leftovers(display, desktop_pid), []);
+  });
+
+  test('disconnect and instance delete at once (real concurrent clients): no desktop of the session is left', async () => {
+    const user = await newUser(gw);
+    for (let round = 0; round < 3; round++) {
+      const instance = await newInstance(gw, user, target());
+      const res = await post('/api/sessions/connect', user.accessToken, {
+        instanceId: instance.id,
+        desktopEnvironment: 'openbox',
+      });
+      assert.equal(res.status, 201);
+      const { sessionId } = ((await res.json()) as { data: { sessionId: string } }).data;
+      const { display, desktop_pid } = await sessionRow(sessionId);
+      assert.ok(display !== null && desktop_pid !== null && isProcessAlive(desktop_pid));
+
+      const [end, del] = await Promise.all([
+        post(`/api/sessions/disconnect/${sessionId}`, user.accessToken),
+        deleteInstance(instance.id, user.accessToken),
+      ]);
+      // The disconnect ended it (200), or found it ended (410) or already gone with its instance (404).
+      assert.ok([200, 404, 410].includes(end.status), `round ${round}: disconnect ${end.status}`);
+      assert.equal(del.status, 204, `round ${round}`);
+      assert.deepEqual(await leftovers(display, desktop_pid), [], `round ${round}: stopped by the delete`);
+      await gw.sessions.stopper.settled();
+      assert.deepEqual(await leftovers(display, desktop_pid), [], `round ${round}`);
+    }
   });
 });

@@ -157,7 +157,7 @@ export function registerInstanceRoutes(
     {
       preHandler,
       schema: {
-        summary: 'Delete an instance; its live session is ended and its desktop stopped first',
+        summary: 'Delete an instance; its live session is ended and all its desktops stopped first',
         params: IdParams,
         errors: ['INSTANCE_NOT_FOUND'],
         response: { 204: NoContent },

@@ -96,6 +96,25 @@ export class DesktopStopper {
     return taken;
   }
 
+  /**
+   * Runs that session's pending stop now, once, on the caller's request (not retried, no outcome
+   * counted): an instance delete, after which no row is left for a retry or a sweep. Takes the session's
+   * stop lock when it can, so no background try starts meanwhile; when a try holds it (here or on
+   * another gateway), or the lock cannot be asked, stops anyway: that try may find the instance gone, and
+   * a second stop of one desktop is harmless (the stop script acts only on processes carrying that
+   * desktop's display-and-PID marker, and answers stopped when none is left). Throws what the stop threw.
+   */
+  async runNow(row: SessionRow): Promise<void> {
+    const key = `desktop-stop:${row.id}`;
+    const lock = await this.deps.coordinator.tryLock(key, this.lockTtlMs).catch(() => null);
+    try {
+      await this.deps.stop(row);
+      await this.deps.sessions.setStopDue(row.id, null, row.stop_attempts);
+    } finally {
+      if (lock) await this.deps.coordinator.unlock(lock).catch(() => undefined);
+    }
+  }
+
   /** Resolves when nothing is queued or running here (retries waiting for their timer do not count). */
   async settled(): Promise<void> {
     while (this.runningJobs.size > 0) await Promise.race(this.runningJobs);

@@ -349,10 +349,30 @@ export class SessionService {
     await this.end(row, 'admin');
   }
 
-  /** Before the instance is deleted (its sessions go with it): the desktop is stopped on the request. */
+  /**
+   * Before the instance is deleted (its sessions go with it, a foreign key cascade): its live session is
+   * ended, then every desktop of the instance still to be stopped is stopped on the request, side by side,
+   * each bounded by the stop timeout: the live session's, and those of sessions ended before whose
+   * background stop has not finished (a disconnect just before, a retry waiting out its backoff, a try
+   * another gateway runs). Once the rows are gone no retry or sweep could find them, and the desktop would
+   * run on the machine for good. A stop that cannot reach the machine is logged and the delete goes on,
+   * as it always did for the live session: the owner asked for the instance to go, and an unreachable
+   * machine must not make it undeletable.
+   */
   async endAllForInstance(userId: string, instanceId: string): Promise<void> {
     const live = await this.deps.sessions.findLive(userId, instanceId);
     if (live) await this.end(live, 'instance-deleted', { stopNow: true });
+    const pending = await this.deps.sessions.listStopsPendingForInstance(instanceId, MAX_STOPS_ON_DELETE);
+    await Promise.all(
+      pending.map((row) =>
+        this.stopper.runNow(row).catch((e: unknown) => {
+          this.deps.logger.warn(
+            { err: e, sessionId: row.id, instanceId, display: row.display },
+            'could not stop the desktop of an ended session before its instance was deleted',
+          );
+        }),
+      ),
+    );
   }
 
   /** Redeems a WebSocket ticket and returns where the viewer must be connected. */
@@ -579,8 +599,8 @@ export class SessionService {
   }
 
   /**
-   * Ends the session (viewers closed everywhere) and has its desktop stopped: in the background, or with
-   * `stopNow` before returning (once, not retried: the instance is about to be deleted).
+   * Ends the session (viewers closed everywhere) with its desktop's stop on record as due, and has it
+   * stopped in the background; with `stopNow` the caller runs the stop itself (endAllForInstance).
    */
   private async end(
     row: SessionRow,
@@ -589,20 +609,9 @@ export class SessionService {
   ): Promise<void> {
     const now = this.deps.clock.now();
     const hasDesktop = row.status === 'active' && row.display !== null;
-    const background = hasDesktop && !opts.stopNow;
-    if (!(await this.markEnded(row, reason, now, { actor: opts.actor, stopDesktop: background }))) return;
+    if (!(await this.markEnded(row, reason, now, { actor: opts.actor, stopDesktop: hasDesktop }))) return;
     await this.deps.coordinator.publish({ type: 'end-session', sessionId: row.id, reason });
-    if (background) {
-      this.stopper.enqueue(row.id);
-    } else if (hasDesktop) {
-      await this.stopDesktopOf(row).catch((e: unknown) => {
-        // The record is ended either way; a desktop we could not reach is logged for the operator.
-        this.deps.logger.warn(
-          { err: e, sessionId: row.id },
-          'could not stop the desktop of an ended session',
-        );
-      });
-    }
+    if (hasDesktop && !opts.stopNow) this.stopper.enqueue(row.id);
   }
 
   /**
@@ -664,6 +673,12 @@ export class SessionService {
     return `/vnc?ticket=${ticket}`;
   }
 }
+
+/**
+ * Pending stops an instance delete runs at most. An instance has few displays (VNC_DISPLAY_MIN..MAX), so
+ * far fewer desktops can be waiting for their stop; the bound only keeps the request's cost bounded.
+ */
+const MAX_STOPS_ON_DELETE = 100;
 
 /** Milliseconds left until `deadline` (performance.now() time), never below 0. */
 function timeLeft(deadline: number): number {

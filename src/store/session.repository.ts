@@ -230,6 +230,23 @@ export class SessionRepository {
     );
   }
 
+  /**
+   * That instance's sessions whose desktop stop is still pending, due now or later (a retry's backoff):
+   * the stops an instance delete must run before the rows go with the instance.
+   */
+  listStopsPendingForInstance(instanceId: string, limit: number): Promise<SessionRow[]> {
+    return this.retry.run('read', () =>
+      this.db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('instance_id', '=', instanceId)
+        .where('stop_due_at', 'is not', null)
+        .orderBy('stop_due_at', 'asc')
+        .limit(limit)
+        .execute(),
+    );
+  }
+
   /** Records the outcome of a stop try: `due` null = done (stopped, or given up). Sets values: idempotent. */
   async setStopDue(id: string, due: number | null, attempts: number): Promise<void> {
     await this.retry.run('idempotent', () =>
