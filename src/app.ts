@@ -312,6 +312,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       standing: {
         closedBefore: (ids) => users.listClosedBefore(ids),
         revokedShares: (ids) => shareRepo.listRevokedAmong(ids),
+        removedGuests: (ids) => shareRepo.listRemovedGuestsAmong(ids),
       },
       isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
       hooks: {

@@ -7,6 +7,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { ManualClock } from '../src/lib/clock.js';
+import { ShareRepository } from '../src/store/share.repository.js';
 import { buildTestGateway, newUser, type TestGateway } from './helpers/builders.js';
 
 const START = Date.UTC(2026, 11, 2, 9);
@@ -280,6 +281,62 @@ describe('session sharing API', () => {
     assert.equal(r.json().error.code, 'SESSION_VIEWERS_FULL');
     await gw.coordinator.removeViewer(alice.sessionId, 'v2');
     assert.equal((await exchange(gw, token, bob.auth)).statusCode, 200);
+  });
+
+  test('a guest removed by the owner is stored until its share expires, for a node that missed the command', async () => {
+    const alice = await owner();
+    const created = (await share(gw, alice, alice.sessionId, { mode: 'view', expiresInMinutes: 1 })).json()
+      .data;
+    const longer = (await share(gw, alice, alice.sessionId, { mode: 'view', expiresInMinutes: 10 })).json()
+      .data;
+    const guestLease = (viewerId: string, shareId: string = created.id) =>
+      gw.coordinator.putViewer(
+        { sessionId: alice.sessionId, viewerId, nodeId: 'n', guest: { shareId, name: 'bob' } },
+        60_000,
+      );
+    const remove = (viewerId: string) =>
+      gw.app.inject({
+        method: 'DELETE',
+        url: `/api/sessions/${alice.sessionId}/guests/${viewerId}`,
+        headers: alice.auth,
+      });
+    const rows = () =>
+      gw.store.db
+        .selectFrom('removed_guests')
+        .selectAll()
+        .where('session_id', '=', alice.sessionId)
+        .orderBy('viewer_id')
+        .execute();
+    await guestLease('g1');
+    const removedAt = clock.now();
+    assert.equal((await remove('g1')).statusCode, 204);
+    assert.deepEqual(
+      (await rows()).map((r) => ({
+        ...r,
+        removed_at: Number(r.removed_at),
+        expires_at: Number(r.expires_at),
+      })),
+      [
+        {
+          viewer_id: 'g1',
+          session_id: alice.sessionId,
+          removed_at: removedAt,
+          expires_at: removedAt + 60_000,
+        },
+      ],
+    );
+    // What the lease renewal's catch-up reads (batched by viewer id): only the removed guest.
+    const found = await new ShareRepository(gw.store).listRemovedGuestsAmong(['g1', 'g2', 'not-a-guest']);
+    assert.deepEqual([...found], [['g1', alice.sessionId]]);
+    // Past the first share's expiry its row can match no open viewer (its guests are closed then): the
+    // next removal, a guest of a share still live, prunes it.
+    clock.advance(60_000 + 1);
+    await guestLease('g2', longer.id);
+    assert.equal((await remove('g2')).statusCode, 204);
+    assert.deepEqual(
+      (await rows()).map((r) => r.viewer_id),
+      ['g2'],
+    );
   });
 
   test('the audit trail has the share made, used and revoked, and no log line or row holds a token', async () => {

@@ -56,6 +56,8 @@ export interface ViewerStanding {
   closedBefore(userIds: readonly string[]): Promise<Map<string, number>>;
   /** Of these share ids, those revoked or gone. */
   revokedShares(shareIds: readonly string[]): Promise<string[]>;
+  /** Of these guests' viewer ids, those their session's owner removed: viewer id → session id. */
+  removedGuests(viewerIds: readonly string[]): Promise<Map<string, string>>;
 }
 
 interface Viewer {
@@ -495,23 +497,30 @@ export class VncGateway {
   }
 
   /**
-   * A sign-out everywhere, a disabled account or a share revoke published while this node could not
-   * hear it: one batched read of the accounts and one of the shares behind its viewers, and those that
-   * should be gone close with the live path's codes (4001, 4002).
+   * A sign-out everywhere, a disabled account, a share revoke or a guest removed by the owner published
+   * while this node could not hear it: one batched read of the accounts, one of the shares and one of
+   * the removed guests behind its viewers, and those that should be gone close with the live path's
+   * codes (4001, 4002).
    */
   private async catchUpStanding(standing: ViewerStanding): Promise<void> {
     const users = new Set<string>();
     const shares = new Set<string>();
+    const guestViewers: string[] = [];
     // An anonymous guest has no account to sign out; their share still counts.
     const accountOf = (v: Viewer): string | null => (v.guest ? v.guest.userId : v.userId);
     for (const v of this.viewers) {
       const account = accountOf(v);
       if (account !== null) users.add(account);
-      if (v.guest) shares.add(v.guest.shareId);
+      if (v.guest) {
+        shares.add(v.guest.shareId);
+        guestViewers.push(v.id);
+      }
     }
     if (users.size === 0 && shares.size === 0) return;
     const closedBefore = users.size > 0 ? await standing.closedBefore([...users]) : new Map<string, number>();
     const revoked = new Set(shares.size > 0 ? await standing.revokedShares([...shares]) : []);
+    const removed =
+      guestViewers.length > 0 ? await standing.removedGuests(guestViewers) : new Map<string, string>();
     for (const v of [...this.viewers]) {
       const account = accountOf(v);
       const before = account === null ? undefined : closedBefore.get(account);
@@ -519,7 +528,8 @@ export class VncGateway {
       else if (v.guest && revoked.has(v.guest.shareId)) {
         this.revokedShares.set(v.guest.shareId, Date.now());
         closeViewer(v, CloseCode.SHARE_REVOKED, 'share revoked');
-      }
+      } else if (v.guest && removed.get(v.id) === v.sessionId)
+        closeViewer(v, CloseCode.SHARE_REVOKED, 'removed by the owner');
     }
   }
 

@@ -170,7 +170,8 @@ export class ShareService {
   /**
    * Ends one guest of the owner's session, on whatever node it is on (a cluster command; closed 4002
    * `removed by the owner`). Only a guest watching now (a live lease with a share) can be ended. The
-   * share itself stays usable: revoke it to keep the guest from joining again.
+   * removal is also stored, so a node cut off from the command closes the guest at its next lease
+   * renewal. The share itself stays usable: revoke it to keep the guest from joining again.
    */
   async endGuest(ownerId: string, sessionId: string, viewerId: string): Promise<void> {
     const session = await this.deps.sessions.findOwned(ownerId, sessionId);
@@ -179,6 +180,16 @@ export class ShareService {
     const lease = leases.find((l) => l.viewerId === viewerId && l.guest !== undefined);
     if (!lease?.guest) throw new AppError('GUEST_NOT_FOUND');
     await this.deps.coordinator.publish({ type: 'end-guest', sessionId: session.id, viewerId });
+    // Kept for a node that could not hear the command (a partition): its next lease renewal reads it
+    // and closes the guest as the command would have. Until the share expires: its guests close then.
+    const now = this.deps.clock.now();
+    const share = await this.deps.shares.findById(lease.guest.shareId);
+    await this.deps.shares.recordGuestRemoved({
+      viewer_id: viewerId,
+      session_id: session.id,
+      removed_at: now,
+      expires_at: share?.expires_at ?? now + this.options.maxMinutes * 60_000,
+    });
     this.deps.audit.record('share.guest-ended', {
       subjectUserId: ownerId,
       targetId: lease.guest.shareId,

@@ -298,4 +298,26 @@ export const migrations: Record<string, Migration> = {
       await db.schema.dropTable('gateway_nodes').execute();
     },
   },
+  // Catching up a guest removed by its owner that a partitioned node missed on pub/sub (issue 11): the
+  // removal is kept until the guest's share expires (its viewer closes then on its own node anyway), and
+  // a node's lease renewal closes the guests it holds that are listed here. A new table only (expand).
+  '0010_removed_guests': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('removed_guests')
+        .addColumn('viewer_id', 'text', (c) => c.primaryKey())
+        .addColumn('session_id', 'text', (c) => c.notNull().references('sessions.id').onDelete('cascade'))
+        .addColumn('removed_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('removed_guests_expires')
+        .on('removed_guests')
+        .column('expires_at')
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('removed_guests').execute();
+    },
+  },
 };

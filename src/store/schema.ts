@@ -170,6 +170,15 @@ export interface GatewayNodesTable {
   redis_reached_at: number | null;
 }
 
+/** A guest its owner removed (DELETE /api/sessions/:id/guests/:viewerId), kept for the lease renewal's catch-up. */
+export interface RemovedGuestsTable {
+  viewer_id: string;
+  session_id: string;
+  removed_at: number;
+  /** The guest's share expires then (its viewer is closed by then anyway): the row is pruned after it. */
+  expires_at: number;
+}
+
 export interface Database {
   users: UsersTable;
   refresh_tokens: RefreshTokensTable;
@@ -183,4 +192,5 @@ export interface Database {
   totp_recovery_codes: TotpRecoveryCodesTable;
   shares: SharesTable;
   gateway_nodes: GatewayNodesTable;
+  removed_guests: RemovedGuestsTable;
 }

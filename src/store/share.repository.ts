@@ -2,11 +2,12 @@
 // and revoked with conditional updates, so two gateways racing on one share agree on who won.
 import type { Kysely } from 'kysely';
 import type { StoreAccess } from './database.js';
-import type { Database, SharesTable } from './schema.js';
+import type { Database, RemovedGuestsTable, SharesTable } from './schema.js';
 import type { StoreRetry } from './store-retry.js';
 import { pages } from './pages.js';
 
 export type ShareRow = SharesTable;
+export type RemovedGuestRow = RemovedGuestsTable;
 
 export class ShareRepository {
   private readonly db: Kysely<Database>;
@@ -110,5 +111,45 @@ export class ShareRepository {
         .executeTakeFirst(),
     );
     return Number(result.numUpdatedRows) === 1;
+  }
+
+  /**
+   * Records that the owner removed a guest, for a node that missed the command on pub/sub. Idempotent:
+   * a viewer id is random per connection, so a row already holding it is this removal's. Rows past
+   * their share's expiry are pruned in the same call (they can match no open viewer any more).
+   */
+  async recordGuestRemoved(row: RemovedGuestRow): Promise<void> {
+    await this.retry.run('idempotent', () =>
+      this.db
+        .insertInto('removed_guests')
+        .values(row)
+        .onConflict((oc) => oc.column('viewer_id').doNothing())
+        .execute(),
+    );
+    await this.pruneRemovedGuests(row.removed_at);
+  }
+
+  /** Of these viewer ids, those removed by the owner: viewer id → session id. Bounded statements (500 ids each). */
+  async listRemovedGuestsAmong(viewerIds: readonly string[]): Promise<Map<string, string>> {
+    const removed = new Map<string, string>();
+    for (const page of pages(viewerIds)) {
+      const rows = await this.retry.run('read', () =>
+        this.db
+          .selectFrom('removed_guests')
+          .select(['viewer_id', 'session_id'])
+          .where('viewer_id', 'in', page)
+          .execute(),
+      );
+      for (const r of rows) removed.set(r.viewer_id, r.session_id);
+    }
+    return removed;
+  }
+
+  /** Forgets removals whose share expired before `now`. */
+  async pruneRemovedGuests(now: number): Promise<number> {
+    const result = await this.retry.run('idempotent', () =>
+      this.db.deleteFrom('removed_guests').where('expires_at', '<', now).executeTakeFirst(),
+    );
+    return Number(result.numDeletedRows);
   }
 }
