@@ -113,6 +113,7 @@ async function waitFor(
 class Viewer {
   readonly rfb: BenchViewer;
   closeCode: number | null = null;
+  closeReason: string | null = null;
   protocolError: string | null = null;
   private barrier: Promise<BarrierResult>;
   private onBarrier: (r: BarrierResult) => void = () => undefined;
@@ -135,7 +136,10 @@ class Viewer {
       close: () => ws.close(1000),
     });
     ws.on('message', (data: Buffer) => this.rfb.onData(data));
-    ws.on('close', (code) => (this.closeCode = code));
+    ws.on('close', (code, reason) => {
+      this.closeCode = code;
+      this.closeReason = reason.toString();
+    });
   }
 
   /** Opens the WebSocket; rejects with `status` set when the upgrade is refused. */
@@ -635,6 +639,96 @@ void describe(
       );
     });
 
+    void it('a guest removed by the owner while it is cut off is closed after the heal (4002 removed by the owner); another guest and the owner stream on', async (t) => {
+      assert.ok(s1, 'the first step ran');
+      const A = apiClient(gwA.url);
+      const B = apiClient(gwB.url);
+      // Two signed-in guests through one share of the session, watching on B.
+      const share = await A('POST', `/api/sessions/${s1}/shares`, { token, body: { mode: 'view' } });
+      assert.equal(share.status, 201, JSON.stringify(share.body));
+      const { id: shareId, url } = share.body.data as { id: string; url: string };
+      const shareToken = url.slice(url.indexOf('#') + 1);
+      const guests: Viewer[] = [];
+      for (const i of [1, 2]) {
+        const reg = await A('POST', '/api/auth/register', {
+          body: {
+            email: `pt-removed${i}-${Date.now()}@example.com`,
+            password: 'correct horse battery staple',
+          },
+        });
+        assert.equal(reg.status, 201, JSON.stringify(reg.body));
+        const guestToken = (reg.body.data as { accessToken: string }).accessToken;
+        const joined = await B('POST', `/api/shares/${shareToken}/ticket`, { token: guestToken });
+        assert.equal(joined.status, 200, JSON.stringify(joined.body));
+        const path = (joined.body.data as { websocketUrl: string }).websocketUrl;
+        const viewer = await Viewer.open(wsUrl(gwB, path), gwB.url);
+        viewers.push(viewer);
+        guests.push(viewer);
+      }
+      const ownerViewer = await Viewer.open(
+        wsUrl(
+          gwB,
+          ((await B('POST', `/api/sessions/${s1}/ticket`, { token })).body.data as { websocketUrl: string })
+            .websocketUrl,
+        ),
+        gwB.url,
+      );
+      viewers.push(ownerViewer);
+      const all = [...guests, ownerViewer];
+      await waitFor('the guests and the owner streaming', () => all.every((v) => v.bytes > 200_000), 30_000);
+      // The owner's list of who watches through the share (the guests' leases, written by B).
+      const guestIds = async () => {
+        const list = await A('GET', `/api/sessions/${s1}/shares`, { token });
+        assert.equal(list.status, 200, JSON.stringify(list.body));
+        const row = (list.body.data as { id: string; guests: { viewerId: string }[] }[]).find(
+          (r) => r.id === shareId,
+        );
+        return row?.guests.map((g) => g.viewerId) ?? [];
+      };
+      await waitFor('both guests listed', async () => (await guestIds()).length === 2, 30_000);
+      const [first] = await guestIds();
+
+      const store = ns.link('store');
+      await store.cut();
+      // The rest of the cluster: the owner removes one guest. The command is published while B cannot
+      // hear it; the removal is stored.
+      const removed = await A('DELETE', `/api/sessions/${s1}/guests/${first}`, { token });
+      assert.equal(removed.status, 204, JSON.stringify(removed.body));
+      const atCut = all.map((v) => v.bytes);
+      await waitFor(
+        'B streams on through the cut',
+        () => all.every((v, i) => v.bytes - atCut[i]! > 200_000),
+        60_000,
+      );
+      for (const v of all) assert.equal(v.closeCode, null, 'nothing closed behind the cut');
+
+      await store.heal();
+      const healedAt = Date.now();
+      // Its lease renewal reads the removed guests among its viewers and closes the one the lost command
+      // named, with the live path's code and reason; the other guest and the owner are left alone.
+      const closedAfter = await waitFor(
+        'a guest closed',
+        () => guests.some((g) => g.closeCode !== null),
+        60_000,
+      );
+      const gone = guests.filter((g) => g.closeCode !== null);
+      assert.equal(gone.length, 1, 'only one guest closed');
+      assert.equal(gone[0]!.closeCode, 4002);
+      assert.equal(gone[0]!.closeReason, 'removed by the owner');
+      // The lease renewal after it still leaves the other two open (and the removed guest's lease goes).
+      await waitFor('only the other guest listed', async () => (await guestIds()).length === 1, 45_000);
+      const kept = guests.find((g) => g.closeCode === null)!;
+      const atListed = kept.bytes;
+      await waitFor('the other guest still streaming', () => kept.bytes - atListed > 200_000, 30_000);
+      assert.equal(kept.closeCode, null);
+      assert.equal(ownerViewer.closeCode, null);
+      const r = await ownerViewer.check();
+      assert.equal(r.clientReceived, r.serverSent);
+      t.diagnostic(
+        `after heal: the removed guest closed (4002 removed by the owner) in ${closedAfter} ms (${Date.now() - healedAt} ms)`,
+      );
+    });
+
     void it('a partition that outlasts the lease and the idle timeout (injected clock): the rest ends the session; its viewers behind the cut stream on until the heal, then are closed, and all converges', async (t) => {
       assert.ok(s1, 'the first step ran');
       const A = apiClient(gwA.url);
@@ -796,9 +890,20 @@ void describe(
       assert.equal(signIn.status, 200, JSON.stringify(signIn.body));
       const servedIn = Date.now() - healedAt;
       // Both Redis connections are new ones (ids only grow), the subscriber subscribed again; the old
-      // ones may still be listed until their retransmission reaches the server after the heal.
-      const redisAfter = await redisOfB();
-      const fresh = redisAfter.filter((c) => c.id > lastIdBefore);
+      // ones may still be listed until their retransmission reaches the server after the heal. The
+      // sign-in does not wait for the subscriber (its PING notices the stall), so it is waited for here,
+      // within the same bound.
+      let redisAfter = await redisOfB();
+      let fresh = redisAfter.filter((c) => c.id > lastIdBefore);
+      await waitFor(
+        'both Redis connections dialed again, the subscriber subscribed',
+        async () => {
+          redisAfter = await redisOfB();
+          fresh = redisAfter.filter((c) => c.id > lastIdBefore);
+          return fresh.some((c) => c.name === 'clouddesk-sub' && c.sub === 1) && fresh.length >= 2;
+        },
+        HEAL_BOUND_MS,
+      ).catch(() => undefined);
       assert.deepEqual(
         fresh.map((c) => c.name).sort(),
         ['clouddesk', 'clouddesk-sub'],
