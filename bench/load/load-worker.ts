@@ -76,8 +76,16 @@ let windowBytesOut = 0;
 let windowDropped = 0;
 let windowEchoes = 0;
 let markerTimer: NodeJS.Timeout | null = null;
-/** Each account's sign-in, shared by its users (--sessions-per-account). */
-const signIns = new Map<string, Promise<{ accessToken: string }>>();
+interface SignIn {
+  accessToken: string;
+  refreshToken: string;
+}
+/**
+ * Each account's sign-in, shared by its users (--sessions-per-account). A refresh rotates the refresh
+ * token (the old one is then spent), so an account refreshes once for all its users and they share the
+ * new pair, as the web client's tabs do through its refresh lock.
+ */
+const signIns = new Map<string, Promise<SignIn>>();
 let closing = false;
 const loopDelay = monitorEventLoopDelay({ resolution: 10 });
 loopDelay.enable();
@@ -188,6 +196,57 @@ async function apiOnce<T>(
     throw new HttpError(code, status, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null);
   }
   return text === '' ? (undefined as T) : (JSON.parse(text) as { data: T }).data;
+}
+
+/** The account's sign-in: signs in on its first use, once for all the account's users. */
+function signInOf(base: string, email: string): Promise<SignIn> {
+  let signIn = signIns.get(email);
+  if (signIn === undefined) {
+    signIn = api<SignIn>('login', base, 'POST', '/api/auth/login', { email, password: plan!.password }, null);
+    signIns.set(email, signIn);
+  }
+  return signIn;
+}
+
+/**
+ * One API call as the user's account. An access token lives JWT_ACCESS_EXPIRY (15 min by default), less
+ * than a long ramp and hold (the 10,000-viewer run's teardown met 5,127 TOKEN_EXPIRED): on TOKEN_EXPIRED
+ * the account's sign-in is refreshed (POST /api/auth/refresh with the refresh token, as the web client
+ * does) and the call is tried once more with the new access token.
+ */
+async function authedApi<T>(
+  vu: VirtualUser,
+  name: string,
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  wanted?: () => boolean,
+): Promise<T> {
+  const signIn = signInOf(base, vu.spec.email);
+  vu.token = (await signIn).accessToken;
+  try {
+    return await api<T>(name, base, method, path, body, vu.token, wanted);
+  } catch (e) {
+    if (!(e instanceof HttpError) || e.code !== 'TOKEN_EXPIRED') throw e;
+    countError(`token-refresh:${name}`);
+    vu.token = (await refreshedSignIn(base, vu.spec.email, signIn)).accessToken;
+    return await api<T>(name, base, method, path, body, vu.token, wanted);
+  }
+}
+
+/**
+ * The account's sign-in after `expired`: the first of its users to find the access token expired
+ * refreshes it, the others (already waiting on the same sign-in) take that refresh's answer.
+ */
+function refreshedSignIn(base: string, email: string, expired: Promise<SignIn>): Promise<SignIn> {
+  const current = signIns.get(email);
+  if (current !== undefined && current !== expired) return current;
+  const next = expired.then((s) =>
+    api<SignIn>('refresh', base, 'POST', '/api/auth/refresh', { refreshToken: s.refreshToken }, null),
+  );
+  signIns.set(email, next);
+  return next;
 }
 
 function newUser(spec: VirtualUserSpec): VirtualUser {
@@ -395,39 +454,24 @@ function startUser(vu: VirtualUser, target: StackTarget): Promise<void> {
           const base = target.baseUrl;
           try {
             if (vu.instanceId === null) throw new HttpError('NOT_PREPARED', 0);
-            // Users of one account (tabs of one browser) sign in once and share it.
-            let signIn = signIns.get(vu.spec.email);
-            if (signIn === undefined) {
-              signIn = api<{ accessToken: string }>(
-                'login',
-                base,
-                'POST',
-                '/api/auth/login',
-                { email: vu.spec.email, password: plan!.password },
-                null,
-              );
-              signIns.set(vu.spec.email, signIn);
-            }
-            vu.token = (await signIn).accessToken;
-            const list = await api<{ id: string }[]>(
+            const list = await authedApi<{ id: string }[]>(
+              vu,
               'list-instances',
               base,
               'GET',
               '/api/instances',
-              undefined,
-              vu.token,
             );
             const instance = list.find((i) => i.id === vu.instanceId) ?? list[0];
             if (!instance) throw new HttpError('NO_INSTANCE', 0);
             // Setup time runs from the connect call to the first screen update.
             t0 = performance.now();
-            const session = await api<{ sessionId: string; websocketUrl: string }>(
+            const session = await authedApi<{ sessionId: string; websocketUrl: string }>(
+              vu,
               'connect',
               base,
               'POST',
               '/api/sessions/connect',
               { instanceId: instance.id, desktopEnvironment: target.desktopEnvironment },
-              vu.token,
               () => !settled,
             );
             vu.sessionId = session.sessionId;
@@ -592,14 +636,7 @@ async function close(): Promise<CloseReport> {
       while (next < withSession.length) {
         const vu = withSession[next++]!;
         try {
-          await api(
-            'disconnect',
-            t.baseUrl,
-            'POST',
-            `/api/sessions/disconnect/${vu.sessionId}`,
-            undefined,
-            vu.token,
-          );
+          await authedApi(vu, 'disconnect', t.baseUrl, 'POST', `/api/sessions/disconnect/${vu.sessionId}`);
         } catch (e) {
           countError(`disconnect:${e instanceof HttpError ? e.code : 'UNKNOWN'}`);
         }
