@@ -3,16 +3,18 @@
 // both gateways at once (a client retrying through the balancer while its first try still runs), and
 // the instance deleted on the other gateway meanwhile. Every answer is one the API documents (200, 410
 // SESSION_ENDED, 404 once the instance and its sessions are gone), never a 500, and the session is
-// ended once (one audit event).
+// ended once (one audit event). Whichever gateway ends it, its desktop does not outlive the instance: no
+// Xvnc or process of that desktop is left once the delete has answered.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { systemClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/observability/logger.js';
+import { desktopMarker } from '../src/desktop/desktop.service.js';
 import { RedisCoordinator } from '../src/coordination/redis-coordinator.js';
 import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
 import { createTestDatabase } from './helpers/postgres-database.js';
-import { startSshd, type SshdFixture } from './helpers/sshd.js';
+import { isProcessAlive, processesWithEnv, startSshd, type SshdFixture } from './helpers/sshd.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const ROUNDS = 4;
@@ -68,6 +70,12 @@ describe('one session ended at once from two gateways (PostgreSQL + Redis, sshd 
         });
         assert.equal(connect.statusCode, 201, connect.body);
         const { sessionId } = connect.json().data as { sessionId: string };
+        const { display, desktop_pid: pid } = await a.store.db
+          .selectFrom('sessions')
+          .select(['display', 'desktop_pid'])
+          .where('id', '=', sessionId)
+          .executeTakeFirstOrThrow();
+        assert.ok(display !== null && pid !== null && isProcessAlive(pid));
         const disconnect = (g: TestGateway) =>
           g.app.inject({ method: 'POST', url: `/api/sessions/disconnect/${sessionId}`, headers: alice.auth });
         const calls = [disconnect(a), disconnect(b), disconnect(b)];
@@ -85,8 +93,15 @@ describe('one session ended at once from two gateways (PostgreSQL + Redis, sshd 
         if (!withDelete)
           assert.ok(ends.includes(200), `round ${round}: one disconnect ends it (${ends.join(', ')})`);
         for (const s of ends) assert.ok([200, 410, 404].includes(s), `round ${round}: ${s}`);
-        if (withDelete) assert.equal(results[3]!.statusCode, 204, results[3]!.body);
-        else {
+        if (withDelete) {
+          assert.equal(results[3]!.statusCode, 204, results[3]!.body);
+          // Stopped by the time the delete answered, whichever gateway's end won.
+          const left = [pid, ...(await processesWithEnv(desktopMarker({ display, pid })))].filter(
+            isProcessAlive,
+          );
+          assert.deepEqual(left, [], `round ${round}: no Xvnc or desktop process left`);
+          await Promise.all(gateways.map((g) => g.sessions.stopper.settled()));
+        } else {
           // Ended once: one gateway's audit trail says so.
           const endedLines = gateways
             .flatMap((g) => g.logLines)
