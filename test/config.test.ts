@@ -29,7 +29,7 @@ test('admission defaults: 8 starts in flight per process, 4 per instance, a queu
     startsInFlight: 8,
     startsInFlightPerInstance: 4,
     startQueue: 32,
-    startQueueWaitMs: 5_000,
+    startQueueWaitMs: 4_500,
     stopsInFlight: 4,
   });
   assert.throws(

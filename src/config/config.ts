@@ -524,7 +524,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       startsInFlight: r.int('DESKTOP_STARTS_IN_FLIGHT', 8, 1, 1000),
       startsInFlightPerInstance: r.int('DESKTOP_STARTS_IN_FLIGHT_PER_INSTANCE', 4, 1, 1000),
       startQueue: r.int('DESKTOP_START_QUEUE', 32, 0, 100_000),
-      startQueueWaitMs: r.int('DESKTOP_START_QUEUE_WAIT_MS', 5_000, 1_000, 600_000),
+      startQueueWaitMs: r.int('DESKTOP_START_QUEUE_WAIT_MS', 4_500, 1_000, 600_000),
       stopsInFlight: r.int('DESKTOP_STOPS_IN_FLIGHT', 4, 1, 1000),
     },
     caps: {

@@ -76,7 +76,7 @@ export function registerSessionRoutes(
       schema: {
         summary: 'Start a desktop on the instance, or reuse the running one',
         description:
-          'Waits for a start slot (DESKTOP_STARTS_IN_FLIGHT); when the wait would be too long it answers 503 `OVERLOADED` with `Retry-After`. Always answered within DESKTOP_START_QUEUE_WAIT_MS: a start still running then goes on, and the connect asked again after `Retry-After` gets its desktop.',
+          'Waits for a start slot (DESKTOP_STARTS_IN_FLIGHT); when the wait would be too long it answers 503 `OVERLOADED` with `Retry-After`. Always answered within DESKTOP_START_QUEUE_WAIT_MS of its arrival: a start still running then goes on, and the connect asked again after `Retry-After` gets its desktop.',
         body: ConnectBody,
         errors: [
           'INSTANCE_NOT_FOUND',
@@ -100,6 +100,9 @@ export function registerSessionRoutes(
     },
     async (request, reply) => {
       const started = performance.now();
+      // The answer's bound counts from the request's arrival (Fastify's reply clock starts when the
+      // route is matched, before the hooks and the body), not from here.
+      const receivedAt = started - reply.elapsedTime;
       // A client that gives up while its connect waits for a start slot leaves the line.
       const gone = new AbortController();
       reply.raw.once('close', () => {
@@ -109,7 +112,7 @@ export function registerSessionRoutes(
         request.userId,
         request.body.instanceId,
         request.body.desktopEnvironment,
-        gone.signal,
+        { signal: gone.signal, receivedAt },
       );
       if (created) deps.onSetupDuration?.(performance.now() - started);
       request.log.info({ sessionId: result.sessionId, created }, 'session connect');
