@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { MemoryCoordinator } from '../src/coordination/memory-coordinator.js';
+import type { Coordinator } from '../src/coordination/coordinator.js';
+import { MemoryCoordinator, withLockPolling } from '../src/coordination/memory-coordinator.js';
 import { RedisCoordinator, parseClusterCommand } from '../src/coordination/redis-coordinator.js';
 import { createCoordinator } from '../src/coordination/create-coordinator.js';
 import { loadConfig } from '../src/config/config.js';
@@ -82,6 +83,43 @@ void describe('redis coordinator specifics', () => {
     assert.deepEqual(await got, { type: 'sign-out-user', userId: 'u1' });
     assert.deepEqual(inbox.received, [{ type: 'sign-out-user', userId: 'u1' }]);
     assert.equal(parseClusterCommand('{"type":"sign-out-user"}'), null);
+  });
+});
+
+void describe('withLock holds a lease', () => {
+  let h: ReturnType<typeof redisHarness>;
+  before(() => {
+    h = redisHarness(SHARED_REDIS_URL);
+  });
+  after(() => h.close());
+
+  it('renews the lock while the section runs (however long), and releases it when done', async () => {
+    const [a, b] = await h.nodes(2);
+    const key = `lease:${Math.random().toString(36).slice(2)}`;
+    let renewals = 0;
+    let onRenewal = () => undefined as void;
+    const counted: Pick<Coordinator, 'tryLock' | 'unlock' | 'extendLock'> = {
+      tryLock: (k, ttl) => a!.tryLock(k, ttl),
+      unlock: (handle) => a!.unlock(handle),
+      extendLock: async (handle, ttl) => {
+        const held = await a!.extendLock(handle, ttl);
+        renewals++;
+        onRenewal();
+        return held;
+      },
+    };
+    await withLockPolling(counted, key, 300, 1_000, async () => {
+      // Four renewals, a third of the ttl apart: the section has run past its first 300 ms.
+      await new Promise<void>((resolve) => {
+        onRenewal = () => {
+          if (renewals >= 4) resolve();
+        };
+      });
+      assert.equal(await b!.tryLock(key, 1_000), null, 'still held past its first ttl');
+    });
+    const free = await b!.tryLock(key, 1_000);
+    assert.ok(free, 'released when the section is done');
+    await b!.unlock(free);
   });
 });
 

@@ -73,7 +73,13 @@ export interface Coordinator {
    */
   tryLock(key: string, ttlMs: number): Promise<LockHandle | null>;
   unlock(handle: LockHandle): Promise<void>;
-  /** Waits (bounded by waitMs, polling with jitter) for the lock, runs fn, releases it. */
+  /** Renews a lock its holder still has for ttlMs more; false when it lapsed or is someone else's. */
+  extendLock(handle: LockHandle, ttlMs: number): Promise<boolean>;
+  /**
+   * Waits (bounded by waitMs, polling with jitter) for the lock, runs fn, releases it. The lock is a
+   * lease: renewed every third of ttlMs while fn runs, so ttlMs bounds how long a holder that died (or
+   * lost the coordinator) keeps others out, not how long fn may take.
+   */
   withLock<T>(key: string, ttlMs: number, waitMs: number, fn: () => Promise<T>): Promise<T>;
 
   /** Records (or renews) a live viewer; it lapses by itself after ttlMs unless renewed. */

@@ -95,6 +95,14 @@ export class MemoryCoordinator implements Coordinator {
     return Promise.resolve();
   }
 
+  extendLock(handle: LockHandle, ttlMs: number): Promise<boolean> {
+    const held = this.locks.get(handle.key);
+    if (!held || held.value !== handle.token || held.expiresAt <= this.clock.now())
+      return Promise.resolve(false);
+    held.expiresAt = this.clock.now() + ttlMs;
+    return Promise.resolve(true);
+  }
+
   async withLock<T>(key: string, ttlMs: number, waitMs: number, fn: () => Promise<T>): Promise<T> {
     return withLockPolling(this, key, ttlMs, waitMs, fn);
   }
@@ -176,11 +184,15 @@ export class MemoryCoordinator implements Coordinator {
 }
 
 /**
- * Shared by both implementations: poll `tryLock` with jitter until `waitMs` passes. Real time is
- * used for the wait (it bounds a request), the lock's own expiry follows the coordinator's clock.
+ * Shared by both implementations: poll `tryLock` with jitter until `waitMs` passes, run `fn` holding
+ * the lock, renewing it every third of `ttlMs` while `fn` runs (a lease: `ttlMs` bounds how long a
+ * holder that died keeps the others out, not how long `fn` may take). A renewal that fails — the lock
+ * lapsed, the coordinator is away — stops the renewals; `fn` is not interrupted (it has its own
+ * bounds), as when a lock lapses mid-section. Real time is used for the wait and the renewals (they
+ * bound a request), the lock's own expiry follows the coordinator's clock.
  */
 export async function withLockPolling<T>(
-  coordinator: Pick<Coordinator, 'tryLock' | 'unlock'>,
+  coordinator: Pick<Coordinator, 'tryLock' | 'unlock' | 'extendLock'>,
   key: string,
   ttlMs: number,
   waitMs: number,
@@ -191,9 +203,11 @@ export async function withLockPolling<T>(
   for (;;) {
     const handle = await coordinator.tryLock(key, ttlMs);
     if (handle) {
+      const renewal = renewWhileHeld(coordinator, handle, ttlMs);
       try {
         return await fn();
       } finally {
+        renewal.stop();
         // A failed release (Redis gone mid-way) must not replace fn's own result or error: the
         // lock lapses by itself after ttlMs.
         await coordinator.unlock(handle).catch(() => undefined);
@@ -205,4 +219,32 @@ export async function withLockPolling<T>(
     await sleep(delay + Math.random() * delay);
     delay = Math.min(delay * 2, 200);
   }
+}
+
+/** Extends `handle` by `ttlMs` every third of it until stopped or a renewal fails. */
+function renewWhileHeld(
+  coordinator: Pick<Coordinator, 'extendLock'>,
+  handle: LockHandle,
+  ttlMs: number,
+): { stop(): void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = () => {
+    timer = setTimeout(() => {
+      coordinator.extendLock(handle, ttlMs).then(
+        (held) => {
+          if (held && !stopped) schedule();
+        },
+        () => undefined,
+      );
+    }, ttlMs / 3);
+    timer.unref();
+  };
+  schedule();
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }

@@ -130,6 +130,11 @@ const UNLOCK_SCRIPT = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
 
+// Compare-and-extend: only the holder of the token may renew the lock. ARGV: token, ttl.
+const EXTEND_LOCK_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
+
 // Add or renew a lease, drop lapsed ones and keep the key alive as long as its longest lease (plus a
 // margin) so an abandoned session's set disappears by itself; the node of each viewer sits in a hash
 // beside it with the same expiry (entries of lapsed leases go with them). KEYS: set, hash (one slot).
@@ -183,6 +188,7 @@ interface Scripts {
     fenceTtlMs: string,
   ): Promise<string | null>;
   cdUnlock(key: string, token: string): Promise<number>;
+  cdExtendLock(key: string, token: string, ttlMs: string): Promise<number>;
   cdPutViewer(
     key: string,
     nodesKey: string,
@@ -302,6 +308,7 @@ function tlsOptions(tls: { ca: string | null } | null): RedisOptions['tls'] {
 function defineScripts(client: Client): ScriptedClient {
   client.defineCommand('cdLock', { numberOfKeys: 2, lua: LOCK_SCRIPT });
   client.defineCommand('cdUnlock', { numberOfKeys: 1, lua: UNLOCK_SCRIPT });
+  client.defineCommand('cdExtendLock', { numberOfKeys: 1, lua: EXTEND_LOCK_SCRIPT });
   client.defineCommand('cdPutViewer', { numberOfKeys: 2, lua: PUT_VIEWER_SCRIPT });
   client.defineCommand('cdAddViewerWithin', { numberOfKeys: 2, lua: ADD_VIEWER_WITHIN_SCRIPT });
   return client as ScriptedClient;
@@ -749,6 +756,18 @@ export class RedisCoordinator implements Coordinator {
   unlock(handle: LockHandle): Promise<void> {
     return this.call(async () => {
       await this.redis.cdUnlock(this.key('lock', handle.key), handle.token);
+    });
+  }
+
+  // Retry: extending twice is extending.
+  extendLock(handle: LockHandle, ttlMs: number): Promise<boolean> {
+    return this.call(async () => {
+      const extended = await this.redis.cdExtendLock(
+        this.key('lock', handle.key),
+        handle.token,
+        String(Math.max(1, Math.round(ttlMs))),
+      );
+      return extended === 1;
     });
   }
 

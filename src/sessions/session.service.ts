@@ -246,11 +246,10 @@ export class SessionService {
     onStarting: () => void,
   ): Promise<ReadyDesktop> {
     const instance = await this.deps.instances.getRow(userId, instanceId);
-    const lockTtl = this.options.startQueue.maxWaitMs + this.options.startTimeoutMs + 20_000;
     try {
       return await this.deps.coordinator.withLock(
         `connect:${userId}:${instanceId}`,
-        lockTtl,
+        CONNECT_LOCK_LEASE_MS,
         timeLeft(answerBy),
         async () => {
           const live = await this.deps.sessions.findLive(userId, instanceId);
@@ -681,6 +680,14 @@ export class SessionService {
  * far fewer desktops can be waiting for their stop; the bound only keeps the request's cost bounded.
  */
 const MAX_STOPS_ON_DELETE = 100;
+
+/**
+ * The per-user-and-instance connect lock is a lease renewed while its start runs (however long that is,
+ * up to DESKTOP_START_TIMEOUT_MS): this is how long a gateway that died mid-start keeps that user's
+ * connects to the instance waiting (they are answered OVERLOADED meanwhile). It was the whole start's
+ * bound plus 20 s (~45 s) before: the soak saw one API worker refused for 36 s after a gateway kill.
+ */
+const CONNECT_LOCK_LEASE_MS = 15_000;
 
 /** Milliseconds left until `deadline` (performance.now() time), never below 0. */
 function timeLeft(deadline: number): number {

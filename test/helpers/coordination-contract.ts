@@ -221,6 +221,26 @@ export function contractSuite(
       await b!.unlock(second);
     });
 
+    void it('only the holder extends a lock, and an extended lock outlives its first ttl', async () => {
+      const [a, b] = await h.nodes(2);
+      const key = `lease:${randomBytes(4).toString('hex')}`;
+      const held = await a!.tryLock(key, 100);
+      assert.ok(held);
+      assert.equal(await b!.extendLock({ key, token: 'not-the-owner', fence: 0 }, 30_000), false);
+      assert.equal(await a!.extendLock(held, 30_000), true);
+      await h.advance(150);
+      assert.equal(await b!.tryLock(key, 30_000), null, 'still held past its first ttl');
+      await a!.unlock(held);
+
+      const lapsing = await a!.tryLock(key, 100);
+      assert.ok(lapsing);
+      await h.advance(150);
+      assert.equal(await a!.extendLock(lapsing, 30_000), false, 'a lapsed lock is not revived');
+      const next = await b!.tryLock(key, 30_000);
+      assert.ok(next, 'and can be taken');
+      await b!.unlock(next);
+    });
+
     void it('withLock serialises critical sections across nodes and releases on failure', async () => {
       const nodes = await h.nodes(2);
       const key = `limit:${randomBytes(4).toString('hex')}`;
