@@ -92,9 +92,12 @@ export class UsageRepository {
       // A user deleted meanwhile has nobody to bill: their usage goes with them (and must not make the
       // batch fail on the foreign key for ever).
       const userIds = [...new Set(entries.map((e) => e.userId))];
-      const existing = new Set(
-        (await trx.selectFrom('users').select('id').where('id', 'in', userIds).execute()).map((r) => r.id),
-      );
+      const existing = new Set<string>();
+      for (const page of pages(userIds)) {
+        for (const r of await trx.selectFrom('users').select('id').where('id', 'in', page).execute()) {
+          existing.add(r.id);
+        }
+      }
       const rows = [...daily.values()]
         .filter((e) => existing.has(e.userId))
         .map((e) => ({
