@@ -327,7 +327,7 @@ export class Metrics {
     });
     this.desktopStops = new Counter({
       name: 'clouddesk_desktop_stops_total',
-      help: 'Background desktop stop tries: stopped, retry (failed, tried again later), gave_up',
+      help: 'Background desktop stop tries: stopped, retry (failed, tried again later), gave_up, instance_deleted (its delete ran the stop)',
       labelNames: ['outcome'] as const,
       registers: register,
     });

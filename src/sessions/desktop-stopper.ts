@@ -14,7 +14,8 @@ import type { Logger } from '../observability/logger.js';
 import type { Coordinator } from '../coordination/coordinator.js';
 import type { SessionRepository, SessionRow } from '../store/session.repository.js';
 
-export type StopOutcome = 'stopped' | 'retry' | 'gave_up';
+/** `instance_deleted`: the instance went while the try ran; its delete runs that stop itself. */
+export type StopOutcome = 'stopped' | 'retry' | 'gave_up' | 'instance_deleted';
 
 export interface DesktopStopperOptions {
   /** Stops running at once in this process. */
@@ -180,9 +181,19 @@ export class DesktopStopper {
 
   private async failed(row: SessionRow, e: unknown): Promise<void> {
     const attempts = row.stop_attempts + 1;
-    // The instance was deleted: there is nothing left to reach.
-    const hopeless = isAppError(e) && e.code === 'INSTANCE_NOT_FOUND';
-    if (hopeless || attempts >= this.maxAttempts) {
+    if (isAppError(e) && e.code === 'INSTANCE_NOT_FOUND') {
+      // The instance was deleted after this try read the session (the row goes with it). Not this try's
+      // failure: the delete ran every pending stop of the instance on its request, this one included,
+      // before the rows went (SessionService.deleteInstance), and logged it if it could not.
+      await this.deps.sessions.setStopDue(row.id, null, attempts);
+      this.deps.logger.info(
+        { sessionId: row.id, instanceId: row.instance_id, display: row.display },
+        'the instance of an ended session was deleted while its background desktop stop ran; the delete stopped that desktop itself',
+      );
+      this.deps.onOutcome?.('instance_deleted', row.id);
+      return;
+    }
+    if (attempts >= this.maxAttempts) {
       await this.deps.sessions.setStopDue(row.id, null, attempts);
       this.deps.logger.error(
         { err: e, sessionId: row.id, display: row.display, attempts },

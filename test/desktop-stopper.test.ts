@@ -1,0 +1,97 @@
+// The background desktop stop when its session's instance is deleted while a try runs: the instance's
+// delete runs that stop itself (SessionService.deleteInstance), so the try that then finds the instance
+// gone is not a failure to report as "gave up" (an error for the operator) but what happened, said once.
+// The session rows are a small in-memory stand-in (the try's reads and writes are all that matter here);
+// the real store paths are covered by admission.test.ts and delete-during-start.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AppError } from '../src/errors/errors.js';
+import { ManualClock } from '../src/lib/clock.js';
+import { MemoryCoordinator } from '../src/coordination/memory-coordinator.js';
+import { DesktopStopper, type StopOutcome } from '../src/sessions/desktop-stopper.js';
+import type { SessionRow } from '../src/store/session.repository.js';
+import { captureLogger } from './helpers/builders.js';
+
+function endedSession(id: string): SessionRow {
+  return {
+    id,
+    user_id: 'u1',
+    instance_id: 'i1',
+    desktop_environment: 'openbox',
+    status: 'ended',
+    display: 42,
+    transport: 'unix',
+    socket_path: '/tmp/x',
+    vnc_port: null,
+    vnc_password_ciphertext: null,
+    vnc_password_key_id: null,
+    desktop_pid: 4242,
+    created_at: 0,
+    started_at: 0,
+    last_activity_at: 0,
+    ended_at: 1,
+    end_reason: 'disconnected',
+    bytes_to_viewer: 0,
+    bytes_from_viewer: 0,
+    viewer_seconds: 0,
+    stop_due_at: 1,
+    stop_attempts: 0,
+  };
+}
+
+function stopperFailingWith(error: Error) {
+  const clock = new ManualClock(1_000);
+  const rows = new Map<string, SessionRow>([['s1', endedSession('s1')]]);
+  const { logger, lines } = captureLogger('info');
+  const outcomes: StopOutcome[] = [];
+  const stopper = new DesktopStopper(
+    {
+      sessions: {
+        findById: (id) => Promise.resolve(rows.get(id)),
+        listStopsDue: () => Promise.resolve([]),
+        setStopDue: (id, due, attempts) => {
+          const row = rows.get(id);
+          if (row) rows.set(id, { ...row, stop_due_at: due, stop_attempts: attempts });
+          return Promise.resolve();
+        },
+      },
+      coordinator: new MemoryCoordinator(clock),
+      clock,
+      logger,
+      stop: () => Promise.reject(error),
+      onOutcome: (o) => outcomes.push(o),
+    },
+    { concurrency: 1, baseBackoffMs: 60_000 },
+  );
+  const logged = () => lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+  return { stopper, rows, outcomes, logged };
+}
+
+test('a try that finds its instance deleted is not a failure: logged as what happened (info), nothing retried', async () => {
+  const { stopper, rows, outcomes, logged } = stopperFailingWith(new AppError('INSTANCE_NOT_FOUND'));
+  stopper.enqueue('s1');
+  await stopper.settled();
+  assert.deepEqual(outcomes, ['instance_deleted']);
+  assert.equal(rows.get('s1')!.stop_due_at, null, 'nothing left due');
+  const lines = logged();
+  assert.deepEqual(
+    lines.filter((l) => l.level >= 50),
+    [],
+    'no error log (no "gave up stopping the desktop")',
+  );
+  const said = lines.filter((l) => l.msg.includes('was deleted'));
+  assert.equal(said.length, 1);
+  assert.equal(said[0]!.level, 30);
+  await stopper.close(0);
+});
+
+test('a try that fails otherwise is still retried with a warning (the control)', async () => {
+  const { stopper, rows, outcomes, logged } = stopperFailingWith(new Error('instance unreachable'));
+  stopper.enqueue('s1');
+  await stopper.settled();
+  assert.deepEqual(outcomes, ['retry']);
+  assert.equal(rows.get('s1')!.stop_attempts, 1);
+  assert.notEqual(rows.get('s1')!.stop_due_at, null);
+  assert.ok(logged().some((l) => l.level === 40 && l.msg.includes('will retry')));
+  await stopper.close(0);
+});
