@@ -157,16 +157,15 @@ export function registerInstanceRoutes(
     {
       preHandler,
       schema: {
-        summary: 'Delete an instance; its live session is ended and all its desktops stopped first',
+        summary:
+          'Delete an instance; a desktop start in flight for it finishes first, then its live session is ended and all its desktops stopped',
         params: IdParams,
-        errors: ['INSTANCE_NOT_FOUND'],
+        errors: ['INSTANCE_NOT_FOUND', 'BUSY'],
         response: { 204: NoContent },
       },
     },
     async (request, reply) => {
-      await instances.getRow(request.userId, request.params.id);
-      await deps.sessions.endAllForInstance(request.userId, request.params.id);
-      await instances.delete(request.userId, request.params.id);
+      await deps.sessions.deleteInstance(request.userId, request.params.id);
       return reply.status(204).send();
     },
   );

@@ -245,13 +245,16 @@ export class SessionService {
     answerBy: number,
     onStarting: () => void,
   ): Promise<ReadyDesktop> {
-    const instance = await this.deps.instances.getRow(userId, instanceId);
+    // Answers INSTANCE_NOT_FOUND without waiting for the lock; read again under it, where an instance
+    // delete (which takes the same lock) may have run meanwhile.
+    let instance = await this.deps.instances.getRow(userId, instanceId);
     try {
       return await this.deps.coordinator.withLock(
-        `connect:${userId}:${instanceId}`,
+        connectLockKey(userId, instanceId),
         CONNECT_LOCK_LEASE_MS,
         timeLeft(answerBy),
         async () => {
+          instance = await this.deps.instances.getRow(userId, instanceId);
           const live = await this.deps.sessions.findLive(userId, instanceId);
           if (live) {
             const reused = await this.tryReuse(live, instance);
@@ -351,16 +354,33 @@ export class SessionService {
   }
 
   /**
-   * Before the instance is deleted (its sessions go with it, a foreign key cascade): its live session is
-   * ended, then every desktop of the instance still to be stopped is stopped on the request, side by side,
-   * each bounded by the stop timeout: the live session's, and those of sessions ended before whose
-   * background stop has not finished (a disconnect just before, a retry waiting out its backoff, a try
-   * another gateway runs). Once the rows are gone no retry or sweep could find them, and the desktop would
-   * run on the machine for good. A stop that cannot reach the machine is logged and the delete goes on,
-   * as it always did for the live session: the owner asked for the instance to go, and an unreachable
-   * machine must not make it undeletable.
+   * Deletes the instance with every desktop of it stopped first. Its sessions go with it (a foreign key
+   * cascade), and with them what any retry or sweep could find, so nothing may still be started or left
+   * to stop once the row is gone:
+   * - Under the instance's connect lock, the one every connect (in any gateway process) holds from its
+   *   look for a live session until its start is recorded: a start in flight finishes first (its session
+   *   is then ended and stopped here like any live one), and a connect that comes meanwhile waits and
+   *   then finds the instance gone. The wait is bounded (`deleteWaitMs`); past it the delete answers
+   *   BUSY and deletes nothing.
+   * - Then the live session is ended and every desktop of the instance still to be stopped is stopped on
+   *   the request, side by side, each bounded by the stop timeout: the live session's, and those of
+   *   sessions ended before whose background stop has not finished (a disconnect just before, a retry
+   *   waiting out its backoff, a try another gateway runs). A stop that cannot reach the machine is logged
+   *   and the delete goes on, as it always did for the live session: the owner asked for the instance to
+   *   go, and an unreachable machine must not make it undeletable.
+   * A start that still meets its session ended or gone (the lock lost in a Redis failover, or the rows
+   * removed another way) stops its own desktop with the target it holds: see `startDesktop`.
    */
-  async endAllForInstance(userId: string, instanceId: string): Promise<void> {
+  async deleteInstance(userId: string, instanceId: string): Promise<void> {
+    await this.deps.instances.getRow(userId, instanceId);
+    const key = connectLockKey(userId, instanceId);
+    await this.deps.coordinator.withLock(key, CONNECT_LOCK_LEASE_MS, this.deleteWaitMs(), async () => {
+      await this.endAllForInstance(userId, instanceId);
+      await this.deps.instances.delete(userId, instanceId);
+    });
+  }
+
+  private async endAllForInstance(userId: string, instanceId: string): Promise<void> {
     const live = await this.deps.sessions.findLive(userId, instanceId);
     if (live) await this.end(live, 'instance-deleted', { stopNow: true });
     const pending = await this.deps.sessions.listStopsPendingForInstance(instanceId, MAX_STOPS_ON_DELETE);
@@ -374,6 +394,15 @@ export class SessionService {
         }),
       ),
     );
+  }
+
+  /**
+   * How long an instance delete waits for the connect lock: a connect holds it for its wait in line and
+   * its start (the queue's bound and the start timeout), and one whose gateway died keeps it until its
+   * lease lapses. Past that the holder is beyond its own bounds.
+   */
+  private deleteWaitMs(): number {
+    return this.options.startQueue.maxWaitMs + this.options.startTimeoutMs + CONNECT_LOCK_LEASE_MS;
   }
 
   /** Redeems a WebSocket ticket and returns where the viewer must be connected. */
@@ -556,9 +585,7 @@ export class SessionService {
         last_activity_at: now,
       }))
     ) {
-      // Ended while it started (disconnected, or swept): its new desktop is stopped like any other.
-      await this.deps.sessions.update(session.id, { ...desktop, stop_due_at: now, stop_attempts: 0 });
-      this.stopper.enqueue(session.id);
+      await this.stopUnrecorded(session, target, handle, desktop, now);
       throw new AppError('SESSION_ENDED');
     }
     this.deps.audit.record('session.started', {
@@ -573,6 +600,47 @@ export class SessionService {
       },
     });
     return { created: true, userId: session.user_id, sessionId: session.id, display: handle.display };
+  }
+
+  /**
+   * A start whose session was ended (disconnected, swept) or is gone (its instance or account deleted:
+   * the rows cascade) while it ran stops the desktop it started itself, with the target it still holds:
+   * once the rows are gone no background stop or sweep could find that desktop, nor the instance's
+   * credentials, and a delete on another gateway may take them at any moment. The stop is put on record
+   * as due first, so that if this stop fails (or this process dies) the background stop and the sweeps
+   * take it up while the row lasts.
+   */
+  private async stopUnrecorded(
+    session: SessionRow,
+    target: SshTarget,
+    handle: DesktopHandle,
+    desktop: Parameters<SessionRepository['update']>[1],
+    now: number,
+  ): Promise<void> {
+    const log = { sessionId: session.id, instanceId: session.instance_id, display: handle.display };
+    const onRecord = await this.deps.sessions
+      .update(session.id, { ...desktop, stop_due_at: now, stop_attempts: 0 })
+      .then(
+        () => true,
+        (e: unknown) => {
+          this.deps.logger.warn(
+            { ...log, err: e },
+            'could not put the stop of an unrecorded desktop on record',
+          );
+          return false;
+        },
+      );
+    try {
+      await this.deps.desktops.stop(target, handle);
+    } catch (e) {
+      this.deps.logger.warn(
+        { ...log, err: e },
+        'could not stop the desktop of a session ended or deleted while it started; left to the background stop (it may still run on the instance if the session is gone)',
+      );
+      if (onRecord) this.stopper.enqueue(session.id);
+      return;
+    }
+    if (onRecord) await this.deps.sessions.setStopDue(session.id, null, 0).catch(() => undefined);
   }
 
   /**
@@ -601,7 +669,7 @@ export class SessionService {
 
   /**
    * Ends the session (viewers closed everywhere) with its desktop's stop on record as due, and has it
-   * stopped in the background; with `stopNow` the caller runs the stop itself (endAllForInstance).
+   * stopped in the background; with `stopNow` the caller runs the stop itself (deleteInstance).
    */
   private async end(
     row: SessionRow,
@@ -673,6 +741,11 @@ export class SessionService {
     const ticket = await this.deps.coordinator.issueTicket({ userId, sessionId }, this.options.ticketTtlMs);
     return `/vnc?ticket=${ticket}`;
   }
+}
+
+/** The lock a connect holds for its user and instance (and an instance delete takes). */
+function connectLockKey(userId: string, instanceId: string): string {
+  return `connect:${userId}:${instanceId}`;
 }
 
 /**
