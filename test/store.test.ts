@@ -186,6 +186,38 @@ for (const dialect of dialects) {
       assert.equal(live[0]?.instance_name, 'box');
     });
 
+    test("ending a session read while 'starting' puts its stop on record only if its desktop was recorded since", async () => {
+      const alice = await newUserRow();
+      const [a, b] = [instanceRow(alice), instanceRow(alice)];
+      await instances.create(a);
+      await instances.create(b);
+      const empty = { display: null, socket_path: null, desktop_pid: null, started_at: null };
+      const recorded = sessionRow(alice, a.id, { status: 'starting', ...empty });
+      const still = sessionRow(alice, b.id, { status: 'starting', ...empty });
+      await sessions.create(recorded);
+      await sessions.create(still);
+      // The start recorded its desktop between the end's read and its write.
+      assert.equal(
+        await sessions.activate(recorded.id, {
+          display: 7,
+          socket_path: '/s',
+          desktop_pid: 9,
+          started_at: 1500,
+        }),
+        true,
+      );
+      assert.equal(await sessions.markEnded(recorded.id, 'disconnected', 2000, 'if-started'), true);
+      assert.equal(await sessions.markEnded(still.id, 'disconnected', 2000, 'if-started'), true);
+      const r = await sessions.findById(recorded.id);
+      assert.equal(Number(r?.stop_due_at), 2000, 'the recorded desktop is due to be stopped');
+      assert.equal(r?.stop_attempts, 0);
+      assert.equal(
+        (await sessions.findById(still.id))?.stop_due_at,
+        null,
+        'nothing to stop: its start will see the end',
+      );
+    });
+
     test('the per-user session limit holds in the database alone, under concurrent inserts', async () => {
       const alice = await newUserRow();
       const insts = Array.from({ length: 6 }, () => instanceRow(alice));

@@ -677,10 +677,18 @@ export class SessionService {
     opts: { stopNow?: boolean; actor?: string } = {},
   ): Promise<void> {
     const now = this.deps.clock.now();
-    const hasDesktop = row.status === 'active' && row.display !== null;
-    if (!(await this.markEnded(row, reason, now, { actor: opts.actor, stopDesktop: hasDesktop }))) return;
+    // A session read while 'starting' may have had its desktop recorded since (its connect answered with
+    // it): then this end's own write puts the stop on record. If not, its start finds the session ended
+    // and stops that desktop itself (stopUnrecorded).
+    const stopDesktop =
+      row.status === 'active' && row.display !== null
+        ? true
+        : row.status === 'starting'
+          ? 'if-started'
+          : false;
+    if (!(await this.markEnded(row, reason, now, { actor: opts.actor, stopDesktop }))) return;
     await this.deps.coordinator.publish({ type: 'end-session', sessionId: row.id, reason });
-    if (hasDesktop && !opts.stopNow) this.stopper.enqueue(row.id);
+    if (stopDesktop !== false && !opts.stopNow) this.stopper.enqueue(row.id);
   }
 
   /**
@@ -691,7 +699,7 @@ export class SessionService {
     row: SessionRow,
     reason: string,
     now: number,
-    opts: { actor?: string; stopDesktop?: boolean; extra?: Record<string, string> } = {},
+    opts: { actor?: string; stopDesktop?: boolean | 'if-started'; extra?: Record<string, string> } = {},
   ): Promise<boolean> {
     if (!(await this.deps.sessions.markEnded(row.id, reason, now, opts.stopDesktop ?? false))) return false;
     const usage = (await this.deps.sessions.findById(row.id).catch(() => undefined)) ?? row;

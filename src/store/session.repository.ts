@@ -181,18 +181,32 @@ export class SessionRepository {
   /**
    * Ends a session unless it already ended; true when this call ended it. Not retried when in doubt:
    * a second run would answer false for an end that worked. With `stopDesktop` its desktop is due to be
-   * stopped from `now` on (desktop-stopper.ts), in the same write.
+   * stopped from `now` on (desktop-stopper.ts), in the same write; with `'if-started'` only when the row
+   * has a desktop as this write finds it (a session read while 'starting', whose start may have recorded
+   * its desktop since).
    */
-  async markEnded(id: string, reason: string, now: number, stopDesktop = false): Promise<boolean> {
+  async markEnded(
+    id: string,
+    reason: string,
+    now: number,
+    stopDesktop: boolean | 'if-started' = false,
+  ): Promise<boolean> {
+    const started = sql<boolean>`display IS NOT NULL`;
+    const stop =
+      stopDesktop === true
+        ? { stop_due_at: now, stop_attempts: 0 }
+        : stopDesktop === 'if-started'
+          ? {
+              stop_due_at: sql<
+                number | null
+              >`CASE WHEN ${started} THEN CAST(${now} AS BIGINT) ELSE stop_due_at END`,
+              stop_attempts: sql<number>`CASE WHEN ${started} THEN 0 ELSE stop_attempts END`,
+            }
+          : {};
     const result = await this.retry.run('write', () =>
       this.db
         .updateTable('sessions')
-        .set({
-          status: 'ended',
-          ended_at: now,
-          end_reason: reason,
-          ...(stopDesktop ? { stop_due_at: now, stop_attempts: 0 } : {}),
-        })
+        .set({ status: 'ended', ended_at: now, end_reason: reason, ...stop })
         .where('id', '=', id)
         .where('status', '<>', 'ended')
         .executeTakeFirst(),
