@@ -46,10 +46,24 @@ const READY_TIMEOUT_MS = 60_000;
  * Displays far above the :1–:10 the test suite's real Xvnc uses, so the two never collide; room for
  * 10,000 desktops and more (all instances share this machine's display numbers).
  */
-const DISPLAY_MIN = 1000;
-const DISPLAY_MAX = 30_000;
+export const DISPLAY_MIN = 1000;
+export const DISPLAY_MAX = 30_000;
 
-export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOptions): Promise<RunningStack> {
+export interface BenchInstances {
+  sshds: BenchSshd[];
+  /** The instances' OS users (the fake desktops run as them). */
+  uids: number[];
+  /** The environment marker every process of this run's desktops carries. */
+  marker: string;
+  /** Ends this run's fake desktops, then the sshds and the fake Xvnc folder. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `count` benchmark instances whose desktops are the simulator's: each its own sshd and OS user, with
+ * bench/sim/fake-bin first on its PATH (also bench/micro/viewer-memory.ts).
+ */
+export async function startBenchInstances(sim: SimulatorHandle, count: number): Promise<BenchInstances> {
   // The harness ends the fake desktops of this run itself, by this marker.
   const marker = `CLOUDDESK_BENCH_RUN=${randomBytes(6).toString('hex')}`;
   // The sshd test user must be able to run the fakes, wherever this checkout lives (a clone under a
@@ -68,10 +82,11 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     for (const s of sshds.splice(0)) await s.stop();
   };
   try {
-    for (let i = 1; i <= opts.instances; i++)
+    for (let i = 1; i <= count; i++)
       sshds.push(await startBenchSshd([setEnv], i === 1 ? 'cdtest1' : `cdtestbench${i}`));
   } catch (e) {
     await stopSshds();
+    await removeFakeBin();
     throw e;
   }
   const uids = sshds.map((s) => s.fixture.users[0]!.uid);
@@ -79,6 +94,22 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     await terminate(await processesWithEnv(marker, uids));
     await removeDeadDisplays(uids);
   });
+  return {
+    sshds: [...sshds],
+    uids,
+    marker,
+    stop: async () => {
+      await endDesktops();
+      await stopSshds();
+      await removeFakeBin();
+    },
+  };
+}
+
+export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOptions): Promise<RunningStack> {
+  const instances = await startBenchInstances(sim, opts.instances);
+  const { sshds, uids, marker } = instances;
+  const stopSshds = () => instances.stop();
 
   const dataDir = await mkdtemp(join(tmpdir(), 'clouddesk-bench-data-'));
   const removeData = onCleanup('gateway data dir', () => rm(dataDir, { recursive: true, force: true }));
@@ -171,11 +202,9 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
       // SIGTERM = the gateway's ordered shutdown (which ends its viewers); the profile, if asked for,
       // is written on that exit.
       await stopChild(gateway, 30_000);
-      await endDesktops();
       await external.stop();
-      await stopSshds();
+      await instances.stop();
       await removeData();
-      await removeFakeBin();
     },
   };
 }
