@@ -11,7 +11,9 @@
 //   dropped: a VNC client may speak first.
 //
 // Per chunk the relay allocates nothing of its own: callbacks are bound once, counters are plain
-// numbers that the metrics read on scrape.
+// numbers that the metrics read on scrape. Per viewer it keeps little (issue 9, bench:viewer-memory): the
+// options object is the gateway's one, shared by every relay, and the timers' callbacks are module
+// functions handed the relay, not closures of their own.
 import type { Duplex } from 'node:stream';
 import type { WebSocket, RawData } from 'ws';
 import { permissivePolicy, type ViewerPolicy } from '../rfb/viewer-policy.js';
@@ -32,7 +34,7 @@ export interface RelayOptions {
   /** Monotonic milliseconds for the budget; default performance.now. */
   now?: () => number;
   /** Told about a failure that is not the viewer's fault (a bug): the viewer is closed with INTERNAL. */
-  onInternalError?: (e: unknown) => void;
+  onInternalError?: (e: unknown, relay: Relay) => void;
 }
 
 /** What this one viewer is: its policy, and where its RFB stream starts. */
@@ -50,6 +52,7 @@ export interface RelayStats {
 }
 
 const SEND_OPTIONS = Object.freeze({ binary: true, compress: false });
+const defaultNow = (): number => performance.now();
 
 export class Relay implements RelayStats {
   bytesToViewer = 0;
@@ -84,7 +87,7 @@ export class Relay implements RelayStats {
     viewer: RelayViewer = defaultViewer,
   ) {
     this.lowWaterBytes = options.highWaterBytes >> 1;
-    this.now = options.now ?? performance.now.bind(performance);
+    this.now = options.now ?? defaultNow;
     this.parser = new ViewerStreamParser(
       viewer.policy,
       { start: viewer.streamStart, maxCutTextBytes: options.maxCutTextBytes },
@@ -123,10 +126,7 @@ export class Relay implements RelayStats {
    */
   setPreamble(feed: (chunk: Buffer) => Buffer | null, timeoutMs: number): void {
     this.preamble = feed;
-    this.preambleTimer = setTimeout(
-      () => this.close(CloseCode.PROTOCOL_ERROR, 'handshake timed out'),
-      timeoutMs,
-    );
+    this.preambleTimer = setTimeout(onPreambleTimeout, timeoutMs, this);
     this.preambleTimer.unref();
   }
 
@@ -176,7 +176,7 @@ export class Relay implements RelayStats {
         this.close(CloseCode.PROTOCOL_ERROR, `RFB: ${e.message}`);
         return;
       }
-      this.options.onInternalError?.(e);
+      this.options.onInternalError?.(e, this);
       this.close(CloseCode.INTERNAL, 'internal error');
     }
   };
@@ -209,7 +209,7 @@ export class Relay implements RelayStats {
     this.ws.send(chunk, SEND_OPTIONS, this.onSent);
     if (!this.backpressured && this.ws.bufferedAmount > this.options.highWaterBytes) {
       this.backpressured = true;
-      this.stallTimer = setTimeout(this.onStalled, this.options.stallTimeoutMs);
+      this.stallTimer = setTimeout(onStalled, this.options.stallTimeoutMs, this);
       this.stallTimer.unref();
       this.updateFlow();
     }
@@ -225,11 +225,12 @@ export class Relay implements RelayStats {
   };
 
   private holdForBudget(waitMs: number): void {
-    this.budgetTimer = setTimeout(this.onBudgetRefilled, waitMs);
+    this.budgetTimer = setTimeout(onBudgetRefilled, waitMs, this);
     this.budgetTimer.unref();
   }
 
-  private readonly onBudgetRefilled = (): void => {
+  /** @internal the budget timer's callback (onBudgetRefilled below). */
+  budgetRefilled(): void {
     this.budgetTimer = null;
     if (this.closed) return;
     const waitMs = this.bucket!.waitAt(this.now());
@@ -239,7 +240,7 @@ export class Relay implements RelayStats {
     }
     this.budgetHeld = false;
     this.updateFlow();
-  };
+  }
 
   /** Pauses or resumes the channel: paused while backpressure or the budget holds it. */
   private updateFlow(): void {
@@ -259,10 +260,11 @@ export class Relay implements RelayStats {
     }
   };
 
-  private readonly onStalled = (): void => {
+  /** @internal the stall timer's callback (onStalled below). */
+  stalled(): void {
     this.stallTimer = null;
     if (this.backpressured) this.close(CloseCode.STALLED, 'viewer stopped reading');
-  };
+  }
 
   private clearStall(): void {
     if (this.stallTimer) {
@@ -292,3 +294,15 @@ export class Relay implements RelayStats {
 }
 
 function noop(): void {}
+
+function onStalled(relay: Relay): void {
+  relay.stalled();
+}
+
+function onBudgetRefilled(relay: Relay): void {
+  relay.budgetRefilled();
+}
+
+function onPreambleTimeout(relay: Relay): void {
+  relay.close(CloseCode.PROTOCOL_ERROR, 'handshake timed out');
+}

@@ -112,6 +112,7 @@ export class VncGateway {
     { concurrency: LEASE_RENEW_CONCURRENCY, stillWanted: (v) => this.viewers.has(v) },
   );
   private draining = false;
+  private readonly relayOptions: RelayOptions;
   /** Bytes of relays that already ended; live relays are added on read. */
   private closedBytesToViewer = 0;
   private closedBytesFromViewer = 0;
@@ -142,6 +143,21 @@ export class VncGateway {
       handleProtocols: (protocols) => (protocols.has('binary') ? 'binary' : false),
     });
     deps.coordinator.onCommand((c) => this.onCommand(c));
+    // One options object for every relay, not a copy per viewer (issue 9).
+    this.relayOptions = Object.freeze({
+      highWaterBytes: options.highWaterBytes,
+      stallTimeoutMs: options.stallTimeoutMs,
+      preOpenBufferBytes: options.preOpenBufferBytes,
+      maxCutTextBytes: options.maxPayloadBytes,
+      ...(options.now ? { now: options.now } : {}),
+      onInternalError: (e: unknown, relay: Relay) => {
+        // A bug, so rare: the viewer is found by its relay.
+        for (const v of this.viewers)
+          if (v.relay === relay)
+            return this.viewerLog(v).error({ err: e }, 'relay failed on a viewer message');
+        this.deps.logger.error({ err: e }, 'relay failed on a viewer message');
+      },
+    });
   }
 
   start(): void {
@@ -260,11 +276,7 @@ export class VncGateway {
           : {}),
       },
     });
-    ws.on('pong', () => {
-      viewer.missedPongs = 0;
-      if (viewer.pingSentAt > 0) this.deps.hooks?.onViewerRtt?.(Date.now() - viewer.pingSentAt);
-    });
-    ws.on('close', (code) => this.detach(viewer, code));
+    this.listen(viewer);
     // A guest takes a place under SESSION_MAX_VIEWERS in one atomic step (the owner is never refused);
     // refused, it is closed before its desktop stream has started. The lease lapses with its node.
     const max = this.options.maxViewers;
@@ -278,44 +290,29 @@ export class VncGateway {
         return ok;
       },
       (e: unknown) => {
-        this.deps.logger.warn({ err: e, sessionId: session.id }, 'could not record viewer lease');
+        this.deps.logger.warn({ err: e, sessionId: viewer.sessionId }, 'could not record viewer lease');
         return true;
       },
     );
 
     // Made on first use, not per viewer: a pino child is ~1.1 KB of heap (measured, 5,000 children), held
     // by this viewer's closures for its whole life, and an idle viewer never logs (issue 9).
-    const log = () => this.deps.logger.child({ sessionId: session.id, viewerId: viewer.id });
+    const log = () => this.viewerLog(viewer);
     const guest = viewer.guest;
     if (guest) {
       if (this.revokedShares.has(guest.shareId)) {
         ws.close(CloseCode.SHARE_REVOKED, 'share revoked');
         return;
       }
-      // Timers cap at 2^31-1 ms (~24.8 days); SHARE_MAX_MINUTES allows a year: re-arm until it is due.
-      const arm = () => {
-        const left = guest.expiresAt - this.deps.clock.now();
-        if (left <= 0) return closeViewer(viewer, CloseCode.SHARE_REVOKED, 'share expired');
-        viewer.expiry = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
-        viewer.expiry.unref();
-      };
-      arm();
+      this.armShareExpiry(viewer, guest.expiresAt);
     }
     // The one place a viewer's policy is decided; the relay and its parser only enforce it.
     const policy = tightenPolicy(this.options.basePolicy, endpoint.policy);
     const streamPromise = this.deps.desktops.openStream(target, handle, { budgetKbps: policy.maxKbps });
     const relay = new Relay(
       ws,
-      {
-        ...this.options,
-        maxCutTextBytes: this.options.maxPayloadBytes,
-        onInternalError: (e) => log().error({ err: e }, 'relay failed on a viewer message'),
-      },
-      (r) => {
-        this.closedBytesToViewer += r.bytesToViewer;
-        this.closedBytesFromViewer += r.bytesFromViewer;
-        this.closedBudgetPauses += r.budgetPauses;
-      },
+      this.relayOptions,
+      this.onRelayEnd,
       // With the tcp transport the gateway plays the server's handshake: the viewer's stream reaches the
       // parser at ClientInit.
       { policy, streamStart: handle.transport === 'tcp' ? 'client-init' : 'version' },
@@ -344,6 +341,42 @@ export class VncGateway {
       closeViewer(viewer, CloseCode.DESKTOP_UNREACHABLE, reason);
     });
   }
+
+  /**
+   * The viewer's own WebSocket listeners, made here rather than in attach(): a closure keeps its whole
+   * scope, and attach's holds the session row, the ticket's endpoint and the stream's promises, which
+   * would then live as long as the viewer (issue 9).
+   */
+  private listen(viewer: Viewer): void {
+    viewer.ws.on('pong', () => {
+      viewer.missedPongs = 0;
+      if (viewer.pingSentAt > 0) this.deps.hooks?.onViewerRtt?.(Date.now() - viewer.pingSentAt);
+    });
+    viewer.ws.on('close', (code) => this.detach(viewer, code));
+  }
+
+  /** Closes a guest when its share expires (outside attach's scope, as listen()). */
+  private armShareExpiry(viewer: Viewer, expiresAt: number): void {
+    // Timers cap at 2^31-1 ms (~24.8 days); SHARE_MAX_MINUTES allows a year: re-arm until it is due.
+    const arm = () => {
+      const left = expiresAt - this.deps.clock.now();
+      if (left <= 0) return closeViewer(viewer, CloseCode.SHARE_REVOKED, 'share expired');
+      viewer.expiry = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
+      viewer.expiry.unref();
+    };
+    arm();
+  }
+
+  private viewerLog(viewer: Viewer): Logger {
+    return this.deps.logger.child({ sessionId: viewer.sessionId, viewerId: viewer.id });
+  }
+
+  /** Every relay's end: its bytes join the totals of relays that ended. */
+  private readonly onRelayEnd = (r: Relay): void => {
+    this.closedBytesToViewer += r.bytesToViewer;
+    this.closedBytesFromViewer += r.bytesFromViewer;
+    this.closedBudgetPauses += r.budgetPauses;
+  };
 
   private leaseOf(v: Viewer): ViewerLease {
     return {

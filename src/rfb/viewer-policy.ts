@@ -45,7 +45,9 @@ export const permissivePolicy: ViewerPolicy = Object.freeze({
  * The base policy narrowed by `overrides`: view-only wins, quality and geometry take the tighter
  * bound, the budget the smaller non-zero value. An override can never loosen what the operator set.
  */
-export function tightenPolicy(base: ViewerPolicy, overrides: ViewerPolicyOverrides = {}): ViewerPolicy {
+export function tightenPolicy(base: ViewerPolicy, overrides?: ViewerPolicyOverrides): ViewerPolicy {
+  // Nothing to narrow (an owner's viewer): the base itself, not a copy per viewer (issue 9).
+  if (overrides === undefined) return base;
   const max = Math.min(base.quality.max, overrides.quality?.max ?? base.quality.max);
   const min = Math.min(max, Math.max(base.quality.min, overrides.quality?.min ?? base.quality.min));
   const budgets = [base.maxKbps, overrides.maxKbps ?? 0].filter((k) => k > 0);

@@ -97,8 +97,12 @@ export class ViewerStreamParser {
   /** Messages the policy dropped (view-only). */
   dropped = 0;
   private stage: Stage;
-  /** The split message being collected: its first bytes in `head` until its length is known, then in `partial`. */
-  private readonly head = Buffer.alloc(HEAD_BYTES);
+  /**
+   * The split message being collected: its first bytes in `head` until its length is known, then in
+   * `partial`. `head` is made at the first split: an idle viewer never splits one, and a Buffer of its own
+   * is ~200 bytes of heap per viewer (issue 9).
+   */
+  private head: Buffer | null = null;
   private partial: Buffer | null = null;
   private held = 0;
   /** A rewritten message to forward instead of the original (SetEncodings that needed entries added). */
@@ -374,17 +378,18 @@ export class ViewerStreamParser {
     for (;;) {
       if (this.partial === null) {
         // Its length is not known yet: gather the few header bytes that tell it.
-        const total = this.held === 0 ? -1 : this.measure(this.head, 0, this.held);
+        const head = (this.head ??= Buffer.alloc(HEAD_BYTES));
+        const total = this.held === 0 ? -1 : this.measure(head, 0, this.held);
         if (total < 0) {
           if (off === chunk.length) return off;
           const n = Math.min(-total - this.held, chunk.length - off);
-          chunk.copy(this.head, this.held, off, off + n);
+          chunk.copy(head, this.held, off, off + n);
           this.held += n;
           off += n;
           continue;
         }
         this.partial = Buffer.allocUnsafe(total);
-        this.head.copy(this.partial, 0, 0, this.held);
+        head.copy(this.partial, 0, 0, this.held);
       }
       const n = Math.min(this.partial.length - this.held, chunk.length - off);
       chunk.copy(this.partial, this.held, off, off + n);
