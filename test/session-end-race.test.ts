@@ -7,45 +7,24 @@
 // Xvnc or process of that desktop is left once the delete has answered.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { systemClock } from '../src/lib/clock.js';
-import { createLogger } from '../src/observability/logger.js';
 import { desktopMarker } from '../src/desktop/desktop.service.js';
-import { RedisCoordinator } from '../src/coordination/redis-coordinator.js';
-import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
-import { createTestDatabase } from './helpers/postgres-database.js';
-import { isProcessAlive, processesWithEnv, startSshd, type SshdFixture } from './helpers/sshd.js';
+import { newInstance, newUser, type TestGateway } from './helpers/builders.js';
+import { isProcessAlive, processesWithEnv, type SshdFixture } from './helpers/sshd.js';
+import { startTwoGateways, type ListeningGateway, type TwoGateways } from './helpers/two-gateways.js';
 
-const REDIS_URL = 'redis://127.0.0.1:6379';
 const ROUNDS = 4;
 
 describe('one session ended at once from two gateways (PostgreSQL + Redis, sshd + TigerVNC)', () => {
   let sshd: SshdFixture;
-  let db: { url: string; drop(): Promise<void> };
-  const gateways: (TestGateway & { base: string })[] = [];
-  const prefix = `cd-test-end-race-${randomBytes(4).toString('hex')}:`;
+  let cluster: TwoGateways | undefined;
+  let gateways: ListeningGateway[] = [];
 
   before(async () => {
-    [sshd, db] = await Promise.all([startSshd({ users: 1 }), createTestDatabase()]);
-    for (const node of ['gw-a', 'gw-b']) {
-      const coordinator = new RedisCoordinator({
-        url: REDIS_URL,
-        clock: systemClock,
-        logger: createLogger({ level: 'silent' }),
-        keyPrefix: prefix,
-      });
-      gateways.push(
-        await listenTestGateway(
-          { DATABASE_URL: db.url, REDIS_URL, NODE_ID: node, REGISTRATION: 'open' },
-          { coordinator },
-        ),
-      );
-    }
+    cluster = await startTwoGateways('end-race');
+    ({ sshd, gateways } = cluster);
   });
   after(async () => {
-    for (const g of gateways) await g.cleanup();
-    await sshd?.stop();
-    await db?.drop();
+    await cluster?.stop();
   });
 
   test(

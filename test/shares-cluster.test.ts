@@ -5,55 +5,27 @@
 // within a second (4002) while the owner's viewer stays.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { systemClock } from '../src/lib/clock.js';
-import { createLogger } from '../src/observability/logger.js';
-import { RedisCoordinator } from '../src/coordination/redis-coordinator.js';
-import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
-import { createTestDatabase } from './helpers/postgres-database.js';
-import { startSshd, type SshdFixture } from './helpers/sshd.js';
+import { newInstance, newUser } from './helpers/builders.js';
+import { type SshdFixture } from './helpers/sshd.js';
+import { startTwoGateways, type ListeningGateway, type TwoGateways } from './helpers/two-gateways.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
-
-const REDIS_URL = 'redis://127.0.0.1:6379';
 
 describe('sharing across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', () => {
   let sshd: SshdFixture;
-  let db: { url: string; drop(): Promise<void> };
-  const gateways: (TestGateway & { base: string })[] = [];
-  let a: TestGateway & { base: string };
-  let b: TestGateway & { base: string };
-  const prefix = `cd-test-shares-${randomBytes(4).toString('hex')}:`;
+  let cluster: TwoGateways | undefined;
+  let a: ListeningGateway;
+  let b: ListeningGateway;
 
   before(async () => {
-    [sshd, db] = await Promise.all([startSshd({ users: 1 }), createTestDatabase()]);
-    for (const node of ['gw-a', 'gw-b']) {
-      const coordinator = new RedisCoordinator({
-        url: REDIS_URL,
-        clock: systemClock,
-        logger: createLogger({ level: 'silent' }),
-        keyPrefix: prefix,
-      });
-      gateways.push(
-        await listenTestGateway(
-          {
-            DATABASE_URL: db.url,
-            REDIS_URL,
-            NODE_ID: node,
-            REGISTRATION: 'open',
-            SHARE_GUESTS: 'anyone',
-            SESSION_MAX_VIEWERS: '3',
-            WS_MAX_CONNECTS_PER_MINUTE: '1000',
-          },
-          { coordinator },
-        ),
-      );
-    }
-    [a, b] = gateways as [typeof a, typeof b];
+    cluster = await startTwoGateways('shares', {
+      SHARE_GUESTS: 'anyone',
+      SESSION_MAX_VIEWERS: '3',
+      WS_MAX_CONNECTS_PER_MINUTE: '1000',
+    });
+    ({ sshd, a, b } = cluster);
   });
   after(async () => {
-    for (const g of gateways) await g.cleanup();
-    await sshd?.stop();
-    await db?.drop();
+    await cluster?.stop();
   });
 
   test(
