@@ -4,20 +4,16 @@
 // is asserted is order (answered before the start or stop finished), never elapsed time.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { desktopMarker, type DesktopService } from '../src/desktop/desktop.service.js';
-import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
-import { isProcessAlive, processesWithEnv, startSshd, type SshdFixture } from './helpers/sshd.js';
+import { desktopMarker } from '../src/desktop/desktop.service.js';
+import { newInstance, newUser, type TestGateway } from './helpers/builders.js';
+import {
+  startDesktopGateway,
+  type DesktopGateway,
+  type DesktopOps,
+  gate,
+} from './helpers/desktop-gateway.js';
+import { isProcessAlive, processesWithEnv } from './helpers/sshd.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
-
-interface Gate {
-  promise: Promise<void>;
-  open(): void;
-}
-function gate(): Gate {
-  let open!: () => void;
-  const promise = new Promise<void>((r) => (open = r));
-  return { promise, open };
-}
 
 /** Resolves once `count()` reaches `n`, re-checked whenever `poke` is called. */
 class Counter {
@@ -36,10 +32,8 @@ class Counter {
   }
 }
 
-type DesktopOps = Pick<DesktopService, 'start' | 'stop' | 'isAlive'>;
-
 describe('admission control and background stop (sshd + TigerVNC)', () => {
-  let sshd: SshdFixture;
+  let fixture: DesktopGateway | undefined;
   let gw: TestGateway & { base: string };
   // What the next starts / stops do before going to the real service (replaced per test).
   let beforeStart: () => Promise<void> = () => Promise.resolve();
@@ -49,47 +43,39 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
   const stopsDone = new Counter();
 
   before(async () => {
-    sshd = await startSshd({ users: 1 });
-    gw = await listenTestGateway(
+    fixture = await startDesktopGateway(
       {
         DESKTOP_STARTS_IN_FLIGHT: '2',
         DESKTOP_STARTS_IN_FLIGHT_PER_INSTANCE: '2',
         DESKTOP_START_QUEUE: '4',
         DESKTOP_START_QUEUE_WAIT_MS: '120000',
         DESKTOP_STOPS_IN_FLIGHT: '2',
-        VNC_DISPLAY_MIN: '40',
-        VNC_DISPLAY_MAX: '99',
-        MAX_SESSIONS_PER_USER: '2',
-        RATE_LIMIT_MAX_REQUESTS: '100000',
       },
-      {
-        wrapDesktops: (real): DesktopOps => ({
-          start: async (target, de) => {
-            startsEntered.bump();
-            await beforeStart();
-            return real.start(target, de);
-          },
-          stop: async (target, handle) => {
-            stopsEntered.bump();
-            try {
-              await beforeStop();
-              await real.stop(target, handle);
-            } finally {
-              stopsDone.bump();
-            }
-          },
-          isAlive: (target, handle) => real.isAlive(target, handle),
-        }),
-        desktopStops: { baseBackoffMs: 20, maxBackoffMs: 100 },
-      },
+      (real): DesktopOps => ({
+        start: async (target, de) => {
+          startsEntered.bump();
+          await beforeStart();
+          return real.start(target, de);
+        },
+        stop: async (target, handle) => {
+          stopsEntered.bump();
+          try {
+            await beforeStop();
+            await real.stop(target, handle);
+          } finally {
+            stopsDone.bump();
+          }
+        },
+        isAlive: (target, handle) => real.isAlive(target, handle),
+      }),
     );
+    gw = fixture.gw;
   });
   after(async () => {
-    await gw?.cleanup();
-    await sshd?.stop();
+    await fixture?.stop();
   });
 
-  const target = () => ({ host: sshd.host, port: sshd.port, user: sshd.users[0]! });
+  const target = () => fixture!.target();
   const post = (path: string, token: string, body?: unknown) =>
     fetch(`http://${gw.base}${path}`, {
       method: 'POST',

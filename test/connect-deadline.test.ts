@@ -5,23 +5,16 @@
 // while the start is still held), never elapsed time.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { DesktopService } from '../src/desktop/desktop.service.js';
 import { AppError } from '../src/errors/errors.js';
-import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
-import { isProcessAlive, startSshd, type SshdFixture } from './helpers/sshd.js';
+import { newInstance, newUser, type TestGateway } from './helpers/builders.js';
+import {
+  startDesktopGateway,
+  type DesktopGateway,
+  type DesktopOps,
+  gate,
+} from './helpers/desktop-gateway.js';
+import { isProcessAlive } from './helpers/sshd.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
-
-interface Gate {
-  promise: Promise<void>;
-  open(): void;
-}
-function gate(): Gate {
-  let open!: () => void;
-  const promise = new Promise<void>((r) => (open = r));
-  return { promise, open };
-}
-
-type DesktopOps = Pick<DesktopService, 'start' | 'stop' | 'isAlive'>;
 
 interface Answer {
   status: number;
@@ -30,45 +23,37 @@ interface Answer {
 }
 
 describe('connect answered by its bound while the start goes on (sshd + TigerVNC)', () => {
-  let sshd: SshdFixture;
+  let fixture: DesktopGateway | undefined;
   let gw: TestGateway & { base: string };
   // What the next starts do before (or instead of) the real start (replaced per test).
   let beforeStart: () => Promise<void> = () => Promise.resolve();
   let starts = 0;
 
   before(async () => {
-    sshd = await startSshd({ users: 1 });
-    gw = await listenTestGateway(
+    fixture = await startDesktopGateway(
       {
         DESKTOP_STARTS_IN_FLIGHT: '4',
         DESKTOP_STARTS_IN_FLIGHT_PER_INSTANCE: '4',
         DESKTOP_START_QUEUE: '4',
         DESKTOP_START_QUEUE_WAIT_MS: '3000',
-        VNC_DISPLAY_MIN: '40',
-        VNC_DISPLAY_MAX: '99',
-        MAX_SESSIONS_PER_USER: '2',
-        RATE_LIMIT_MAX_REQUESTS: '100000',
       },
-      {
-        wrapDesktops: (real): DesktopOps => ({
-          start: async (target, de) => {
-            starts++;
-            await beforeStart();
-            return real.start(target, de);
-          },
-          stop: (target, handle) => real.stop(target, handle),
-          isAlive: (target, handle) => real.isAlive(target, handle),
-        }),
-        desktopStops: { baseBackoffMs: 20, maxBackoffMs: 100 },
-      },
+      (real): DesktopOps => ({
+        start: async (target, de) => {
+          starts++;
+          await beforeStart();
+          return real.start(target, de);
+        },
+        stop: (target, handle) => real.stop(target, handle),
+        isAlive: (target, handle) => real.isAlive(target, handle),
+      }),
     );
+    gw = fixture.gw;
   });
   after(async () => {
-    await gw?.cleanup();
-    await sshd?.stop();
+    await fixture?.stop();
   });
 
-  const target = () => ({ host: sshd.host, port: sshd.port, user: sshd.users[0]! });
+  const target = () => fixture!.target();
   const connect = async (token: string, instanceId: string): Promise<Answer> => {
     const res = await fetch(`http://${gw.base}/api/sessions/connect`, {
       method: 'POST',
