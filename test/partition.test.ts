@@ -310,6 +310,62 @@ void describe(
       assert.ok(!(await listNetns()).includes(ns.name), 'the namespace is gone');
     });
 
+    /** A new account's access token (a guest-to-be), registered on A. */
+    async function registerGuest(email: string): Promise<string> {
+      const reg = await apiClient(gwA.url)('POST', '/api/auth/register', {
+        body: { email, password: 'correct horse battery staple' },
+      });
+      assert.equal(reg.status, 201, JSON.stringify(reg.body));
+      return (reg.body.data as { accessToken: string }).accessToken;
+    }
+
+    /** The guest joins the share on B and watches there. */
+    async function joinOnB(shareToken: string, guestToken: string): Promise<Viewer> {
+      const joined = await apiClient(gwB.url)('POST', `/api/shares/${shareToken}/ticket`, {
+        token: guestToken,
+      });
+      assert.equal(joined.status, 200, JSON.stringify(joined.body));
+      const path = (joined.body.data as { websocketUrl: string }).websocketUrl;
+      const viewer = await Viewer.open(wsUrl(gwB, path), gwB.url);
+      viewers.push(viewer);
+      return viewer;
+    }
+
+    /** The owner watches s1 on B too. */
+    async function ownerViewerOnB(): Promise<Viewer> {
+      const B = apiClient(gwB.url);
+      const ownerViewer = await Viewer.open(
+        wsUrl(
+          gwB,
+          ((await B('POST', `/api/sessions/${s1}/ticket`, { token })).body.data as { websocketUrl: string })
+            .websocketUrl,
+        ),
+        gwB.url,
+      );
+      viewers.push(ownerViewer);
+      return ownerViewer;
+    }
+
+    /**
+     * Cuts B off from the store, runs `commands` (the rest of the cluster, published while B cannot hear
+     * them), waits until every viewer in `all` has streamed on through the cut with nothing closed, then
+     * heals; resolves with the time of the heal.
+     */
+    async function whileBIsCutOff(all: Viewer[], commands: () => Promise<void>): Promise<number> {
+      const store = ns.link('store');
+      await store.cut();
+      await commands();
+      const atCut = all.map((v) => v.bytes);
+      await waitFor(
+        'B streams on through the cut',
+        () => all.every((v, i) => v.bytes - atCut[i]! > 200_000),
+        60_000,
+      );
+      for (const v of all) assert.equal(v.closeCode, null, 'nothing closed behind the cut');
+      await store.heal();
+      return Date.now();
+    }
+
     /** The rest of the cluster at a time of the test's choosing: a gateway on the same Redis and PG. */
     async function restOfCluster(
       clock: ManualClock,
@@ -570,56 +626,29 @@ void describe(
     void it('a sign-out everywhere and a share revoke made while it is cut off close its guests after the heal (4001, 4002), the owner streams on', async (t) => {
       assert.ok(s1, 'the first step ran');
       const A = apiClient(gwA.url);
-      const B = apiClient(gwB.url);
       // Two signed-in guests, each through their own share of the session, watching on B.
       const guests: { token: string; shareId: string; viewer: Viewer }[] = [];
       for (const i of [1, 2]) {
-        const reg = await A('POST', '/api/auth/register', {
-          body: { email: `pt-guest${i}-${Date.now()}@example.com`, password: 'correct horse battery staple' },
-        });
-        assert.equal(reg.status, 201, JSON.stringify(reg.body));
-        const guestToken = (reg.body.data as { accessToken: string }).accessToken;
+        const guestToken = await registerGuest(`pt-guest${i}-${Date.now()}@example.com`);
         const share = await A('POST', `/api/sessions/${s1}/shares`, { token, body: { mode: 'view' } });
         assert.equal(share.status, 201, JSON.stringify(share.body));
         const { id: shareId, url } = share.body.data as { id: string; url: string };
         const shareToken = url.slice(url.indexOf('#') + 1);
-        const joined = await B('POST', `/api/shares/${shareToken}/ticket`, { token: guestToken });
-        assert.equal(joined.status, 200, JSON.stringify(joined.body));
-        const url2 = (joined.body.data as { websocketUrl: string }).websocketUrl;
-        const viewer = await Viewer.open(wsUrl(gwB, url2), gwB.url);
-        viewers.push(viewer);
+        const viewer = await joinOnB(shareToken, guestToken);
         guests.push({ token: guestToken, shareId, viewer });
       }
-      const ownerViewer = await Viewer.open(
-        wsUrl(
-          gwB,
-          ((await B('POST', `/api/sessions/${s1}/ticket`, { token })).body.data as { websocketUrl: string })
-            .websocketUrl,
-        ),
-        gwB.url,
-      );
-      viewers.push(ownerViewer);
+      const ownerViewer = await ownerViewerOnB();
       const all = [...guests.map((g) => g.viewer), ownerViewer];
       await waitFor('the guests and the owner streaming', () => all.every((v) => v.bytes > 200_000), 30_000);
 
-      const store = ns.link('store');
-      await store.cut();
-      // The rest of the cluster: the first guest signs out everywhere, the owner revokes the second
-      // share. Both commands are published while B cannot hear them.
-      const out = await A('POST', '/api/auth/logout-all', { token: guests[0]!.token });
-      assert.equal(out.status, 204, JSON.stringify(out.body));
-      const revoked = await A('DELETE', `/api/shares/${guests[1]!.shareId}`, { token });
-      assert.ok(revoked.status === 204 || revoked.status === 200, JSON.stringify(revoked.body));
-      const atCut = all.map((v) => v.bytes);
-      await waitFor(
-        'B streams on through the cut',
-        () => all.every((v, i) => v.bytes - atCut[i]! > 200_000),
-        60_000,
-      );
-      for (const v of all) assert.equal(v.closeCode, null, 'nothing closed behind the cut');
-
-      await store.heal();
-      const healedAt = Date.now();
+      const healedAt = await whileBIsCutOff(all, async () => {
+        // The rest of the cluster: the first guest signs out everywhere, the owner revokes the second
+        // share. Both commands are published while B cannot hear them.
+        const out = await A('POST', '/api/auth/logout-all', { token: guests[0]!.token });
+        assert.equal(out.status, 204, JSON.stringify(out.body));
+        const revoked = await A('DELETE', `/api/shares/${guests[1]!.shareId}`, { token });
+        assert.ok(revoked.status === 204 || revoked.status === 200, JSON.stringify(revoked.body));
+      });
       // Its lease renewal reads the accounts and shares behind its viewers and closes what the lost
       // commands would have closed, with their codes; the owner's viewer is left alone.
       const closedAfter = await waitFor(
@@ -642,7 +671,6 @@ void describe(
     void it('a guest removed by the owner while it is cut off is closed after the heal (4002 removed by the owner); another guest and the owner stream on', async (t) => {
       assert.ok(s1, 'the first step ran');
       const A = apiClient(gwA.url);
-      const B = apiClient(gwB.url);
       // Two signed-in guests through one share of the session, watching on B.
       const share = await A('POST', `/api/sessions/${s1}/shares`, { token, body: { mode: 'view' } });
       assert.equal(share.status, 201, JSON.stringify(share.body));
@@ -650,30 +678,10 @@ void describe(
       const shareToken = url.slice(url.indexOf('#') + 1);
       const guests: Viewer[] = [];
       for (const i of [1, 2]) {
-        const reg = await A('POST', '/api/auth/register', {
-          body: {
-            email: `pt-removed${i}-${Date.now()}@example.com`,
-            password: 'correct horse battery staple',
-          },
-        });
-        assert.equal(reg.status, 201, JSON.stringify(reg.body));
-        const guestToken = (reg.body.data as { accessToken: string }).accessToken;
-        const joined = await B('POST', `/api/shares/${shareToken}/ticket`, { token: guestToken });
-        assert.equal(joined.status, 200, JSON.stringify(joined.body));
-        const path = (joined.body.data as { websocketUrl: string }).websocketUrl;
-        const viewer = await Viewer.open(wsUrl(gwB, path), gwB.url);
-        viewers.push(viewer);
-        guests.push(viewer);
+        const guestToken = await registerGuest(`pt-removed${i}-${Date.now()}@example.com`);
+        guests.push(await joinOnB(shareToken, guestToken));
       }
-      const ownerViewer = await Viewer.open(
-        wsUrl(
-          gwB,
-          ((await B('POST', `/api/sessions/${s1}/ticket`, { token })).body.data as { websocketUrl: string })
-            .websocketUrl,
-        ),
-        gwB.url,
-      );
-      viewers.push(ownerViewer);
+      const ownerViewer = await ownerViewerOnB();
       const all = [...guests, ownerViewer];
       await waitFor('the guests and the owner streaming', () => all.every((v) => v.bytes > 200_000), 30_000);
       // The owner's list of who watches through the share (the guests' leases, written by B).
@@ -688,22 +696,12 @@ void describe(
       await waitFor('both guests listed', async () => (await guestIds()).length === 2, 30_000);
       const [first] = await guestIds();
 
-      const store = ns.link('store');
-      await store.cut();
-      // The rest of the cluster: the owner removes one guest. The command is published while B cannot
-      // hear it; the removal is stored.
-      const removed = await A('DELETE', `/api/sessions/${s1}/guests/${first}`, { token });
-      assert.equal(removed.status, 204, JSON.stringify(removed.body));
-      const atCut = all.map((v) => v.bytes);
-      await waitFor(
-        'B streams on through the cut',
-        () => all.every((v, i) => v.bytes - atCut[i]! > 200_000),
-        60_000,
-      );
-      for (const v of all) assert.equal(v.closeCode, null, 'nothing closed behind the cut');
-
-      await store.heal();
-      const healedAt = Date.now();
+      const healedAt = await whileBIsCutOff(all, async () => {
+        // The rest of the cluster: the owner removes one guest. The command is published while B cannot
+        // hear it; the removal is stored.
+        const removed = await A('DELETE', `/api/sessions/${s1}/guests/${first}`, { token });
+        assert.equal(removed.status, 204, JSON.stringify(removed.body));
+      });
       // Its lease renewal reads the removed guests among its viewers and closes the one the lost command
       // named, with the live path's code and reason; the other guest and the owner are left alone.
       const closedAfter = await waitFor(
