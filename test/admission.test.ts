@@ -108,6 +108,20 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
     return line === undefined ? 0 : Number(line.split(' ').at(-1));
   };
 
+  /** A new instance of `user`'s and a connected session on it, its desktop running. */
+  const connectedDesktop = async (user: Awaited<ReturnType<typeof newUser>>) => {
+    const instance = await newInstance(gw, user, target());
+    const res = await post('/api/sessions/connect', user.accessToken, {
+      instanceId: instance.id,
+      desktopEnvironment: 'openbox',
+    });
+    assert.equal(res.status, 201);
+    const { sessionId } = ((await res.json()) as { data: { sessionId: string } }).data;
+    const { display, desktop_pid } = await sessionRow(sessionId);
+    assert.ok(display !== null && desktop_pid !== null && isProcessAlive(desktop_pid));
+    return { instance, sessionId, display, desktop_pid };
+  };
+
   test('30 connects at once against 2 in flight + a queue of 4: 24 answered 503 OVERLOADED + Retry-After (spread) before any start finished, 6 get a desktop and a live ticket', async () => {
     const users = await Promise.all(Array.from({ length: 30 }, () => newUser(gw)));
     const instances = await Promise.all(users.map((u) => newInstance(gw, u, target())));
@@ -299,15 +313,7 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
   });
   test('an instance deleted while the stop of its just-disconnected session waits: the delete stops that desktop, and the late background try is harmless', async () => {
     const user = await newUser(gw);
-    const instance = await newInstance(gw, user, target());
-    const res = await post('/api/sessions/connect', user.accessToken, {
-      instanceId: instance.id,
-      desktopEnvironment: 'openbox',
-    });
-    assert.equal(res.status, 201);
-    const { sessionId } = ((await res.json()) as { data: { sessionId: string } }).data;
-    const { display, desktop_pid } = await sessionRow(sessionId);
-    assert.ok(display !== null && desktop_pid !== null && isProcessAlive(desktop_pid));
+    const { instance, sessionId, display, desktop_pid } = await connectedDesktop(user);
 
     // The background stop's first try is held at the gate (holding the session's stop lock); every other
     // stop goes straight to the instance.
@@ -340,15 +346,7 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
   test('disconnect and instance delete at once (real concurrent clients): no desktop of the session is left', async () => {
     const user = await newUser(gw);
     for (let round = 0; round < 3; round++) {
-      const instance = await newInstance(gw, user, target());
-      const res = await post('/api/sessions/connect', user.accessToken, {
-        instanceId: instance.id,
-        desktopEnvironment: 'openbox',
-      });
-      assert.equal(res.status, 201);
-      const { sessionId } = ((await res.json()) as { data: { sessionId: string } }).data;
-      const { display, desktop_pid } = await sessionRow(sessionId);
-      assert.ok(display !== null && desktop_pid !== null && isProcessAlive(desktop_pid));
+      const { instance, sessionId, display, desktop_pid } = await connectedDesktop(user);
 
       const [end, del] = await Promise.all([
         post(`/api/sessions/disconnect/${sessionId}`, user.accessToken),
