@@ -9,28 +9,12 @@ import { newInstance, newUser, type TestGateway } from './helpers/builders.js';
 import {
   startDesktopGateway,
   type DesktopGateway,
+  Counter,
   type DesktopOps,
   gate,
 } from './helpers/desktop-gateway.js';
 import { isProcessAlive, processesWithEnv } from './helpers/sshd.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
-
-/** Resolves once `count()` reaches `n`, re-checked whenever `poke` is called. */
-class Counter {
-  private n = 0;
-  private waiters: { at: number; resolve: () => void }[] = [];
-  bump(): void {
-    this.n++;
-    this.waiters = this.waiters.filter((w) => (this.n >= w.at ? (w.resolve(), false) : true));
-  }
-  get value(): number {
-    return this.n;
-  }
-  reach(at: number): Promise<void> {
-    if (this.n >= at) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ at, resolve }));
-  }
-}
 
 describe('admission control and background stop (sshd + TigerVNC)', () => {
   let fixture: DesktopGateway | undefined;

@@ -16,36 +16,9 @@ import { RedisCoordinator } from '../src/coordination/redis-coordinator.js';
 import { desktopMarker, type DesktopHandle, type DesktopService } from '../src/desktop/desktop.service.js';
 import { listenTestGateway, newInstance, newUser, type TestGateway } from './helpers/builders.js';
 import { createTestDatabase } from './helpers/postgres-database.js';
+import { Counter, gate, type DesktopOps } from './helpers/desktop-gateway.js';
 import { isProcessAlive, processesWithEnv, startSshd, type SshdFixture } from './helpers/sshd.js';
 
-interface Gate {
-  promise: Promise<void>;
-  open(): void;
-}
-function gate(): Gate {
-  let open!: () => void;
-  const promise = new Promise<void>((r) => (open = r));
-  return { promise, open };
-}
-
-/** Resolves `reach(n)` once `bump()` has been called n times. */
-class Counter {
-  private n = 0;
-  private waiters: { at: number; resolve: () => void }[] = [];
-  bump(): void {
-    this.n++;
-    this.waiters = this.waiters.filter((w) => (this.n >= w.at ? (w.resolve(), false) : true));
-  }
-  get value(): number {
-    return this.n;
-  }
-  reach(at: number): Promise<void> {
-    if (this.n >= at) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ at, resolve }));
-  }
-}
-
-type DesktopOps = Pick<DesktopService, 'start' | 'stop' | 'isAlive'>;
 type HoldAt = 'before-start' | 'after-start';
 
 /** What the tests hold and observe around one gateway's desktop starts and its lock requests. */

@@ -18,6 +18,23 @@ export function gate(): Gate {
   return { promise, open };
 }
 
+/** Resolves `reach(n)` once `bump()` has been called n times. */
+export class Counter {
+  private n = 0;
+  private waiters: { at: number; resolve: () => void }[] = [];
+  bump(): void {
+    this.n++;
+    this.waiters = this.waiters.filter((w) => (this.n >= w.at ? (w.resolve(), false) : true));
+  }
+  get value(): number {
+    return this.n;
+  }
+  reach(at: number): Promise<void> {
+    if (this.n >= at) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ at, resolve }));
+  }
+}
+
 export interface DesktopGateway {
   sshd: SshdFixture;
   gw: TestGateway & { base: string };
