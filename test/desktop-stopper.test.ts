@@ -1,6 +1,8 @@
 // The background desktop stop when its session's instance is deleted while a try runs: the instance's
 // delete runs that stop itself (SessionService.deleteInstance), so the try that then finds the instance
 // gone is not a failure to report as "gave up" (an error for the operator) but what happened, said once.
+// And a try whose bookkeeping fails (the store away) is made again here within seconds, not left to the
+// sweep (CLEANUP_INTERVAL_MS, 5 minutes): pg-failover's ended sessions kept their desktops past its wait.
 // The session rows are a small in-memory stand-in (the try's reads and writes are all that matter here);
 // the real store paths are covered by admission.test.ts and delete-during-start.test.ts.
 import { test } from 'node:test';
@@ -93,5 +95,110 @@ test('a try that fails otherwise is still retried with a warning (the control)',
   assert.equal(rows.get('s1')!.stop_attempts, 1);
   assert.notEqual(rows.get('s1')!.stop_due_at, null);
   assert.ok(logged().some((l) => l.level === 40 && l.msg.includes('will retry')));
+  await stopper.close(0);
+});
+
+test('a try that cannot read its session (store away) is made again here once the store is back, without a sweep', async () => {
+  const clock = new ManualClock(1_000);
+  const rows = new Map<string, SessionRow>([['s1', endedSession('s1')]]);
+  const { logger, lines } = captureLogger('info');
+  let storeDown = true;
+  let reads = 0;
+  const stopped: string[] = [];
+  let sawStopped!: () => void;
+  const done = new Promise<void>((r) => (sawStopped = r));
+  const stopper = new DesktopStopper(
+    {
+      sessions: {
+        findById: (id) => {
+          reads++;
+          // The store comes back after the third failed read.
+          if (reads >= 3) storeDown = false;
+          return storeDown
+            ? Promise.reject(new AppError('STORE_UNAVAILABLE'))
+            : Promise.resolve(rows.get(id));
+        },
+        listStopsDue: () => Promise.reject(new Error('no sweep in this test')),
+        setStopDue: (id, due, attempts) => {
+          const row = rows.get(id);
+          if (row) rows.set(id, { ...row, stop_due_at: due, stop_attempts: attempts });
+          return Promise.resolve();
+        },
+      },
+      coordinator: new MemoryCoordinator(clock),
+      clock,
+      logger,
+      stop: (row) => {
+        stopped.push(row.id);
+        return Promise.resolve();
+      },
+      onOutcome: (o) => {
+        if (o === 'stopped') sawStopped();
+      },
+    },
+    { concurrency: 1, baseBackoffMs: 1, maxStoreRetryMs: 4 },
+  );
+  stopper.enqueue('s1');
+  const bound = setTimeout(() => assert.fail(`not stopped after ${reads} reads`), 10_000);
+  await done;
+  clearTimeout(bound);
+  assert.deepEqual(stopped, ['s1'], 'stopped once, after the store came back');
+  assert.equal(reads, 3, 'read again after each failure: two failed, the third worked');
+  assert.equal(rows.get('s1')!.stop_due_at, null, 'nothing left due');
+  assert.equal(rows.get('s1')!.stop_attempts, 0, 'store failures are not counted as failed stops');
+  const warned = lines
+    .map((l) => JSON.parse(l) as { level: number; msg: string; retryInMs?: number })
+    .filter((l) => l.msg.includes('bookkeeping failed'));
+  assert.deepEqual(
+    warned.map((l) => [l.level, l.retryInMs]),
+    [
+      [40, 1],
+      [40, 2],
+    ],
+    'each failure warned with its backoff, doubling',
+  );
+  await stopper.close(0);
+});
+
+test('a stop that cannot read its instance (store away) is tried again soon and not counted as a failed stop', async () => {
+  const clock = new ManualClock(1_000);
+  const rows = new Map<string, SessionRow>([['s1', endedSession('s1')]]);
+  const { logger } = captureLogger('info');
+  const outcomes: StopOutcome[] = [];
+  let tries = 0;
+  let sawStopped!: () => void;
+  const done = new Promise<void>((r) => (sawStopped = r));
+  const stopper = new DesktopStopper(
+    {
+      sessions: {
+        findById: (id) => Promise.resolve(rows.get(id)),
+        listStopsDue: () => Promise.reject(new Error('no sweep in this test')),
+        setStopDue: (id, due, attempts) => {
+          const row = rows.get(id);
+          if (row) rows.set(id, { ...row, stop_due_at: due, stop_attempts: attempts });
+          return Promise.resolve();
+        },
+      },
+      coordinator: new MemoryCoordinator(clock),
+      clock,
+      logger,
+      // The instance's row is read through the store: away for the first two tries.
+      stop: () => (++tries <= 2 ? Promise.reject(new AppError('STORE_UNAVAILABLE')) : Promise.resolve()),
+      onOutcome: (o) => {
+        outcomes.push(o);
+        if (o === 'stopped') sawStopped();
+      },
+    },
+    // A failed stop would wait a minute: only the store's short retry can make this finish.
+    { concurrency: 1, baseBackoffMs: 60_000, maxStoreRetryMs: 2 },
+  );
+  stopper.enqueue('s1');
+  const bound = setTimeout(() => assert.fail(`not stopped after ${tries} tries`), 10_000);
+  await done;
+  clearTimeout(bound);
+  assert.equal(tries, 3);
+  assert.deepEqual(outcomes, ['stopped'], 'no retry outcome: the stop itself never failed');
+  assert.equal(rows.get('s1')!.stop_attempts, 0);
+  assert.equal(rows.get('s1')!.stop_due_at, null);
   await stopper.close(0);
 });

@@ -469,18 +469,26 @@ void describe('PostgreSQL failover: SIGKILL the primary under load', { timeout: 
     const check = new pg.Client({ connectionString: cluster.url });
     await check.connect();
     try {
+      let due: unknown[] = [];
       await waitFor(
         'every ended session’s desktop stopped',
-        async () =>
-          Number(
-            (
-              await check.query<{ n: string }>(
-                'select count(*) as n from sessions where stop_due_at is not null',
-              )
-            ).rows[0]?.n,
-          ) === 0,
+        async () => {
+          due = (
+            await check.query(
+              'select id, status, stop_attempts, stop_due_at - $1::bigint as due_in_ms from sessions where stop_due_at is not null',
+              [Date.now()],
+            )
+          ).rows;
+          return due.length === 0;
+        },
         60_000,
-      );
+      ).catch(async (e: Error) => {
+        const stopLines = (await gateway.logs())
+          .split('\n')
+          .filter((l) => /desktop stop|stop the desktop/.test(l))
+          .slice(-20);
+        throw new Error(`${e.message.split('\n')[0]}: ${JSON.stringify(due)}\n${stopLines.join('\n')}`);
+      });
     } finally {
       await check.end();
     }

@@ -6,7 +6,10 @@
 // same update (SessionRepository.markEnded), a failed try moves it on by the backoff, and only a stop
 // that succeeded (or was given up) clears it. Every gateway's idle sweep (CLEANUP_INTERVAL_MS) runs
 // `sweep()`, which takes up every stop that is due — one this process left behind when it died or
-// drained, or one beyond its in-memory backlog. A cluster-wide lock per session makes exactly one node
+// drained, or one beyond its in-memory backlog. A try whose bookkeeping fails (the store or the lock
+// service away: the session could not be read, or its next due time not written) is tried again here
+// after a short backoff of its own, so a stop that fell into an outage runs within seconds of the store's
+// return, not at the next sweep minutes later. A cluster-wide lock per session makes exactly one node
 // run each try.
 import { isAppError } from '../errors/errors.js';
 import type { Clock } from '../lib/clock.js';
@@ -30,6 +33,12 @@ export interface DesktopStopperOptions {
   backlog?: number;
   /** How long one try holds the session's stop lock. Default 120000 ms (the stop script has 30 s). */
   lockTtlMs?: number;
+  /**
+   * Longest wait before a try whose bookkeeping failed (store or lock service away) is made again, from
+   * `baseBackoffMs` doubled per such failure in a row. Default 10000 ms: an outage costs at most this
+   * much after its end. These retries are not counted as attempts (the stop itself did not fail).
+   */
+  maxStoreRetryMs?: number;
 }
 
 export interface DesktopStopperDeps {
@@ -48,6 +57,8 @@ export class DesktopStopper {
   /** Sessions queued, running or waiting for a retry timer in this process. */
   private readonly known = new Set<string>();
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
+  /** Tries in a row whose bookkeeping failed, by session (their backoff). */
+  private readonly storeFailures = new Map<string, number>();
   private readonly runningJobs = new Set<Promise<void>>();
   private closed = false;
   private readonly maxAttempts: number;
@@ -55,6 +66,7 @@ export class DesktopStopper {
   private readonly maxBackoffMs: number;
   private readonly backlog: number;
   private readonly lockTtlMs: number;
+  private readonly maxStoreRetryMs: number;
 
   constructor(
     private readonly deps: DesktopStopperDeps,
@@ -68,6 +80,7 @@ export class DesktopStopper {
     this.maxBackoffMs = options.maxBackoffMs ?? 300_000;
     this.backlog = options.backlog ?? 10_000;
     this.lockTtlMs = options.lockTtlMs ?? 120_000;
+    this.maxStoreRetryMs = options.maxStoreRetryMs ?? 10_000;
   }
 
   /** Stops waiting to run or running in this process (the pending-stops gauge). */
@@ -129,6 +142,7 @@ export class DesktopStopper {
     this.closed = true;
     for (const t of this.retryTimers.values()) clearTimeout(t);
     this.retryTimers.clear();
+    this.storeFailures.clear();
     this.queue.length = 0;
     if (this.runningJobs.size === 0) return;
     let timer: NodeJS.Timeout | undefined;
@@ -143,13 +157,21 @@ export class DesktopStopper {
     while (!this.closed && this.runningJobs.size < this.options.concurrency && this.queue.length > 0) {
       const id = this.queue.shift()!;
       const job = this.runOnce(id)
-        .catch((e: unknown) => {
-          // Only the bookkeeping can fail here (the store); the row stays due for a sweep.
-          this.deps.logger.warn(
-            { err: e, sessionId: id },
-            'desktop stop bookkeeping failed; left to the sweep',
-          );
-        })
+        .then(
+          () => void this.storeFailures.delete(id),
+          (e: unknown) => {
+            // Only the bookkeeping can fail here (the store, the lock service): the row stays due in the
+            // database, and this process tries again soon (a sweep would also find it, minutes later).
+            const failures = (this.storeFailures.get(id) ?? 0) + 1;
+            this.storeFailures.set(id, failures);
+            const retryInMs = Math.min(this.maxStoreRetryMs, this.baseBackoffMs * 2 ** (failures - 1));
+            this.deps.logger.warn(
+              { err: e, sessionId: id, retryInMs },
+              'desktop stop bookkeeping failed; will try again',
+            );
+            this.retryLater(id, retryInMs);
+          },
+        )
         .finally(() => {
           this.runningJobs.delete(job);
           if (!this.retryTimers.has(id)) this.known.delete(id);
@@ -169,6 +191,8 @@ export class DesktopStopper {
       try {
         await this.deps.stop(row);
       } catch (e) {
+        // The stop could not read its instance: the store's outage, not this stop's failure.
+        if (isAppError(e) && e.code === 'STORE_UNAVAILABLE') throw e;
         await this.failed(row, e);
         return;
       }
@@ -209,13 +233,18 @@ export class DesktopStopper {
       'could not stop the desktop of an ended session; will retry',
     );
     this.deps.onOutcome?.('retry', row.id);
+    this.retryLater(row.id, backoff);
+  }
+
+  /** Queues that session's stop again after `ms` (it stays known here meanwhile). */
+  private retryLater(sessionId: string, ms: number): void {
     if (this.closed) return;
     const timer = setTimeout(() => {
-      this.retryTimers.delete(row.id);
-      this.known.delete(row.id);
-      this.enqueue(row.id);
-    }, backoff);
+      this.retryTimers.delete(sessionId);
+      this.known.delete(sessionId);
+      this.enqueue(sessionId);
+    }, ms);
     timer.unref();
-    this.retryTimers.set(row.id, timer);
+    this.retryTimers.set(sessionId, timer);
   }
 }
