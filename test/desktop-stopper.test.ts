@@ -10,7 +10,11 @@ import assert from 'node:assert/strict';
 import { AppError } from '../src/errors/errors.js';
 import { ManualClock } from '../src/lib/clock.js';
 import { MemoryCoordinator } from '../src/coordination/memory-coordinator.js';
-import { DesktopStopper, type StopOutcome } from '../src/sessions/desktop-stopper.js';
+import {
+  DesktopStopper,
+  type DesktopStopperOptions,
+  type StopOutcome,
+} from '../src/sessions/desktop-stopper.js';
 import type { SessionRow } from '../src/store/session.repository.js';
 import { captureLogger } from './helpers/builders.js';
 
@@ -41,16 +45,37 @@ function endedSession(id: string): SessionRow {
   };
 }
 
-function stopperFailingWith(error: Error) {
+/**
+ * One ended session `s1` and a stopper over it; `read` stands for the store's session read and `stop` for
+ * the stop on the instance. `stopped()` resolves at the first 'stopped' outcome, failing the test if none
+ * comes within 10 s of the call (a bound for a broken build, not a wait).
+ */
+function stopperOver(opts: {
+  stop: (row: SessionRow) => Promise<void>;
+  read?: (row: SessionRow | undefined) => Promise<SessionRow | undefined>;
+  options?: Partial<DesktopStopperOptions>;
+}) {
   const clock = new ManualClock(1_000);
   const rows = new Map<string, SessionRow>([['s1', endedSession('s1')]]);
   const { logger, lines } = captureLogger('info');
   const outcomes: StopOutcome[] = [];
+  let sawStopped!: () => void;
+  const stoppedOnce = new Promise<void>((resolve) => (sawStopped = resolve));
+  const stopped = async () => {
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([
+      stoppedOnce,
+      new Promise((_, reject) => {
+        bound = setTimeout(() => reject(new Error(`not stopped: ${outcomes.join(', ')}`)), 10_000);
+      }),
+    ]).finally(() => clearTimeout(bound));
+  };
   const stopper = new DesktopStopper(
     {
       sessions: {
-        findById: (id) => Promise.resolve(rows.get(id)),
-        listStopsDue: () => Promise.resolve([]),
+        findById: (id) => (opts.read ?? ((r) => Promise.resolve(r)))(rows.get(id)),
+        // No sweep runs in these tests: what is retried is retried by the stopper itself.
+        listStopsDue: () => Promise.reject(new Error('no sweep in this test')),
         setStopDue: (id, due, attempts) => {
           const row = rows.get(id);
           if (row) rows.set(id, { ...row, stop_due_at: due, stop_attempts: attempts });
@@ -60,14 +85,19 @@ function stopperFailingWith(error: Error) {
       coordinator: new MemoryCoordinator(clock),
       clock,
       logger,
-      stop: () => Promise.reject(error),
-      onOutcome: (o) => outcomes.push(o),
+      stop: opts.stop,
+      onOutcome: (o) => {
+        outcomes.push(o);
+        if (o === 'stopped') sawStopped();
+      },
     },
-    { concurrency: 1, baseBackoffMs: 60_000 },
+    { concurrency: 1, baseBackoffMs: 60_000, ...opts.options },
   );
-  const logged = () => lines.map((l) => JSON.parse(l) as { level: number; msg: string });
-  return { stopper, rows, outcomes, logged };
+  const logged = () => lines.map((l) => JSON.parse(l) as { level: number; msg: string; retryInMs?: number });
+  return { stopper, rows, outcomes, logged, stopped };
 }
+
+const stopperFailingWith = (error: Error) => stopperOver({ stop: () => Promise.reject(error) });
 
 test('a try that finds its instance deleted is not a failure: logged as what happened (info), nothing retried', async () => {
   const { stopper, rows, outcomes, logged } = stopperFailingWith(new AppError('INSTANCE_NOT_FOUND'));
@@ -99,58 +129,27 @@ test('a try that fails otherwise is still retried with a warning (the control)',
 });
 
 test('a try that cannot read its session (store away) is made again here once the store is back, without a sweep', async () => {
-  const clock = new ManualClock(1_000);
-  const rows = new Map<string, SessionRow>([['s1', endedSession('s1')]]);
-  const { logger, lines } = captureLogger('info');
-  let storeDown = true;
   let reads = 0;
-  const stopped: string[] = [];
-  let sawStopped!: () => void;
-  const done = new Promise<void>((r) => (sawStopped = r));
-  const stopper = new DesktopStopper(
-    {
-      sessions: {
-        findById: (id) => {
-          reads++;
-          // The store comes back after the third failed read.
-          if (reads >= 3) storeDown = false;
-          return storeDown
-            ? Promise.reject(new AppError('STORE_UNAVAILABLE'))
-            : Promise.resolve(rows.get(id));
-        },
-        listStopsDue: () => Promise.reject(new Error('no sweep in this test')),
-        setStopDue: (id, due, attempts) => {
-          const row = rows.get(id);
-          if (row) rows.set(id, { ...row, stop_due_at: due, stop_attempts: attempts });
-          return Promise.resolve();
-        },
-      },
-      coordinator: new MemoryCoordinator(clock),
-      clock,
-      logger,
-      stop: (row) => {
-        stopped.push(row.id);
-        return Promise.resolve();
-      },
-      onOutcome: (o) => {
-        if (o === 'stopped') sawStopped();
-      },
+  const stoppedIds: string[] = [];
+  const { stopper, rows, logged, stopped } = stopperOver({
+    // The store comes back at the third read.
+    read: (row) => (++reads < 3 ? Promise.reject(new AppError('STORE_UNAVAILABLE')) : Promise.resolve(row)),
+    stop: (row) => {
+      stoppedIds.push(row.id);
+      return Promise.resolve();
     },
-    { concurrency: 1, baseBackoffMs: 1, maxStoreRetryMs: 4 },
-  );
+    options: { baseBackoffMs: 1, maxStoreRetryMs: 4 },
+  });
   stopper.enqueue('s1');
-  const bound = setTimeout(() => assert.fail(`not stopped after ${reads} reads`), 10_000);
-  await done;
-  clearTimeout(bound);
-  assert.deepEqual(stopped, ['s1'], 'stopped once, after the store came back');
+  await stopped();
+  assert.deepEqual(stoppedIds, ['s1'], 'stopped once, after the store came back');
   assert.equal(reads, 3, 'read again after each failure: two failed, the third worked');
   assert.equal(rows.get('s1')!.stop_due_at, null, 'nothing left due');
   assert.equal(rows.get('s1')!.stop_attempts, 0, 'store failures are not counted as failed stops');
-  const warned = lines
-    .map((l) => JSON.parse(l) as { level: number; msg: string; retryInMs?: number })
-    .filter((l) => l.msg.includes('bookkeeping failed'));
   assert.deepEqual(
-    warned.map((l) => [l.level, l.retryInMs]),
+    logged()
+      .filter((l) => l.msg.includes('bookkeeping failed'))
+      .map((l) => [l.level, l.retryInMs]),
     [
       [40, 1],
       [40, 2],
@@ -161,41 +160,15 @@ test('a try that cannot read its session (store away) is made again here once th
 });
 
 test('a stop that cannot read its instance (store away) is tried again soon and not counted as a failed stop', async () => {
-  const clock = new ManualClock(1_000);
-  const rows = new Map<string, SessionRow>([['s1', endedSession('s1')]]);
-  const { logger } = captureLogger('info');
-  const outcomes: StopOutcome[] = [];
   let tries = 0;
-  let sawStopped!: () => void;
-  const done = new Promise<void>((r) => (sawStopped = r));
-  const stopper = new DesktopStopper(
-    {
-      sessions: {
-        findById: (id) => Promise.resolve(rows.get(id)),
-        listStopsDue: () => Promise.reject(new Error('no sweep in this test')),
-        setStopDue: (id, due, attempts) => {
-          const row = rows.get(id);
-          if (row) rows.set(id, { ...row, stop_due_at: due, stop_attempts: attempts });
-          return Promise.resolve();
-        },
-      },
-      coordinator: new MemoryCoordinator(clock),
-      clock,
-      logger,
-      // The instance's row is read through the store: away for the first two tries.
-      stop: () => (++tries <= 2 ? Promise.reject(new AppError('STORE_UNAVAILABLE')) : Promise.resolve()),
-      onOutcome: (o) => {
-        outcomes.push(o);
-        if (o === 'stopped') sawStopped();
-      },
-    },
+  const { stopper, rows, outcomes, stopped } = stopperOver({
+    // The instance's row is read through the store: away for the first two tries.
+    stop: () => (++tries <= 2 ? Promise.reject(new AppError('STORE_UNAVAILABLE')) : Promise.resolve()),
     // A failed stop would wait a minute: only the store's short retry can make this finish.
-    { concurrency: 1, baseBackoffMs: 60_000, maxStoreRetryMs: 2 },
-  );
+    options: { baseBackoffMs: 60_000, maxStoreRetryMs: 2 },
+  });
   stopper.enqueue('s1');
-  const bound = setTimeout(() => assert.fail(`not stopped after ${tries} tries`), 10_000);
-  await done;
-  clearTimeout(bound);
+  await stopped();
   assert.equal(tries, 3);
   assert.deepEqual(outcomes, ['stopped'], 'no retry outcome: the stop itself never failed');
   assert.equal(rows.get('s1')!.stop_attempts, 0);
