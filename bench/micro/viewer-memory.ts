@@ -186,44 +186,49 @@ async function main(): Promise<void> {
   const base = `127.0.0.1:${(gw.app.server.address() as AddressInfo).port}`;
   const origin = `http://${base}`;
 
-  // One account, instance and desktop per session; the viewers are spread over them evenly.
+  // One account, instance and desktop per session; the viewers are spread over them evenly. At most 16
+  // set up at once: a thousand sign-ups at once would only queue for the hash slot and the start queue.
   const sessions: { id: string; token: string }[] = [];
   const t0 = performance.now();
+  let nextSetup = 0;
   await Promise.all(
-    Array.from({ length: opts.sessions }, async (_, i) => {
-      const reg = await api<{ data: { accessToken: string } }>(gw, 'POST', '/api/auth/register', {
-        email: `viewer-memory-${i}@example.com`,
-        password: 'correct horse battery staple',
-      });
-      if (reg.status !== 201) throw new Error(`register: ${reg.status} ${JSON.stringify(reg.body)}`);
-      const token = reg.body.data.accessToken;
-      const user = sshd.users[0]!;
-      const inst = await api<{ data: { id: string } }>(
-        gw,
-        'POST',
-        '/api/instances',
-        {
-          name: `memory ${i}`,
-          host: sshd.host,
-          port: sshd.port,
-          username: user.username,
-          auth: { type: 'privateKey', privateKey: user.privateKey },
-          hostKeyFingerprint: sshd.hostKeyFingerprint,
-        },
-        token,
-      );
-      if (inst.status !== 201) throw new Error(`instance: ${inst.status} ${JSON.stringify(inst.body)}`);
-      const conn = await api<{ data: { sessionId: string } }>(
-        gw,
-        'POST',
-        '/api/sessions/connect',
-        { instanceId: inst.body.data.id, desktopEnvironment: 'openbox' },
-        token,
-      );
-      if (conn.status !== 201) throw new Error(`connect: ${conn.status} ${JSON.stringify(conn.body)}`);
-      sessions.push({ id: conn.body.data.sessionId, token });
+    Array.from({ length: Math.min(16, opts.sessions) }, async () => {
+      for (let i = nextSetup++; i < opts.sessions; i = nextSetup++) await setUp(i);
     }),
   );
+  async function setUp(i: number): Promise<void> {
+    const reg = await api<{ data: { accessToken: string } }>(gw, 'POST', '/api/auth/register', {
+      email: `viewer-memory-${i}@example.com`,
+      password: 'correct horse battery staple',
+    });
+    if (reg.status !== 201) throw new Error(`register: ${reg.status} ${JSON.stringify(reg.body)}`);
+    const token = reg.body.data.accessToken;
+    const user = sshd.users[0]!;
+    const inst = await api<{ data: { id: string } }>(
+      gw,
+      'POST',
+      '/api/instances',
+      {
+        name: `memory ${i}`,
+        host: sshd.host,
+        port: sshd.port,
+        username: user.username,
+        auth: { type: 'privateKey', privateKey: user.privateKey },
+        hostKeyFingerprint: sshd.hostKeyFingerprint,
+      },
+      token,
+    );
+    if (inst.status !== 201) throw new Error(`instance: ${inst.status} ${JSON.stringify(inst.body)}`);
+    const conn = await api<{ data: { sessionId: string } }>(
+      gw,
+      'POST',
+      '/api/sessions/connect',
+      { instanceId: inst.body.data.id, desktopEnvironment: 'openbox' },
+      token,
+    );
+    if (conn.status !== 201) throw new Error(`connect: ${conn.status} ${JSON.stringify(conn.body)}`);
+    sessions.push({ id: conn.body.data.sessionId, token });
+  }
   console.error(`${opts.sessions} desktops started in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
   const clients = trackChild(
