@@ -108,7 +108,16 @@ describe('start queue', () => {
   test('a connect whose turn and start cannot both fit in maxWaitMs is refused at once, not after waiting', async () => {
     const rejected: StartRejection[] = [];
     const q = new StartQueue(
-      { inFlight: 4, inFlightPerInstance: 1, maxQueued: 100, maxWaitMs: 5_000, initialStartMs: 2_000 },
+      {
+        inFlight: 4,
+        inFlightPerInstance: 1,
+        maxQueued: 100,
+        maxWaitMs: 5_000,
+        initialStartMs: 2_000,
+        // A clock reading at which now + 4000 - now is 4000.0000000000005 in floating point: the Retry-After
+        // must still be 4 (it came out as 5 in about one run in twenty with performance.now).
+        now: () => 3456.789123,
+      },
       { onRejected: (r) => rejected.push(r) },
     );
     const g = gate();

@@ -271,5 +271,7 @@ export class StartQueue {
 }
 
 function toRetryAfter(ms: number): number {
-  return Math.min(MAX_RETRY_AFTER_S, Math.max(MIN_RETRY_AFTER_S, Math.ceil(ms / 1000)));
+  // Whole milliseconds first: a return time less the clock (`now + 4000 - now`) can come out as
+  // 4000.0000000000005, which would round up to a second more than the wait.
+  return Math.min(MAX_RETRY_AFTER_S, Math.max(MIN_RETRY_AFTER_S, Math.ceil(Math.round(ms) / 1000)));
 }
