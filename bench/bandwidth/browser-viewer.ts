@@ -103,7 +103,8 @@ export class BrowserViewer {
   readonly counters: ViewerCounters = { received: 0, sent: 0, framesReceived: 0 };
   /** Received frames (time, bytes), for "has the screen settled"; trimmed to the last minute. */
   private readonly recent: { t: number; bytes: number }[] = [];
-  private readonly vncSockets = new Set<string>();
+  /** Bytes per VNC WebSocket (DevTools request id), in the order they were opened. */
+  private readonly vncSockets = new Map<string, { received: number; sent: number }>();
   private readonly waiters = new Set<() => void>();
   /** Bytes received since the last reset, for first-frame and phase windows. */
   private constructor(
@@ -138,11 +139,13 @@ export class BrowserViewer {
     const cdp = await context.newCDPSession(page);
     const viewer = new BrowserViewer(context, page, cdp);
     cdp.on('Network.webSocketCreated', (e) => {
-      if (new URL(e.url).pathname === '/vnc') viewer.vncSockets.add(e.requestId);
+      if (new URL(e.url).pathname === '/vnc') viewer.vncSockets.set(e.requestId, { received: 0, sent: 0 });
     });
     cdp.on('Network.webSocketFrameReceived', (e) => {
-      if (!viewer.vncSockets.has(e.requestId)) return;
+      const socket = viewer.vncSockets.get(e.requestId);
+      if (socket === undefined) return;
       const bytes = payloadBytes(e.response.opcode, e.response.payloadData);
+      socket.received += bytes;
       viewer.counters.received += bytes;
       viewer.counters.framesReceived += 1;
       viewer.recent.push({ t: Date.now(), bytes });
@@ -150,8 +153,11 @@ export class BrowserViewer {
       for (const wake of viewer.waiters) wake();
     });
     cdp.on('Network.webSocketFrameSent', (e) => {
-      if (viewer.vncSockets.has(e.requestId))
-        viewer.counters.sent += payloadBytes(e.response.opcode, e.response.payloadData);
+      const socket = viewer.vncSockets.get(e.requestId);
+      if (socket === undefined) return;
+      const bytes = payloadBytes(e.response.opcode, e.response.payloadData);
+      socket.sent += bytes;
+      viewer.counters.sent += bytes;
     });
     await cdp.send('Network.enable');
     return viewer;
@@ -242,8 +248,7 @@ export class BrowserViewer {
    * Resolves once the browser has received `bytes` in all (what the gateway says it sent has arrived:
    * DevTools events trail the socket on a busy machine), or after `timeoutMs`; true if it arrived.
    */
-  waitReceived(bytes: number, timeoutMs: number): Promise<boolean> {
-    if (this.counters.received >= bytes) return Promise.resolve(true);
+  waitReceived(bytes: number, timeoutMs: number, except?: ReadonlySet<string>): Promise<boolean> {
     return new Promise((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
@@ -251,11 +256,28 @@ export class BrowserViewer {
         resolve(ok);
       };
       const check = () => {
-        if (this.counters.received >= bytes) done(true);
+        if ((except ? this.countsExcept(except).received : this.counters.received) >= bytes) done(true);
       };
       const timer = setTimeout(() => done(false), timeoutMs);
       this.waiters.add(check);
+      check();
     });
+  }
+
+  /** The VNC sockets opened so far, to count a later connection's bytes alone with `countsExcept`. */
+  vncSocketIds(): ReadonlySet<string> {
+    return new Set(this.vncSockets.keys());
+  }
+
+  /** Bytes on the VNC sockets not in `except`. */
+  countsExcept(except: ReadonlySet<string>): { received: number; sent: number } {
+    const sum = { received: 0, sent: 0 };
+    for (const [id, socket] of this.vncSockets)
+      if (!except.has(id)) {
+        sum.received += socket.received;
+        sum.sent += socket.sent;
+      }
+    return sum;
   }
 
   async readCanvas(): Promise<RgbImage | null> {
@@ -267,8 +289,16 @@ export class BrowserViewer {
     await this.page.evaluate(`(${VISIBILITY})(${hidden})`);
   }
 
-  async reload(): Promise<void> {
-    await this.page.reload();
+  /** Leaves the desktop's page for a blank one (its WebSocket closes); the desktop's address, for `rejoin`. */
+  async leave(): Promise<string> {
+    const url = this.page.url();
+    await this.page.goto('about:blank');
+    return url;
+  }
+
+  /** Opens the desktop's page again, as a person coming back to it would, until the viewer is connected. */
+  async rejoin(url: string): Promise<void> {
+    await this.page.goto(url);
     await this.waitConnected();
   }
 

@@ -364,7 +364,7 @@ export function renderBandwidthReport(result: BandwidthResult, paths: ReportPath
       'the gateway’s. Each setting’s gateway serves only this one viewer.',
     `- **Settled** = under ${String(result.options.quietBytes)} bytes to the viewer over ${String(result.options.quietMs)} ms ` +
       `(the web client’s own round-trip probe costs ~90 bytes every 2 s), waited for at most ${String(result.options.settleSeconds)} s.`,
-    '- **First frame** = what a viewer receives from reloading the page (a new WebSocket to the running desktop) until the screen settled.',
+    '- **First frame** = what a viewer receives from opening the desktop page again (a new WebSocket to the running desktop, after the last one closed) until the screen settled.',
     '- **Hidden tab**: headless Chromium reports every page as visible (minimizing or switching tabs changes nothing), so the phase makes ' +
       'the page look hidden where the web client looks (`document.visibilityState`, `document.hidden`, a `visibilitychange` event). ' +
       'Chromium’s own throttling of hidden tabs is not part of it.',

@@ -9,6 +9,7 @@ import { DEFAULT_SESSION_MAX_KBPS } from '../../src/config/config.js';
 import { startGatewayProcess, type GatewayProcess } from '../../test/helpers/gateway-process.js';
 import { freePort } from '../../test/helpers/free-port.js';
 import { onCleanup } from '../lib/process-registry.js';
+import { scrapeMetrics } from '../stacks/clouddesk-stack.js';
 import { repoDir } from '../stacks/stack.js';
 import { BrowserViewer } from './browser-viewer.js';
 import { metricsByteSource, usageApiByteSource, type GatewayByteSource } from './byte-sources.js';
@@ -91,6 +92,18 @@ function minus(b: SideCount, a: SideCount): SideCount {
     browserReceived: b.browserReceived - a.browserReceived,
     browserSent: b.browserSent - a.browserSent,
   };
+}
+
+/** Resolves once the gateway's metrics show no viewer WebSocket open; throws after `timeoutMs`. */
+async function viewersGone(metricsUrl: string, token: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const m = await scrapeMetrics(metricsUrl, token);
+    if (m?.raw.clouddesk_viewers_live === 0) return;
+    if (Date.now() >= deadline)
+      throw new Error(`the gateway still had a viewer open after ${String(timeoutMs)} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 const kbps = (bytes: number, seconds: number) => (seconds > 0 ? (bytes * 8) / 1000 / seconds : 0);
@@ -197,14 +210,27 @@ export async function runSetting(setting: BandwidthSetting, ctx: RunContext): Pr
     }
     result.desktop.geometry = (await driver.must(['geometry', display])).get('geometry')?.[0] ?? null;
 
-    // The first frame: what a viewer (re)connecting to this desktop receives until the screen settles.
+    // The first frame: what a viewer coming back to this desktop receives until the screen settles. The
+    // page is left, and the gateway's count read once it has let that viewer go; the browser's is the new
+    // socket's alone. Across a reload the window held whatever the gateway still wrote to the closing socket,
+    // which the browser never reports (CI saw 72,559 vs 54,997), and DevTools reports no close for a socket
+    // whose page is gone, so the old socket's last frames cannot be waited for.
     ctx.log(`  ${setting.id}: first frame`);
-    const beforeReload = await snap();
+    const desktopUrl = await viewer.leave();
+    await viewersGone(`http://127.0.0.1:${metricsPort}`, metricsToken, 30_000);
+    const gatewayBefore = await source.read();
+    const oldSockets = viewer.vncSocketIds();
     const t0 = performance.now();
-    await viewer.reload();
+    await viewer.rejoin(desktopUrl);
     const firstSettled = await settle(60);
+    const gatewayAfter = await source.read();
+    await viewer.waitReceived(gatewayAfter.toViewer - gatewayBefore.toViewer, 10_000, oldSockets);
+    const browser = viewer.countsExcept(oldSockets);
     result.firstFrame = {
-      ...minus(await snap(), beforeReload),
+      gatewayToViewer: gatewayAfter.toViewer - gatewayBefore.toViewer,
+      gatewayFromViewer: gatewayAfter.fromViewer - gatewayBefore.fromViewer,
+      browserReceived: browser.received,
+      browserSent: browser.sent,
       seconds: (performance.now() - t0) / 1000,
       settled: firstSettled.settled,
     };
