@@ -16,7 +16,7 @@
 // --source built (the default) runs dist/ (or --dist DIR): `npx tsc -p tsconfig.build.json` first.
 // With --label, bench/results/NAME.json and NAME.md are written. Not a test.
 import { fork } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeHeapSnapshot } from 'node:v8';
@@ -245,8 +245,8 @@ async function main(): Promise<void> {
   await nextMessage(clients, isType('ready'), 30_000);
 
   const snapshotDir = opts.keepSnapshots ?? (await mkdtemp(join(tmpdir(), 'clouddesk-heap-')));
-  if (!opts.keepSnapshots)
-    onCleanup('heap snapshots', () => rm(snapshotDir, { recursive: true, force: true }));
+  if (opts.keepSnapshots) await mkdir(opts.keepSnapshots, { recursive: true });
+  else onCleanup('heap snapshots', () => rm(snapshotDir, { recursive: true, force: true }));
   const snapshots = new Map<number, string>();
   const readings: Reading[] = [];
   let opened = 0;
