@@ -45,7 +45,7 @@ function brokenTargets(s: StepResult): string[] {
 
 function labelOf(o: BenchOptions): string {
   if (o.label) return o.label;
-  const stacks = o.stacks.length === 3 ? 'compare' : o.stacks.join('+');
+  const stacks = o.stacks.length === 4 ? 'compare' : o.stacks.join('+');
   const users = o.findMax ? `findmax${o.users[0]}-${o.maxUsers}` : o.users.join('+');
   return `${o.profile}-${users}-${stacks}${o.pin ? '-pinned' : ''}${o.workers > 1 ? `-w${o.workers}` : ''}${o.store === 'postgres' ? '-pg' : ''}${o.redis ? '-redis' : ''}`;
 }

@@ -1,4 +1,4 @@
-// Smoke run of the benchmark harness (issue 4): 20 users, a short hold, `--compare`, two stalled
+// Smoke run of the benchmark harness (issue 4): 20 users, a short hold, `--compare` (four stacks), two stalled
 // viewers. It asserts that every stack moved exactly the bytes the simulator was asked to send (and
 // the viewers' input the other way), and that the report carries every figure — never how fast.
 // Needs root (the real sshd fixture), websockify and OpenSSH's client, like the rest of the suite.
@@ -91,7 +91,7 @@ void test('bench smoke run: every stack moves every byte it is asked to, and the
   const result = JSON.parse(await readFile(join(outDir, 'smoke.json'), 'utf8')) as BenchResult;
   assert.deepEqual(
     result.steps.map((s) => s.stack),
-    ['direct', 'diy', 'clouddesk'],
+    ['direct', 'diy', 'bare', 'clouddesk'],
   );
   assert.ok(result.machine.cores > 0 && result.machine.cpuModel.length > 0, 'machine facts recorded');
   for (const s of result.steps) {
@@ -119,5 +119,5 @@ void test('bench smoke run: every stack moves every byte it is asked to, and the
   assert.match(md, /CloudDesk ÷ peer/);
   const svg = await readFile(join(outDir, 'smoke.svg'), 'utf8');
   assert.match(svg, /^<svg /);
-  assert.equal((svg.match(/<polyline /g) ?? []).length, 3 + 2, 'one line per stack in each panel');
+  assert.equal((svg.match(/<polyline /g) ?? []).length, 4 + 3, 'one line per stack in each panel');
 });

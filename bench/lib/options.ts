@@ -55,8 +55,8 @@ export const usage = `npm run bench -- [options]
   --ramp S              seconds over which the users arrive                          (default 10)
   --hold S              seconds every session is held open and measured               (default 20)
   --profile P           still | idle | office | video (~0.4 kbit/s | 10 kbit/s | 1 Mbit/s | 5 Mbit/s each) (default office)
-  --compare             run the floor (direct TCP), websockify + ssh -L, and CloudDesk
-  --stacks a,b          pick stacks: direct, diy, clouddesk                          (default clouddesk)
+  --compare             run the floor (direct TCP), websockify + ssh -L, the bare ws → ssh2 prototype, CloudDesk
+  --stacks a,b          pick stacks: direct, diy, bare (the ws → ssh2 prototype), clouddesk (default clouddesk)
   --workers N           gateway cluster workers (WORKERS=N)                          (default 1)
   --instances N         sshd instances (each its own port and OS user) the users'
                         desktops are spread over, user i on instance i mod N          (default 1)
@@ -151,13 +151,15 @@ export function parseOptions(argv: string[]): BenchOptions {
         break;
       }
       case '--compare':
-        o.stacks = ['direct', 'diy', 'clouddesk'];
+        o.stacks = ['direct', 'diy', 'bare', 'clouddesk'];
         break;
       case '--stacks': {
         const names = (value() ?? '').split(',');
-        const ok = names.filter((n): n is StackName => n === 'direct' || n === 'diy' || n === 'clouddesk');
+        const ok = names.filter(
+          (n): n is StackName => n === 'direct' || n === 'diy' || n === 'bare' || n === 'clouddesk',
+        );
         if (ok.length !== names.length || ok.length === 0)
-          problems.push('--stacks takes direct, diy, clouddesk');
+          problems.push('--stacks takes direct, diy, bare, clouddesk');
         o.stacks = ok;
         break;
       }

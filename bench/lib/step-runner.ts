@@ -31,6 +31,7 @@ import type {
 import type { StepResult } from '../report/result.js';
 import { clouddeskStack } from '../stacks/clouddesk-stack.js';
 import { directStack } from '../stacks/direct-stack.js';
+import { bareStack } from '../stacks/bare-stack.js';
 import { diyStack } from '../stacks/diy-stack.js';
 import {
   benchDir,
@@ -190,6 +191,9 @@ async function measureStep(
         break;
       case 'diy':
         stack = await diyStack(sim, o.pin);
+        break;
+      case 'bare':
+        stack = await bareStack(sim, o.pin);
         break;
       case 'clouddesk':
         stack = await clouddeskStack(sim, {

@@ -45,6 +45,7 @@ function ratio(a: number | null | undefined, b: number | null | undefined): stri
 const STACK: Record<string, string> = {
   direct: 'direct (floor)',
   diy: 'websockify + ssh -L',
+  bare: 'bare ws → ssh2 prototype',
   clouddesk: 'CloudDesk',
 };
 
@@ -79,7 +80,7 @@ function ratioTable(steps: StepResult[]): string {
   const cd = steps.filter((s) => s.stack === 'clouddesk');
   const lines: string[] = [];
   for (const c of cd) {
-    for (const peerName of ['diy', 'direct'] as const) {
+    for (const peerName of ['diy', 'bare', 'direct'] as const) {
       const p = steps.find((s) => s.stack === peerName && s.users === c.users);
       if (!p) continue;
       lines.push(
@@ -223,9 +224,19 @@ export function checkTargets(result: BenchResult): TargetCheck[] {
     if (diy && s.cpu.gatewaySecondsPerGB !== null && diy.cpu.gatewaySecondsPerGB !== null) {
       const r = s.cpu.gatewaySecondsPerGB / diy.cpu.gatewaySecondsPerGB;
       out.push({
-        target: `${tag}: gateway CPU/GB ≤ 0.5× websockify + ssh -L`,
+        target: `${tag}: gateway CPU/GB ≤ 0.4× websockify + ssh -L`,
         measured: `${r.toFixed(2)}× (${num(s.cpu.gatewaySecondsPerGB)} vs ${num(diy.cpu.gatewaySecondsPerGB)} CPU·s/GB)`,
-        met: r <= 0.5,
+        met: r <= 0.4,
+      });
+    }
+    const bare = result.steps.find((p) => p.stack === 'bare' && p.users === s.users);
+    if (bare && s.cpu.gatewaySecondsPerGB !== null && bare.cpu.gatewaySecondsPerGB !== null) {
+      out.push({
+        target: `${tag}: gateway CPU/GB below the bare ws → ssh2 prototype's, this run`,
+        measured: `${num(s.cpu.gatewaySecondsPerGB)} vs ${num(bare.cpu.gatewaySecondsPerGB)} CPU·s/GB (${(
+          s.cpu.gatewaySecondsPerGB / bare.cpu.gatewaySecondsPerGB
+        ).toFixed(2)}×)`,
+        met: s.cpu.gatewaySecondsPerGB < bare.cpu.gatewaySecondsPerGB,
       });
     }
     if (s.profile === 'video') {

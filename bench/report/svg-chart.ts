@@ -8,10 +8,16 @@ const PANEL_W = 400;
 const PANEL_H = 260;
 const TOP = 60;
 const LEFTS = [70, 550];
-const COLOURS: Record<string, string> = { direct: '#7f7f7f', diy: '#d62728', clouddesk: '#1f77b4' };
+const COLOURS: Record<string, string> = {
+  direct: '#7f7f7f',
+  diy: '#d62728',
+  bare: '#ff7f0e',
+  clouddesk: '#1f77b4',
+};
 const LABELS: Record<string, string> = {
   direct: 'direct TCP (floor)',
   diy: 'websockify + ssh -L',
+  bare: 'bare ws → ssh2',
   clouddesk: 'CloudDesk',
 };
 

@@ -8,7 +8,7 @@ import { descendantsOf, type ProcessGroup } from '../lib/proc-stats.js';
 import { stopChild, trackChild } from '../lib/process-registry.js';
 import type { ProfileName } from '../sim/traffic-profile.js';
 
-export type StackName = 'direct' | 'diy' | 'clouddesk';
+export type StackName = 'direct' | 'diy' | 'bare' | 'clouddesk';
 
 export interface RunningStack {
   name: StackName;
