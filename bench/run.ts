@@ -5,7 +5,7 @@
 // stopped by PID, also on Ctrl-C (lib/process-registry.ts). See docs/benchmarks.md.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { checkOpenFiles, checkPidRoom, raiseOpenFileLimit } from './lib/limits.js';
+import { checkOpenFiles, checkPidRoom, fitsHandoff, raiseOpenFileLimit } from './lib/limits.js';
 import { machineFacts } from './lib/machine.js';
 import { parseOptions, usage, type BenchOptions } from './lib/options.js';
 import { checkPinnable, pinHarness, pinPostgres } from './lib/pinning.js';
@@ -70,6 +70,12 @@ async function main(): Promise<void> {
   if (openFiles.note) log(`bench: ${openFiles.note}`);
   const mostUsers = o.findMax ? o.maxUsers : Math.max(...o.users);
   checkOpenFiles(mostUsers, o.workers, o.loadWorkers, openFiles.limit);
+  if (o.desktopLink === 'handoff' && !fitsHandoff(mostUsers, openFiles.limit)) {
+    log(
+      `bench: ${mostUsers} desktops' listeners and viewers do not fit the simulator's ${openFiles.limit} open files: desktops are joined to it by socat (--desktop-link socat)`,
+    );
+    o.desktopLink = 'socat';
+  }
   if (o.stacks.includes('clouddesk')) checkPidRoom(mostUsers);
   o.outDir = resolve(repoDir, o.outDir);
   await mkdir(o.outDir, { recursive: true });

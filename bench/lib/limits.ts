@@ -90,6 +90,11 @@ export function checkOpenFiles(
     );
 }
 
+/** Whether the simulator can hold, for every desktop, its handed-over listener beside its viewer. */
+export function fitsHandoff(desktops: number, limit: number): boolean {
+  return desktops * 2 + 1000 <= limit;
+}
+
 function threadsNow(): number {
   let n = 0;
   for (const name of readdirSync('/proc')) {

@@ -26,6 +26,13 @@ export interface BenchOptions {
   store: 'sqlite' | 'postgres';
   redis: boolean;
   loadWorkers: number;
+  /**
+   * How a simulated desktop's RFB socket reaches the simulator: `handoff` (the fake Xvnc hands its
+   * listening socket over and the simulator accepts on it, nothing in between, as with a real Xvnc) or
+   * `socat` (a relaying process per viewer; one descriptor fewer in the simulator). run.ts falls back to
+   * socat when the simulator's open-file limit cannot hold the hand-off's two descriptors per desktop.
+   */
+  desktopLink: 'handoff' | 'socat';
   echoIntervalMs: number;
   stall: number;
   stallSeconds: number;
@@ -65,6 +72,9 @@ export const usage = `npm run bench -- [options]
   --store sqlite|postgres   gateway store (postgres: a fresh database on 127.0.0.1:5432)
   --redis               private redis-server for the gateway's coordination
   --load-workers N      load-generator processes                                     (default 1)
+  --desktop-link L      handoff | socat: the simulated desktop's RFB socket handed to the
+                        simulator, or joined to it by a socat per viewer (one more hop;
+                        used anyway when descriptors run short)                      (default handoff)
   --echo-interval MS    input-marker period per viewer                               (default 1000)
   --stall N             N viewers stop reading after the hold (stalled browsers)     (default 0)
   --stall-secs S        how long they stay stalled before memory is read             (default 10)
@@ -102,6 +112,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     store: 'sqlite',
     redis: false,
     loadWorkers: 1,
+    desktopLink: 'handoff',
     echoIntervalMs: 1000,
     stall: 0,
     stallSeconds: 10,
@@ -184,6 +195,12 @@ export function parseOptions(argv: string[]): BenchOptions {
       case '--load-workers':
         o.loadWorkers = Math.round(num(flag, value(), 1, 16));
         break;
+      case '--desktop-link': {
+        const v = value();
+        if (v === 'handoff' || v === 'socat') o.desktopLink = v;
+        else problems.push(`--desktop-link must be handoff or socat (got ${v ?? 'nothing'})`);
+        break;
+      }
       case '--echo-interval':
         o.echoIntervalMs = num(flag, value(), 50, 60_000);
         break;

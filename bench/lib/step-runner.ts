@@ -177,7 +177,7 @@ async function measureStep(
   hold: Hold,
 ): Promise<StepResult> {
   const notes: string[] = [];
-  const sim = await startSimulator(o.profile, o.seed);
+  const sim = await startSimulator(o.profile, o.seed, o.desktopLink);
   let stack: RunningStack | null = null;
   const workers: ChildProcess[] = [];
   let control: ChildProcess | null = null;

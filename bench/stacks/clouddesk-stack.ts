@@ -76,7 +76,8 @@ export async function startBenchInstances(sim: SimulatorHandle, count: number): 
   // own host key and port) and its own OS user, so each has its own SSH connections, runtime folder and
   // processes. (They still share this machine's X display numbers; starts find free ones as they would
   // on a machine shared with other users.)
-  const setEnv = `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.tcpPort} ${marker}`;
+  const handoff = sim.handoffPath === null ? '' : ` CLOUDDESK_BENCH_SIM_HANDOFF=${sim.handoffPath}`;
+  const setEnv = `SetEnv PATH=${fakeBin}:/usr/local/bin:/usr/bin:/bin CLOUDDESK_BENCH_SIM=127.0.0.1:${sim.tcpPort}${handoff} ${marker}`;
   const sshds: BenchSshd[] = [];
   const stopSshds = async () => {
     for (const s of sshds.splice(0)) await s.stop();
@@ -195,7 +196,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
     // The instance side beside sshd: this run's desktops (fake Xvnc → socat, by the run's marker).
     desktops: { name: 'desktops', pids: () => processesOfUsers(uids, marker, ['sshd']) },
-    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes`,
+    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes; desktops = ${sim.handoffPath === null ? 'fake Xvnc → socat per viewer → simulator' : 'fake Xvnc, its RFB socket handed to the simulator (no relay between)'}`,
     probeUrl: `${baseUrl}/api/health`,
     gatewayMetrics: () => scrapeMetrics(`http://127.0.0.1:${metricsPort}`, metricsToken),
     stop: async () => {

@@ -38,6 +38,8 @@ export interface SimulatorHandle {
   child: ChildProcess;
   tcpPort: number;
   controlPort: number;
+  /** Where the fake Xvnc hands its listening socket to the simulator (simulator-main.ts), or null: socat. */
+  handoffPath: string | null;
   group: ProcessGroup;
   stats(): Promise<Record<string, number>>;
   stop(): Promise<void>;
@@ -85,11 +87,15 @@ export function nextMessage<T>(
   });
 }
 
-export async function startSimulator(profile: ProfileName, seed: number): Promise<SimulatorHandle> {
-  const child = forkTs(`${benchDir}sim/simulator-main.ts`, [profile, String(seed)]);
+export async function startSimulator(
+  profile: ProfileName,
+  seed: number,
+  link: 'handoff' | 'socat' = 'socat',
+): Promise<SimulatorHandle> {
+  const child = forkTs(`${benchDir}sim/simulator-main.ts`, [profile, String(seed), link]);
   const ready = await nextMessage(
     child,
-    (m): m is { type: 'ready'; tcpPort: number; controlPort: number } =>
+    (m): m is { type: 'ready'; tcpPort: number; controlPort: number; handoffPath: string | null } =>
       typeof m === 'object' && m !== null && (m as { type?: string }).type === 'ready',
     30_000,
   );
@@ -97,6 +103,7 @@ export async function startSimulator(profile: ProfileName, seed: number): Promis
     child,
     tcpPort: ready.tcpPort,
     controlPort: ready.controlPort,
+    handoffPath: ready.handoffPath,
     group: { name: 'simulator', pids: () => (child.pid ? [child.pid] : []) },
     stats: async () => {
       if (child.exitCode !== null || !child.connected) return {};
