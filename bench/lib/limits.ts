@@ -8,11 +8,13 @@
 //   prlimit(1) before it starts any of them, where it may (root with CAP_SYS_RESOURCE; the build
 //   machine's container has a hard limit of 20,000 that even root cannot raise). Then it checks that
 //   the limit in force is enough: about one descriptor per viewer in the gateway, the simulator and a
-//   load generator's share (the fake Xvnc keeps the simulator at one per viewer for that reason).
-// - Processes: every simulated desktop is three processes on this machine (the Xvnc stand-in, which
-//   is a socat listening on the RFB socket, the socat serving its one viewer, and the window-manager
-//   stand-in), and each counts against kernel.pid_max (threads too). That one is machine-wide, so the
-//   harness does not change it: it refuses the run and says which sysctl to raise.
+//   load generator's share (the socat link keeps the simulator at one per viewer; the hand-off holds
+//   each desktop's listener too, and run.ts uses it only where that fits: fitsHandoff).
+// - Processes: every simulated desktop is up to three processes on this machine (the Xvnc stand-in —
+//   a `sleep` holding the RFB listener it handed to the simulator, or with --desktop-link socat a socat
+//   listening there plus the socat serving its one viewer — and the window-manager stand-in), and each
+//   counts against kernel.pid_max (threads too). That one is machine-wide, so the harness does not
+//   change it: it refuses the run and says which sysctl to raise.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 
