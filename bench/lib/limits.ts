@@ -21,6 +21,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 /** Enough for 10,000 viewers with room to spare in every process (the simulator needs the most). */
 export const OPEN_FILES = 262_144;
 
+/** Descriptors a process keeps beside its viewers' (listeners, pipes, its own files), for the checks below. */
+const OPEN_FILES_MARGIN = 1000;
+
 /** PIDs a simulated desktop holds while it is viewed, plus one for its start script's moment. */
 export const PIDS_PER_DESKTOP = 4;
 
@@ -79,11 +82,10 @@ export function checkOpenFiles(
   loadWorkers: number,
   limit: number,
 ): void {
-  const margin = 1000;
   const needs: [string, number][] = [
-    ['a gateway process', Math.ceil(users / gatewayProcesses) + margin],
-    ['the desktop simulator', users + margin],
-    ['a load generator', Math.ceil(users / loadWorkers) + margin],
+    ['a gateway process', Math.ceil(users / gatewayProcesses) + OPEN_FILES_MARGIN],
+    ['the desktop simulator', users + OPEN_FILES_MARGIN],
+    ['a load generator', Math.ceil(users / loadWorkers) + OPEN_FILES_MARGIN],
   ];
   const short = needs.filter(([, n]) => n > limit);
   if (short.length > 0)
@@ -94,7 +96,7 @@ export function checkOpenFiles(
 
 /** Whether the simulator can hold, for every desktop, its handed-over listener beside its viewer. */
 export function fitsHandoff(desktops: number, limit: number): boolean {
-  return desktops * 2 + 1000 <= limit;
+  return desktops * 2 + OPEN_FILES_MARGIN <= limit;
 }
 
 function threadsNow(): number {

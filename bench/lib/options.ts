@@ -7,6 +7,9 @@ import { BUSY_RETRY_BUDGET_MS } from '../load/load-plan.js';
 /** One user's setup may wait out a whole busy-retry budget on one call, and then finish. */
 const DEFAULT_SETUP_TIMEOUT_S = BUSY_RETRY_BUDGET_MS / 1000 + 30;
 
+/** How a simulated desktop's RFB socket reaches the simulator (BenchOptions.desktopLink). */
+export type DesktopLink = 'handoff' | 'socat';
+
 export interface BenchOptions {
   /** Concurrent virtual users; several values = one step per value (the chart's x axis). */
   users: number[];
@@ -32,7 +35,7 @@ export interface BenchOptions {
    * `socat` (a relaying process per viewer; one descriptor fewer in the simulator). run.ts falls back to
    * socat when the simulator's open-file limit cannot hold the hand-off's two descriptors per desktop.
    */
-  desktopLink: 'handoff' | 'socat';
+  desktopLink: DesktopLink;
   echoIntervalMs: number;
   stall: number;
   stallSeconds: number;

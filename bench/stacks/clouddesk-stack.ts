@@ -194,7 +194,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
         ? groupOf('gateway', () => [gateway.pid])
         : { name: 'gateway', pids: () => (gateway.pid === undefined ? [] : [gateway.pid]) },
     sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
-    // The instance side beside sshd: this run's desktops (fake Xvnc → socat, by the run's marker).
+    // The instance side beside sshd: this run's desktops (the fake Xvnc and what it runs, by the run's marker).
     desktops: { name: 'desktops', pids: () => processesOfUsers(uids, marker, ['sshd']) },
     accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes; desktops = ${sim.handoffPath === null ? 'fake Xvnc → socat per viewer → simulator' : 'fake Xvnc, its RFB socket handed to the simulator (no relay between)'}`,
     probeUrl: `${baseUrl}/api/health`,

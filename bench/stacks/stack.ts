@@ -4,6 +4,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { StackTarget } from '../load/load-plan.js';
+import type { DesktopLink } from '../lib/options.js';
 import { descendantsOf, type ProcessGroup } from '../lib/proc-stats.js';
 import { stopChild, trackChild } from '../lib/process-registry.js';
 import type { ProfileName } from '../sim/traffic-profile.js';
@@ -90,7 +91,7 @@ export function nextMessage<T>(
 export async function startSimulator(
   profile: ProfileName,
   seed: number,
-  link: 'handoff' | 'socat' = 'socat',
+  link: DesktopLink = 'socat',
 ): Promise<SimulatorHandle> {
   const child = forkTs(`${benchDir}sim/simulator-main.ts`, [profile, String(seed), link]);
   const ready = await nextMessage(
