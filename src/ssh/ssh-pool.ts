@@ -69,6 +69,8 @@ interface Connection {
   slots: number;
   idleSince: number | null;
   fingerprint: string | null;
+  /** Settles once sshd has turned Nagle off on its side (see `lowDelay`); null until asked. */
+  lowDelay: Promise<void> | null;
 }
 
 interface TargetState {
@@ -86,6 +88,8 @@ const DEFAULT_MAX_OUTPUT = 1024 * 1024;
 const DEFAULT_STREAM_WINDOW = 512 * 1024;
 const DEFAULT_STREAM_BUFFER = 64 * 1024;
 const CLOSE_GRACE_MS = 2_000;
+/** How long a stream waits for the no-op session that makes sshd set TCP_NODELAY (see `lowDelay`). */
+const LOW_DELAY_WAIT_MS = 5_000;
 
 export interface SshPoolEvents {
   /** A connection finished its handshake and login. */
@@ -136,6 +140,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     const timeoutMs = options.timeoutMs ?? this.opts.execTimeoutMs;
     const maxOutput = options.maxOutputBytes ?? this.opts.maxOutputBytes;
     const { channel, conn } = await this.openChannel(target, (client, cb) => client.exec(command, cb));
+    conn.lowDelay ??= Promise.resolve();
     const fingerprint = conn.fingerprint ?? '';
     return new Promise<ExecResult>((resolve, reject) => {
       const out: Buffer[] = [];
@@ -212,10 +217,13 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     socketPath: string,
     stream: StreamOptions = {},
   ): Promise<{ channel: ClientChannel; hostKeyFingerprint: string }> {
-    const { channel, conn } = await this.openChannel(target, (client, cb) =>
-      this.openStream(client, stream, cb, (opened) =>
-        client.openssh_forwardOutStreamLocal(socketPath, opened),
-      ),
+    const { channel, conn } = await this.openChannel(
+      target,
+      (client, cb) =>
+        this.openStream(client, stream, cb, (opened) =>
+          client.openssh_forwardOutStreamLocal(socketPath, opened),
+        ),
+      true,
     );
     return { channel, hostKeyFingerprint: conn.fingerprint ?? '' };
   }
@@ -227,8 +235,13 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
     port: number,
     stream: StreamOptions = {},
   ): Promise<{ channel: ClientChannel; hostKeyFingerprint: string }> {
-    const { channel, conn } = await this.openChannel(target, (client, cb) =>
-      this.openStream(client, stream, cb, (opened) => client.forwardOut('127.0.0.1', 0, host, port, opened)),
+    const { channel, conn } = await this.openChannel(
+      target,
+      (client, cb) =>
+        this.openStream(client, stream, cb, (opened) =>
+          client.forwardOut('127.0.0.1', 0, host, port, opened),
+        ),
+      true,
     );
     return { channel, hostKeyFingerprint: conn.fingerprint ?? '' };
   }
@@ -248,6 +261,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
             reject(e instanceof Error ? e : new Error(String(e)));
           }
         });
+        conn.lowDelay ??= Promise.resolve();
         let released = false;
         sftp.once('close', () => {
           if (released) return;
@@ -345,15 +359,18 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
   /**
    * Takes a channel slot on a connection for `target` and opens a channel with `open`. A connection that
    * turns out to be dead (closed under us between the pool's bookkeeping and the request) is dropped and
-   * the channel tried once more on a fresh connection.
+   * the channel tried once more on a fresh connection. A byte stream (`stream`) first makes sure sshd
+   * sends small packets at once on that connection (`lowDelay`).
    */
   private async openChannel(
     target: SshTarget,
     open: (client: Ssh2Client, cb: (err: Error | undefined, channel: ClientChannel) => void) => void,
+    stream = false,
   ): Promise<{ channel: ClientChannel; conn: Connection }> {
     for (let attempt = 0; ; attempt++) {
       const conn = await this.acquire(target);
       try {
+        if (stream) await this.lowDelay(conn);
         const channel = await new Promise<ClientChannel>((resolve, reject) => {
           try {
             open(conn.client!, (err, ch) => (err ? reject(err) : resolve(ch)));
@@ -390,6 +407,51 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
         throw channelFailed(err);
       }
     }
+  }
+
+  /**
+   * OpenSSH's sshd turns Nagle's algorithm off on its side of a connection only when the connection runs
+   * its first session (`ssh_packet_set_interactive`, at an exec, a shell or a subsystem); forwards never
+   * do. A connection that carried only desktop streams — a viewer served by a gateway process other than
+   * the one that started its desktop, or one dialed anew after the idle close — kept Nagle there, and
+   * every small update sent behind streamed data waited for the gateway's delayed ACK: measured, a round
+   * trip beside a stream took 18.3 ms (p50) against 0.27 ms once a session had run (docs/benchmarks.md
+   * §12). So before the first stream on a connection that has run no session, a no-op command runs;
+   * sshd answers its request after setting TCP_NODELAY, and the stream waits for that answer only. The
+   * command's session is not counted against the channel cap: it ends by itself at once.
+   */
+  private lowDelay(conn: Connection): Promise<void> {
+    const client = conn.client;
+    if (conn.lowDelay || !client) return conn.lowDelay ?? Promise.resolve();
+    conn.lowDelay = new Promise<void>((resolve) => {
+      let done = false;
+      const finish = (err?: Error): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        // Streams still work with Nagle on; they are only slower. Never retried on this connection.
+        if (err)
+          this.logger.debug(
+            { connection: conn.id, err: err.message },
+            'no-op session for TCP_NODELAY failed',
+          );
+        resolve();
+      };
+      const timer = setTimeout(() => finish(new Error('no answer in time')), LOW_DELAY_WAIT_MS);
+      try {
+        client.exec('true', (err, channel) => {
+          if (err) return finish(err);
+          channel.on('error', () => undefined);
+          channel.resume();
+          channel.stderr.resume();
+          channel.end();
+          finish();
+        });
+      } catch (e) {
+        finish(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+    return conn.lowDelay;
   }
 
   private release(conn: Connection): void {
@@ -486,6 +548,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
       slots: 0,
       idleSince: null,
       fingerprint: null,
+      lowDelay: null,
     };
     const list = this.byIdentity.get(identity) ?? [];
     list.push(conn);
