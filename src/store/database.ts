@@ -19,6 +19,7 @@ import {
 import pg from 'pg';
 import { migrations } from './migrations.js';
 import { guardStalls } from './stalled-client.js';
+import { keepingStatements } from './sqlite-statements.js';
 import type { Database } from './schema.js';
 import {
   createStoreRetry,
@@ -129,7 +130,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: keepingStatements(sqlite) }) });
   }
   await migrate(db);
   // Without a deadline, a client is still ended when pg's query timeout fails its statement.
