@@ -386,6 +386,9 @@ void describe('SshPool: sharing and limits', () => {
     const result = await pool.exec(passwordTarget({ port: proxy.port }), 'echo ok');
     assert.equal(result.stdout, 'ok\n');
     assert.equal(proxy.accepted, 3);
+    // The attempt that got through is the pooled connection: the next command shares it.
+    assert.equal((await pool.exec(passwordTarget({ port: proxy.port }), 'echo again')).stdout, 'again\n');
+    assert.equal(proxy.accepted, 3);
 
     const stingy = newPool({ handshakeRetries: 1 });
     proxy.accepted = 0;

@@ -611,6 +611,8 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
       let observed: string | null = null;
       let mismatch = false;
       let settled = false;
+      /** Logged in: a close from now on ends the connection (before, it ends only this attempt). */
+      let loggedIn = false;
       const settle = (failure: HandshakeFailure | null): void => {
         if (settled) return;
         settled = true;
@@ -631,6 +633,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
       client.on('ready', () => {
         client.setNoDelay(true);
         conn.fingerprint = observed;
+        loggedIn = true;
         settle(null);
       });
       client.on('error', (err: Error) => {
@@ -658,7 +661,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
       client.on('close', () => {
         this.liveClients.delete(client);
         if (!settled) settle(closedBeforeReady());
-        else if (conn.client === client) this.drop(conn);
+        else if (loggedIn && conn.client === client) this.drop(conn);
       });
       // The auth handler takes an already parsed key; `privateKey` would only take text and parse it again.
       const method: PasswordAuthMethod | PublicKeyAuthMethod =
