@@ -29,6 +29,7 @@ import {
 } from '../src/desktop/desktop.service.js';
 import { isProcessAlive, processesWithEnv, startSshd, type SshdFixture } from './helpers/sshd.js';
 import { rejectsWith } from './helpers/assertions.js';
+import { testPoolOptions } from './helpers/builders.js';
 
 const T = { timeout: 240_000 };
 const logger = createLogger({ level: 'silent' });
@@ -93,16 +94,7 @@ after(async () => {
 });
 
 function newPool(): SshPool {
-  const pool = new SshPool({
-    maxChannelsPerConnection: 64,
-    keepaliveIntervalMs: 10_000,
-    keepaliveCountMax: 3,
-    maxHandshakesPerTarget: 4,
-    idleCloseMs: 60_000,
-    readyTimeoutMs: 30_000,
-    execTimeoutMs: 60_000,
-    logger,
-  });
+  const pool = new SshPool(testPoolOptions(logger, { readyTimeoutMs: 30_000, execTimeoutMs: 60_000 }));
   pools.push(pool);
   return pool;
 }

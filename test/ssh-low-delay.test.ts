@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { createLogger } from '../src/observability/logger.js';
 import { SshPool, type SshTarget } from '../src/ssh/ssh-pool.js';
+import { testPoolOptions } from './helpers/builders.js';
 import { ownPortsTo, peerNoDelay } from './helpers/peer-socket.js';
 import { startSshd, type SshdFixture } from './helpers/sshd.js';
 
@@ -97,16 +98,7 @@ void describe('SSH connections that only stream', () => {
 
   for (const kind of ['unix', 'tcp'] as const) {
     void it(`the pool's first stream (${kind}) on a new connection finds TCP_NODELAY set on sshd's side`, async () => {
-      const pool = new SshPool({
-        maxChannelsPerConnection: 64,
-        keepaliveIntervalMs: 10_000,
-        keepaliveCountMax: 3,
-        maxHandshakesPerTarget: 4,
-        idleCloseMs: 60_000,
-        readyTimeoutMs: 20_000,
-        execTimeoutMs: 20_000,
-        logger: createLogger({ level: 'warn', name: 'ssh-low-delay-test' }),
-      });
+      const pool = new SshPool(testPoolOptions(createLogger({ level: 'warn', name: 'ssh-low-delay-test' })));
       try {
         let channels: ClientChannel[] = [];
         const port = await newConnection(async () => {

@@ -16,6 +16,7 @@ import { SshPool, fingerprintOf, type SshPoolOptions, type SshTarget } from '../
 import { freePort } from './helpers/free-port.js';
 import { startSshd, type SshdFixture, type SshdTestUser } from './helpers/sshd.js';
 import { rejectsWith } from './helpers/assertions.js';
+import { testPoolOptions } from './helpers/builders.js';
 
 let sshd: SshdFixture;
 let user: SshdTestUser;
@@ -42,18 +43,7 @@ after(async () => {
 });
 
 function newPool(overrides: Partial<SshPoolOptions> = {}): SshPool {
-  const pool = new SshPool({
-    maxChannelsPerConnection: 64,
-    keepaliveIntervalMs: 10_000,
-    keepaliveCountMax: 3,
-    maxHandshakesPerTarget: 4,
-    idleCloseMs: 60_000,
-    readyTimeoutMs: 20_000,
-    execTimeoutMs: 20_000,
-    retryBaseDelayMs: 10,
-    logger,
-    ...overrides,
-  });
+  const pool = new SshPool(testPoolOptions(logger, { retryBaseDelayMs: 10, ...overrides }));
   cleanups.push(() => pool.close());
   return pool;
 }

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { createLogger } from '../../src/observability/logger.js';
 import { SshPool } from '../../src/ssh/ssh-pool.js';
+import { testPoolOptions } from '../../test/helpers/builders.js';
 import { startSshd } from '../../test/helpers/sshd.js';
 
 const arg = (name: string, def: number): number => {
@@ -102,16 +103,7 @@ async function rawSsh2(execFirst: boolean): Promise<number[]> {
 }
 
 async function pool(): Promise<number[]> {
-  const p = new SshPool({
-    maxChannelsPerConnection: 64,
-    keepaliveIntervalMs: 10_000,
-    keepaliveCountMax: 3,
-    maxHandshakesPerTarget: 4,
-    idleCloseMs: 60_000,
-    readyTimeoutMs: 20_000,
-    execTimeoutMs: 20_000,
-    logger: createLogger({ level: 'warn', name: 'ssh-low-delay' }),
-  });
+  const p = new SshPool(testPoolOptions(createLogger({ level: 'warn', name: 'ssh-low-delay' })));
   const target = {
     host: sshd.host,
     port: sshd.port,

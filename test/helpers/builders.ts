@@ -1,5 +1,5 @@
 // Builders for test data and test gateways: a config from an env map, a gateway built in-process,
-// users and instances made through the public API.
+// users and instances made through the public API, SSH pool options.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { Writable } from 'node:stream';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import { buildApp, type AppDeps, type Gateway } from '../../src/app.js';
+import type { SshPoolOptions } from '../../src/ssh/ssh-pool.js';
 
 import { TEST_SECRETS } from './test-secrets.js';
 
@@ -35,6 +36,21 @@ export function testConfig(env: Record<string, string> = {}): {
 }
 
 /** A logger that keeps every line, so tests can assert what was (not) logged. */
+/** An SSH pool's options with the production shape and generous timeouts, for tests and micro-benchmarks. */
+export function testPoolOptions(logger: Logger, overrides: Partial<SshPoolOptions> = {}): SshPoolOptions {
+  return {
+    maxChannelsPerConnection: 64,
+    keepaliveIntervalMs: 10_000,
+    keepaliveCountMax: 3,
+    maxHandshakesPerTarget: 4,
+    idleCloseMs: 60_000,
+    readyTimeoutMs: 20_000,
+    execTimeoutMs: 20_000,
+    logger,
+    ...overrides,
+  };
+}
+
 export function captureLogger(level = 'debug'): { logger: Logger; lines: string[] } {
   const lines: string[] = [];
   const sink = new Writable({
