@@ -1,7 +1,7 @@
 // Micro-benchmark of the embedded store's kept statements (src/store/sqlite-statements.ts): the event-loop
-// time of the statements a sign-in and a connect run — a user by email, the caller's instances, the live
-// session of an instance, an audit insert — through Kysely on better-sqlite3, each statement prepared anew
-// (Kysely's SQLite driver as it comes) against kept statements. Both on one migrated database file with
+// time of the repository calls a sign-in and a connect make — a user by email, the caller's instances, the
+// live session of an instance, the caller's live sessions — through Kysely on better-sqlite3, each statement
+// prepared anew (Kysely's SQLite driver as it comes) against kept statements. Both on one migrated database file with
 // 1,000 users, 1,000 instances and 1,000 sessions; rounds alternate A/B. Run:
 //   node --import tsx bench/micro/store-statements.ts [--ops N] [--rounds R]
 // Not a test: it prints numbers for docs/benchmarks.md.
@@ -12,7 +12,11 @@ import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
 import { openStore, sqliteFile } from '../../src/store/database.js';
+import { InstanceRepository } from '../../src/store/instance.repository.js';
 import type { Database } from '../../src/store/schema.js';
+import { SessionRepository } from '../../src/store/session.repository.js';
+import { createStoreRetry } from '../../src/store/store-retry.js';
+import { UserRepository } from '../../src/store/user.repository.js';
 import { keepingStatements } from '../../src/store/sqlite-statements.js';
 
 const arg = (name: string, def: number): number => {
@@ -90,39 +94,26 @@ function kysely(keep: boolean): Kysely<Database> {
 }
 
 async function run(db: Kysely<Database>): Promise<number> {
+  const access = { db, retry: createStoreRetry({ budgetMs: 0 }) };
+  const userRepo = new UserRepository(access);
+  const instanceRepo = new InstanceRepository(access);
+  const sessionRepo = new SessionRepository(access);
   const t0 = process.cpuUsage();
   for (let op = 0; op < OPS; op++) {
     const i = op % N;
+    const user = users[i]!;
     switch (op % 4) {
       case 0:
-        await db.selectFrom('users').selectAll().where('email', '=', users[i]!.email).executeTakeFirst();
+        await userRepo.findByEmail(user.email);
         break;
       case 1:
-        await db.selectFrom('instances').selectAll().where('user_id', '=', users[i]!.id).execute();
+        await instanceRepo.listByUser(user.id);
         break;
       case 2:
-        await db
-          .selectFrom('sessions')
-          .selectAll()
-          .where('instance_id', '=', instances[i]!.id)
-          .where('status', 'in', ['starting', 'active'])
-          .executeTakeFirst();
+        await sessionRepo.findLive(user.id, instances[i]!.id);
         break;
       default:
-        await db
-          .insertInto('audit_events')
-          .values({
-            id: randomUUID(),
-            at: now,
-            actor: users[i]!.id,
-            ip: '127.0.0.1',
-            node_id: 'bench',
-            type: 'session.reused',
-            subject_user_id: users[i]!.id,
-            target_id: instances[i]!.id,
-            details: '{}',
-          })
-          .execute();
+        await sessionRepo.countLive(user.id);
     }
   }
   const used = process.cpuUsage(t0);

@@ -415,14 +415,15 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
    * do. A connection that carried only desktop streams — a viewer served by a gateway process other than
    * the one that started its desktop, or one dialed anew after the idle close — kept Nagle there, and
    * every small update sent behind streamed data waited for the gateway's delayed ACK: measured, a round
-   * trip beside a stream took 18.3 ms (p50) against 0.27 ms once a session had run (docs/benchmarks.md
+   * trip beside a stream took 18.3 ms (p50) against 0.24 ms once a session had run (docs/benchmarks.md
    * §12). So before the first stream on a connection that has run no session, a no-op command runs;
    * sshd answers its request after setting TCP_NODELAY, and the stream waits for that answer only. The
    * command's session is not counted against the channel cap: it ends by itself at once.
    */
   private lowDelay(conn: Connection): Promise<void> {
+    if (conn.lowDelay) return conn.lowDelay;
     const client = conn.client;
-    if (conn.lowDelay || !client) return conn.lowDelay ?? Promise.resolve();
+    if (!client) return Promise.resolve();
     conn.lowDelay = new Promise<void>((resolve) => {
       let done = false;
       const finish = (err?: Error): void => {
@@ -438,6 +439,7 @@ export class SshPool extends EventEmitter<SshPoolEvents> {
         resolve();
       };
       const timer = setTimeout(() => finish(new Error('no answer in time')), LOW_DELAY_WAIT_MS);
+      timer.unref();
       try {
         client.exec('true', (err, channel) => {
           if (err) return finish(err);
