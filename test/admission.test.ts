@@ -5,6 +5,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { desktopMarker } from '../src/desktop/desktop.service.js';
+import { AppError } from '../src/errors/errors.js';
 import { newInstance, newUser, type TestGateway } from './helpers/builders.js';
 import {
   startDesktopGateway,
@@ -295,6 +296,43 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
     assert.equal(isProcessAlive(desktop_pid!), false);
     assert.equal((await sessionRow(sessionId)).stop_due_at, null);
   });
+  test('a disconnect whose answer failed after the session was ended (Redis lost at the publish): its desktop is still stopped, and the repeat answers SESSION_ENDED', async () => {
+    const user = await newUser(gw);
+    const { sessionId, desktop_pid } = await connectedDesktop(user);
+    const realPublish = gw.coordinator.publish.bind(gw.coordinator);
+    gw.coordinator.publish = () => Promise.reject(new AppError('COORDINATION_UNAVAILABLE'));
+    try {
+      const end = await post(`/api/sessions/disconnect/${sessionId}`, user.accessToken);
+      assert.equal(end.status, 503);
+    } finally {
+      gw.coordinator.publish = realPublish;
+    }
+    assert.equal((await sessionRow(sessionId)).status, 'ended', 'the end is on record');
+    const again = await post(`/api/sessions/disconnect/${sessionId}`, user.accessToken);
+    assert.equal(again.status, 410);
+    assert.equal(((await again.json()) as { error: { code: string } }).error.code, 'SESSION_ENDED');
+    await gw.sessions.stopper.settled();
+    assert.equal(isProcessAlive(desktop_pid), false, 'stopped without waiting for a sweep');
+    assert.equal((await sessionRow(sessionId)).stop_due_at, null);
+  });
+
+  test('a disconnect repeated after its answer was lost (the session ended on record, its stop not queued by anyone): the repeat answers SESSION_ENDED and stops the desktop', async () => {
+    const user = await newUser(gw);
+    const { sessionId, desktop_pid } = await connectedDesktop(user);
+    await gw.sessions.stopper.settled();
+    // What a first disconnect leaves when the store's answer to its write is lost in a failover.
+    await gw.store.db
+      .updateTable('sessions')
+      .set({ status: 'ended', ended_at: Date.now(), end_reason: 'disconnected', stop_due_at: Date.now() - 1 })
+      .where('id', '=', sessionId)
+      .execute();
+    const again = await post(`/api/sessions/disconnect/${sessionId}`, user.accessToken);
+    assert.equal(again.status, 410);
+    await gw.sessions.stopper.settled();
+    assert.equal(isProcessAlive(desktop_pid), false, 'stopped on the repeat, no sweep ran');
+    assert.equal((await sessionRow(sessionId)).stop_due_at, null);
+  });
+
   test('an instance deleted while the stop of its just-disconnected session waits: the delete stops that desktop, and the late background try is harmless', async () => {
     const user = await newUser(gw);
     const { instance, sessionId, display, desktop_pid } = await connectedDesktop(user);

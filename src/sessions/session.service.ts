@@ -341,7 +341,7 @@ export class SessionService {
   async disconnect(userId: string, sessionId: string): Promise<void> {
     const row = await this.deps.sessions.findOwned(userId, sessionId);
     if (!row) throw new AppError('SESSION_NOT_FOUND');
-    if (row.status === 'ended') throw new AppError('SESSION_ENDED');
+    if (row.status === 'ended') this.alreadyEnded(row);
     await this.end(row, 'disconnected');
   }
 
@@ -349,8 +349,19 @@ export class SessionService {
   async endByAdmin(sessionId: string): Promise<void> {
     const row = await this.deps.sessions.findById(sessionId);
     if (!row) throw new AppError('SESSION_NOT_FOUND');
-    if (row.status === 'ended') throw new AppError('SESSION_ENDED');
+    if (row.status === 'ended') this.alreadyEnded(row);
     await this.end(row, 'admin');
+  }
+
+  /**
+   * An end asked again of a session already ended: SESSION_ENDED, with its desktop's stop, when one is
+   * due by now, taken up here. That is how a client repeats an end whose answer it lost (the store or
+   * Redis failed after the session was ended): the first try may have ended it without getting as far as
+   * queueing its stop, which would otherwise wait for the next sweep.
+   */
+  private alreadyEnded(row: SessionRow): never {
+    if (row.stop_due_at !== null && row.stop_due_at <= this.deps.clock.now()) this.stopper.enqueue(row.id);
+    throw new AppError('SESSION_ENDED');
   }
 
   /**
@@ -686,9 +697,18 @@ export class SessionService {
         : row.status === 'starting'
           ? 'if-started'
           : false;
-    if (!(await this.markEnded(row, reason, now, { actor: opts.actor, stopDesktop }))) return;
-    await this.deps.coordinator.publish({ type: 'end-session', sessionId: row.id, reason });
-    if (stopDesktop !== false && !opts.stopNow) this.stopper.enqueue(row.id);
+    const stopInBackground = stopDesktop !== false && !opts.stopNow;
+    try {
+      if (!(await this.markEnded(row, reason, now, { actor: opts.actor, stopDesktop }))) return;
+      await this.deps.coordinator.publish({ type: 'end-session', sessionId: row.id, reason });
+    } catch (e) {
+      // The end may be on record though this failed (the write committed and its answer was lost, or the
+      // publish after it failed): queued, the stop runs if it is due once the store answers (the stopper
+      // reads the row and retries its own bookkeeping), and does nothing if the session was not ended.
+      if (stopInBackground) this.stopper.enqueue(row.id);
+      throw e;
+    }
+    if (stopInBackground) this.stopper.enqueue(row.id);
   }
 
   /**
