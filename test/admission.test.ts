@@ -85,6 +85,13 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
       .filter(isProcessAlive);
   const sessionRow = (id: string) =>
     gw.store.db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  /** The session ended in the store with its stop due, and nothing in this process told of it. */
+  const endedOnRecordStopDue = (id: string) =>
+    gw.store.db
+      .updateTable('sessions')
+      .set({ status: 'ended', ended_at: Date.now(), end_reason: 'disconnected', stop_due_at: Date.now() - 1 })
+      .where('id', '=', id)
+      .execute();
   const openViewer = (websocketUrl: string) =>
     RfbTestClient.open(`ws://${gw.base}${websocketUrl}`, { origin: `http://${gw.base}` });
   const metric = async (name: string, label: string) => {
@@ -285,17 +292,14 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
     const { desktop_pid } = await sessionRow(sessionId);
     // What a gateway that ended the session and died before its stop ran leaves in the store.
     await gw.sessions.stopper.settled();
-    await gw.store.db
-      .updateTable('sessions')
-      .set({ status: 'ended', ended_at: Date.now(), end_reason: 'disconnected', stop_due_at: Date.now() - 1 })
-      .where('id', '=', sessionId)
-      .execute();
+    await endedOnRecordStopDue(sessionId);
     assert.ok(isProcessAlive(desktop_pid!));
     await gw.sweeper.runOnce();
     await gw.sessions.stopper.settled();
     assert.equal(isProcessAlive(desktop_pid!), false);
     assert.equal((await sessionRow(sessionId)).stop_due_at, null);
   });
+
   test('a disconnect whose answer failed after the session was ended (Redis lost at the publish): its desktop is still stopped, and the repeat answers SESSION_ENDED', async () => {
     const user = await newUser(gw);
     const { sessionId, desktop_pid } = await connectedDesktop(user);
@@ -321,11 +325,7 @@ describe('admission control and background stop (sshd + TigerVNC)', () => {
     const { sessionId, desktop_pid } = await connectedDesktop(user);
     await gw.sessions.stopper.settled();
     // What a first disconnect leaves when the store's answer to its write is lost in a failover.
-    await gw.store.db
-      .updateTable('sessions')
-      .set({ status: 'ended', ended_at: Date.now(), end_reason: 'disconnected', stop_due_at: Date.now() - 1 })
-      .where('id', '=', sessionId)
-      .execute();
+    await endedOnRecordStopDue(sessionId);
     const again = await post(`/api/sessions/disconnect/${sessionId}`, user.accessToken);
     assert.equal(again.status, 410);
     await gw.sessions.stopper.settled();
