@@ -54,6 +54,12 @@ export interface BenchOptions {
   gatewayEnv: Record<string, string>;
   /** Control-plane load during the hold (--mixed): sign-ins and connects per second; null = none. */
   mixed: { loginsPerSecond: number; connectsPerSecond: number } | null;
+  /**
+   * `--control-process`: with --mixed, the control-plane load goes to a second CloudDesk process of its
+   * own (its own store, the same instances and CPU placement), so the measured one only relays: what a
+   * split into relay and control-plane processes would give the relay, measured before it is built.
+   */
+  controlProcess: boolean;
   /** With --cpu-prof: event-loop stretches longer than this are listed as long tasks. */
   longTaskMs: number;
   help: boolean;
@@ -93,6 +99,9 @@ export const usage = `npm run bench -- [options]
   --mixed               during the hold, also 20 sign-ins/s and 5 connects/s (each connect
                         disconnected at once) from a process of their own
   --mixed-rates L,C     sign-ins and connects per second for --mixed                  (default 20,5)
+  --control-process     with --mixed, send the control-plane load to a second CloudDesk process
+                        (same CPU placement), so the measured one only relays: a relay /
+                        control-plane split, measured before it is built; both charged as gateway
   --long-task-ms MS     with --cpu-prof: list the gateway's event-loop stretches longer than
                         this during the hold, by what they ran                       (default 10)
   --out DIR             results folder                                               (default bench/results)
@@ -131,6 +140,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     seed: 1,
     gatewayEnv: {},
     mixed: null,
+    controlProcess: false,
     longTaskMs: 10,
     help: false,
   };
@@ -251,6 +261,9 @@ export function parseOptions(argv: string[]): BenchOptions {
         else o.gatewayEnv[v.slice(0, eq)] = v.slice(eq + 1);
         break;
       }
+      case '--control-process':
+        o.controlProcess = true;
+        break;
       case '--mixed':
         o.mixed ??= { loginsPerSecond: 20, connectsPerSecond: 5 };
         break;
@@ -285,6 +298,9 @@ export function parseOptions(argv: string[]): BenchOptions {
         problems.push(`unknown option ${flag}`);
     }
   }
+  if (o.controlProcess && o.mixed === null) problems.push('--control-process needs --mixed');
+  if (o.controlProcess && o.workers > 1)
+    problems.push('--control-process runs one relay process: not with --workers');
   if (problems.length > 0) throw new Error(`bad options:\n  - ${problems.join('\n  - ')}\n\n${usage}`);
   return o;
 }

@@ -208,6 +208,7 @@ async function measureStep(
             ...o.gatewayEnv,
           },
           pin: o.pin,
+          controlProcess: o.controlProcess,
         });
         break;
     }
@@ -262,7 +263,7 @@ async function measureStep(
             c.send({
               cmd: 'prepare',
               plan: {
-                baseUrl: target.baseUrl,
+                baseUrl: target.controlBaseUrl ?? target.baseUrl,
                 instances: target.instances,
                 desktopEnvironment: target.desktopEnvironment,
                 password: PASSWORD,
@@ -292,7 +293,9 @@ async function measureStep(
     log(`  ${stackName}: ${ready}/${users} sessions streaming; holding ${o.holdSeconds}s`);
 
     // The hold window: CPU, bytes, latency and memory of the steady state.
-    await stack.gatewayMetrics?.(); // resets the gateway's per-scrape event-loop figures
+    // Also resets the gateway's per-scrape event-loop figures.
+    const metricsBefore = (await stack.gatewayMetrics?.()) ?? null;
+    await stack.controlMetrics?.();
     const groups = { gateway: stack.gateway, sshd: stack.sshd, sim: sim.group };
     const loadGroup: ProcessGroup = { name: 'load', pids: () => workers.map((w) => w.pid ?? 0) };
     const harnessGroup: ProcessGroup = { name: 'harness', pids: () => [process.pid] };
@@ -355,6 +358,13 @@ async function measureStep(
     }
     const rssPeak = peak.stop();
     const metrics: GatewayMetrics | null = (await stack.gatewayMetrics?.()) ?? null;
+    if (metricsBefore && metrics)
+      notes.push(`gateway garbage collection in the hold: ${gcInHold(metricsBefore, metrics)}`);
+    const controlMetrics = (await stack.controlMetrics?.()) ?? null;
+    if (controlMetrics)
+      notes.push(
+        `control process (--control-process): event-loop lag p99 ${controlMetrics.eventLoopLagP99Ms?.toFixed(1) ?? '–'} ms, max ${controlMetrics.eventLoopLagMaxMs?.toFixed(1) ?? '–'} ms in the hold; the gateway's row is the relay process alone`,
+      );
     const probeHist = probe ? await probe : null;
 
     // Stalled viewers: they stop reading; what does that cost the gateway while they stay stalled?
@@ -535,4 +545,17 @@ async function measureStep(
     if (stack) await stack.stop();
     await sim.stop();
   }
+}
+
+/** The gateway's collections between two scrapes, by kind (prom-client's nodejs_gc_duration_seconds). */
+function gcInHold(before: GatewayMetrics, after: GatewayMetrics): string {
+  const kinds = ['minor', 'major', 'incremental', 'weakcb'];
+  const parts = kinds.flatMap((kind) => {
+    const at = (m: GatewayMetrics, part: 'count' | 'sum') =>
+      m.raw[`nodejs_gc_duration_seconds_${part}{kind="${kind}"}`] ?? 0;
+    const count = at(after, 'count') - at(before, 'count');
+    const ms = (at(after, 'sum') - at(before, 'sum')) * 1000;
+    return count > 0 ? [`${kind} ${count} (${ms.toFixed(0)} ms, ${(ms / count).toFixed(1)} ms each)`] : [];
+  });
+  return parts.length > 0 ? parts.join(', ') : 'none recorded';
 }

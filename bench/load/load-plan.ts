@@ -18,6 +18,8 @@ export type StackTarget =
       kind: 'clouddesk';
       baseUrl: string;
       desktopEnvironment: string;
+      /** Where the --mixed control-plane load goes when it has a process of its own (--control-process). */
+      controlBaseUrl?: string;
       /** What the virtual users register as their instance in the prepare phase: user i takes i mod n. */
       instances: BenchInstance[];
     };

@@ -7,7 +7,7 @@
 //
 // Charged as its gateway: the gateway process and all its descendants (cluster workers). The sshd
 // listener and its per-connection processes are reported apart, as for the do-it-yourself peer.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, cp, lstat, mkdtemp, readFile, readdir, rm, unlink } from 'node:fs/promises';
@@ -39,6 +39,8 @@ export interface ClouddeskOptions {
   env: Record<string, string>;
   /** `--pin`: the gateway starts on its own CPU (everything else inherits the harness's). */
   pin: PinPlan | null;
+  /** `--control-process`: a second gateway process for the control-plane load (target.controlBaseUrl). */
+  controlProcess: boolean;
 }
 
 const READY_TIMEOUT_MS = 60_000;
@@ -112,12 +114,81 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
   const { sshds, uids, marker } = instances;
   const stopSshds = () => instances.stop();
 
+  const external = await externalStores(opts);
+  const metricsToken = randomBytes(24).toString('base64url');
+  const giveUp = async (e: unknown, started: BenchGateway[]): Promise<never> => {
+    for (const g of started) await g.stop();
+    await external.stop();
+    await stopSshds();
+    throw e;
+  };
+  const relay = await startBenchGateway(opts, external.env, metricsToken, opts.cpuProf).catch((e: unknown) =>
+    giveUp(e, []),
+  );
+  // --control-process: the control-plane load's own process, beside the relay on the gateway's CPU.
+  const control = opts.controlProcess
+    ? await startBenchGateway(opts, external.env, metricsToken, null).catch((e: unknown) =>
+        giveUp(e, [relay]),
+      )
+    : null;
+  const gateway = relay.child;
+  const gatewayPids = () =>
+    [gateway.pid, control?.child.pid].filter((pid): pid is number => pid !== undefined);
+
+  return {
+    name: 'clouddesk',
+    target: {
+      kind: 'clouddesk',
+      baseUrl: relay.baseUrl,
+      ...(control === null ? {} : { controlBaseUrl: control.baseUrl }),
+      desktopEnvironment: 'openbox',
+      instances: sshds.map(({ fixture }) => ({
+        host: '127.0.0.1',
+        port: fixture.port,
+        username: fixture.users[0]!.username,
+        privateKey: fixture.users[0]!.privateKey,
+        hostKeyFingerprint: fixture.hostKeyFingerprint,
+      })),
+    },
+    // One process has no descendants to look for: the harness samples it every second, and walking all
+    // of /proc (thousands of desktop processes at 1000 users) each time cost the rest core more than it.
+    gateway:
+      opts.workers > 1 ? groupOf('gateway', () => [gateway.pid]) : { name: 'gateway', pids: gatewayPids },
+    sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
+    // The instance side beside sshd: this run's desktops (the fake Xvnc and what it runs, by the run's marker).
+    desktops: { name: 'desktops', pids: () => processesOfUsers(uids, marker, ['sshd']) },
+    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}${control === null ? '' : ' and the control-plane process beside it (--control-process)'}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes; desktops = ${sim.handoffPath === null ? 'fake Xvnc → socat per viewer → simulator' : 'fake Xvnc, its RFB socket handed to the simulator (no relay between)'}`,
+    probeUrl: `${relay.baseUrl}/api/health`,
+    gatewayMetrics: () => scrapeMetrics(relay.metricsUrl, metricsToken),
+    ...(control === null ? {} : { controlMetrics: () => scrapeMetrics(control.metricsUrl, metricsToken) }),
+    stop: async () => {
+      // SIGTERM = the gateway's ordered shutdown (which ends its viewers); the profile, if asked for,
+      // is written on that exit.
+      await Promise.all([relay.stop(), control?.stop()]);
+      await external.stop();
+      await instances.stop();
+    },
+  };
+}
+
+interface BenchGateway {
+  child: ChildProcess;
+  baseUrl: string;
+  metricsUrl: string;
+  /** Its ordered shutdown, then its data folder removed. */
+  stop(): Promise<void>;
+}
+
+/** One CloudDesk process of the stack, with its own data folder and ports, ready to serve. */
+async function startBenchGateway(
+  opts: ClouddeskOptions,
+  externalEnv: Record<string, string>,
+  metricsToken: string,
+  cpuProf: string | null,
+): Promise<BenchGateway> {
   const dataDir = await mkdtemp(join(tmpdir(), 'clouddesk-bench-data-'));
   const removeData = onCleanup('gateway data dir', () => rm(dataDir, { recursive: true, force: true }));
-
-  const external = await externalStores(opts);
   const port = await freePort();
-  const metricsToken = randomBytes(24).toString('base64url');
   // Metrics on their own port: under --workers N only the primary's listener there sees every worker.
   const metricsPort = await freePort();
   const env: Record<string, string> = {
@@ -145,18 +216,18 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     // The relay's own capacity is measured: no downstream budget unless a run asks for one
     // (`--gateway-env SESSION_MAX_KBPS=…`); the shipped budget's effect is bench:bandwidth's.
     SESSION_MAX_KBPS: '0',
-    ...external.env,
+    ...externalEnv,
     ...opts.env,
   };
   const built = join(repoDir, 'dist', 'src', 'main.js');
   const useBuilt = process.env.CLOUDDESK_BENCH_BUILT === '1' && existsSync(built);
   const nodeArgs = [
-    ...(opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : []),
+    ...(cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : []),
     ...(useBuilt ? [built] : ['--import', 'tsx', join(repoDir, 'src', 'main.ts')]),
   ];
   // With --pin, `taskset -c <cpu> node …`: taskset execs node, so the PID is the gateway's.
   const [command, ...prefixArgs] = [...gatewayPrefix(opts.pin), process.execPath];
-  const gateway = trackChild(
+  const child = trackChild(
     spawn(command, [...prefixArgs, ...nodeArgs], {
       cwd: repoDir,
       env,
@@ -165,46 +236,18 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
   );
   const baseUrl = `http://127.0.0.1:${port}`;
   try {
-    await waitForReady(baseUrl, () => gateway.exitCode);
+    await waitForReady(baseUrl, () => child.exitCode);
   } catch (e) {
-    await stopChild(gateway);
-    await external.stop();
-    await stopSshds();
+    await stopChild(child);
+    await removeData();
     throw e;
   }
-
   return {
-    name: 'clouddesk',
-    target: {
-      kind: 'clouddesk',
-      baseUrl,
-      desktopEnvironment: 'openbox',
-      instances: sshds.map(({ fixture }) => ({
-        host: '127.0.0.1',
-        port: fixture.port,
-        username: fixture.users[0]!.username,
-        privateKey: fixture.users[0]!.privateKey,
-        hostKeyFingerprint: fixture.hostKeyFingerprint,
-      })),
-    },
-    // One process has no descendants to look for: the harness samples it every second, and walking all
-    // of /proc (thousands of desktop processes at 1000 users) each time cost the rest core more than it.
-    gateway:
-      opts.workers > 1
-        ? groupOf('gateway', () => [gateway.pid])
-        : { name: 'gateway', pids: () => (gateway.pid === undefined ? [] : [gateway.pid]) },
-    sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
-    // The instance side beside sshd: this run's desktops (the fake Xvnc and what it runs, by the run's marker).
-    desktops: { name: 'desktops', pids: () => processesOfUsers(uids, marker, ['sshd']) },
-    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes; desktops = ${sim.handoffPath === null ? 'fake Xvnc → socat per viewer → simulator' : 'fake Xvnc, its RFB socket handed to the simulator (no relay between)'}`,
-    probeUrl: `${baseUrl}/api/health`,
-    gatewayMetrics: () => scrapeMetrics(`http://127.0.0.1:${metricsPort}`, metricsToken),
+    child,
+    baseUrl,
+    metricsUrl: `http://127.0.0.1:${metricsPort}`,
     stop: async () => {
-      // SIGTERM = the gateway's ordered shutdown (which ends its viewers); the profile, if asked for,
-      // is written on that exit.
-      await stopChild(gateway, 30_000);
-      await external.stop();
-      await instances.stop();
+      await stopChild(child, 30_000);
       await removeData();
     },
   };

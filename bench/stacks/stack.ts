@@ -24,6 +24,8 @@ export interface RunningStack {
   accounting: string;
   /** The gateway's own event-loop figures (from its /metrics), when it has them. */
   gatewayMetrics?(): Promise<GatewayMetrics | null>;
+  /** With --control-process: the control-plane process's figures (the gateway's are the relay's). */
+  controlMetrics?(): Promise<GatewayMetrics | null>;
   /** A URL answered by the gateway's event loop, probed to see its responsiveness from outside. */
   probeUrl?: string;
   stop(): Promise<void>;
