@@ -14,6 +14,8 @@ step() { printf '%-58s' "$1"; shift; if out=$("$@" 2>&1); then echo ok; else ech
 skip() { printf '%-58s%s\n' "$1" "skipped ($2)"; }
 
 step 'haproxy -c haproxy.cfg' haproxy -c -q -f haproxy.cfg
+sed 's/^#roles //' haproxy.cfg >"$tmp/haproxy-roles.cfg"
+step 'haproxy -c haproxy.cfg, relays apart (#roles lines)' haproxy -c -q -f "$tmp/haproxy-roles.cfg"
 # The compose file names its gateways by Docker DNS; check a copy with addresses so no lookup happens.
 sed -e 's/gateway1:3000/127.0.0.1:3001/; s/gateway2:3000/127.0.0.1:3002/' compose/haproxy.cfg >"$tmp/compose-haproxy.cfg"
 step 'haproxy -c compose/haproxy.cfg' haproxy -c -q -f "$tmp/compose-haproxy.cfg"

@@ -47,7 +47,8 @@ import { registerFileRoutes } from './files/file.routes.js';
 import { DownloadLinks } from './files/download-links.js';
 import { auditFileEvents, type FileEvents } from './files/file-events.js';
 import { DesktopService } from './desktop/desktop.service.js';
-import { VncGateway, type VncGatewayHooks } from './relay/vnc-gateway.js';
+import { VncGateway, refuseUpgrade, type VncGatewayHooks } from './relay/vnc-gateway.js';
+import { AppError } from './errors/errors.js';
 import { registerErrorHandling } from './http/error-handler.js';
 import { registerClosingGuard } from './http/closing-guard.js';
 import { makeAuthenticate } from './http/authenticate.js';
@@ -134,7 +135,11 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   const logger = deps.logger;
   const clock = deps.clock ?? systemClock;
   const newId = deps.newId ?? randomId;
-  const metrics = new Metrics({ worker: deps.worker ?? '0', node: config.cluster.nodeId });
+  const metrics = new Metrics({
+    worker: deps.worker ?? '0',
+    node: config.cluster.nodeId,
+    role: config.role === 'all' ? 'gateway' : config.role,
+  });
   // One rule for the client's address: Fastify's request.ip and the viewer upgrade's both use it.
   const proxyTrust = compileProxyTrust(config.http.trustProxy);
   const store =
@@ -403,48 +408,53 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
     enforceApiRateLimit(rateLimits, userId, reply),
   );
   let draining = false;
-  registerAuthRoutes(app, {
-    auth,
-    guard: deps.signInGuard ?? rateLimits,
-    authenticate,
-    refreshTtlSeconds: config.auth.refreshTtlSeconds,
-    registration: config.auth.registration,
-    methods: { local: config.auth.local, oidc: oidc && { name: oidc.name } },
-    publishSignOut: (userId) => coordinator.publish({ type: 'sign-out-user', userId }),
-    isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
-  });
-  if (oidc)
-    registerOidcRoutes(app, {
-      oidc,
+  // A relay (GATEWAY_ROLE=relay) serves viewers and health checks only: no API route on its loop.
+  if (config.role !== 'relay') registerApiRoutes();
+  function registerApiRoutes(): void {
+    registerAuthRoutes(app, {
+      auth,
       guard: deps.signInGuard ?? rateLimits,
+      authenticate,
       refreshTtlSeconds: config.auth.refreshTtlSeconds,
-      redirectUri: config.oidc?.redirectUri ?? null,
+      registration: config.auth.registration,
+      methods: { local: config.auth.local, oidc: oidc && { name: oidc.name } },
+      publishSignOut: (userId) => coordinator.publish({ type: 'sign-out-user', userId }),
+      isOriginAllowed: (origin, host) => isOriginAllowed(origin, host, config.cors.origins),
     });
-  registerTotpRoutes(app, {
-    totp,
-    auth,
-    users,
-    guard: deps.signInGuard ?? rateLimits,
-    authenticate,
-    refreshTtlSeconds: config.auth.refreshTtlSeconds,
-  });
-  registerInstanceRoutes(app, { instances, sessions, authenticate });
-  registerFileRoutes(app, { files, links: downloadLinks, authenticate });
-  registerSessionRoutes(app, {
-    sessions,
-    authenticate,
-    onSetupDuration: (ms) => metrics.sessionSetup(ms, 'ok'),
-  });
-  registerUsageRoutes(app, { usage, authenticate });
-  registerShareRoutes(app, { shares, authenticate });
-  registerAdminRoutes(app, { admin, auth, authenticate });
-  registerAuditRoutes(app, { audit: auditRepo, authenticate });
+    if (oidc)
+      registerOidcRoutes(app, {
+        oidc,
+        guard: deps.signInGuard ?? rateLimits,
+        refreshTtlSeconds: config.auth.refreshTtlSeconds,
+        redirectUri: config.oidc?.redirectUri ?? null,
+      });
+    registerTotpRoutes(app, {
+      totp,
+      auth,
+      users,
+      guard: deps.signInGuard ?? rateLimits,
+      authenticate,
+      refreshTtlSeconds: config.auth.refreshTtlSeconds,
+    });
+    registerInstanceRoutes(app, { instances, sessions, authenticate });
+    registerFileRoutes(app, { files, links: downloadLinks, authenticate });
+    registerSessionRoutes(app, {
+      sessions,
+      authenticate,
+      onSetupDuration: (ms) => metrics.sessionSetup(ms, 'ok'),
+    });
+    registerUsageRoutes(app, { usage, authenticate });
+    registerShareRoutes(app, { shares, authenticate });
+    registerAdminRoutes(app, { admin, auth, authenticate });
+    registerAuditRoutes(app, { audit: auditRepo, authenticate });
+  }
   registerHealthRoutes(app, {
     store,
     coordinator,
     coordinationKind,
     coordinationWatch,
     nodeId: config.cluster.nodeId,
+    role: config.role,
     isDraining: () => draining,
     counts: () => {
       const ssh = sshPool.stats();
@@ -457,7 +467,12 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       };
     },
   });
-  app.server.on('upgrade', (req, socket, head) => vnc.handleUpgrade(req, socket, head));
+  // An api process (GATEWAY_ROLE=api) has no viewer route: a WebSocket the balancer sent here is refused.
+  app.server.on('upgrade', (req, socket, head) =>
+    config.role === 'api'
+      ? refuseUpgrade(socket, new AppError('ROUTE_NOT_FOUND'))
+      : vnc.handleUpgrade(req, socket, head),
+  );
   metrics.setSources({
     activeSessions: () => sessionRepo.countAllLive(),
     liveViewers: () => vnc.viewerCount,
@@ -533,7 +548,8 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
       vnc.start();
       activity.start(config.sessions.activityFlushMs);
       audit.start(config.sessions.activityFlushMs);
-      sweeper.start();
+      // The sweeps (idle sessions, stops left behind) are the control plane's: not on a relay's loop.
+      if (config.role !== 'relay') sweeper.start();
       auditRetention.start();
       if (coordinationKind === 'redis') coordinationWatch.start();
     },

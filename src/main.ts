@@ -28,7 +28,9 @@ export async function startGateway(
     );
   }
   const gateway = await buildApp(config, { logger, ...deps });
-  await registerWebClient(gateway.app, { publicDir: config.http.publicDir, logger });
+  // A relay serves viewers only; the web client comes from the api processes.
+  if (config.role !== 'relay')
+    await registerWebClient(gateway.app, { publicDir: config.http.publicDir, logger });
   gateway.start();
   await gateway.app.listen({
     host: config.http.host,

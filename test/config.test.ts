@@ -181,6 +181,30 @@ test('several workers without Redis are refused (they could not share tickets or
   );
 });
 
+test('GATEWAY_ROLE: all by default; api and relay need PostgreSQL and Redis (they share sessions, tickets and viewers); anything else refused', () => {
+  assert.equal(loadConfig({ ...TEST_SECRETS }).role, 'all');
+  const shared = {
+    ...TEST_SECRETS,
+    DATABASE_URL: 'postgres://127.0.0.1/test',
+    REDIS_URL: 'redis://127.0.0.1:6379',
+  };
+  for (const role of ['api', 'relay'] as const) {
+    assert.equal(loadConfig({ ...shared, GATEWAY_ROLE: role }).role, role);
+    assert.throws(
+      () => loadConfig({ ...TEST_SECRETS, GATEWAY_ROLE: role, REDIS_URL: 'redis://127.0.0.1:6379' }),
+      new RegExp(`GATEWAY_ROLE=${role} needs DATABASE_URL and Redis`),
+    );
+    assert.throws(
+      () => loadConfig({ ...TEST_SECRETS, GATEWAY_ROLE: role, DATABASE_URL: 'postgres://127.0.0.1/test' }),
+      new RegExp(`GATEWAY_ROLE=${role} needs DATABASE_URL and Redis`),
+    );
+  }
+  assert.throws(
+    () => loadConfig({ ...shared, GATEWAY_ROLE: 'viewer' }),
+    /GATEWAY_ROLE=viewer must be one of all, api, relay/,
+  );
+});
+
 test('drain: 10 s in all; behind a balancer (Redis) the first 5 s not ready but serving, alone none; a grace that does not fit is refused', () => {
   const redis = { ...TEST_SECRETS, REDIS_URL: 'redis://127.0.0.1:6379' };
   assert.deepEqual(loadConfig({ ...TEST_SECRETS }).shutdown, { timeoutMs: 10_000, readyGraceMs: 0 });

@@ -147,6 +147,7 @@ void describe('readiness and Redis', () => {
         { nodeId: 'n', graceMs: 5_000, beatMs: 5_000 },
       ),
       nodeId: 'n',
+      role: 'all',
       isDraining: () => false,
       counts: () => ({}),
     });

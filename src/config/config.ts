@@ -225,7 +225,17 @@ export interface Config {
     readyGraceMs: number;
   };
   cluster: { workers: number; nodeId: string };
+  /**
+   * GATEWAY_ROLE: what this process serves. `all` (the default): everything. `api`: the API, the web
+   * client and desktop control, no viewer WebSockets. `relay`: viewer WebSockets (`/vnc`) and the
+   * health checks only, so no sign-in, connect or JSON body ever runs on a relay's event loop; the
+   * load balancer sends `/vnc` to relays and the rest to api processes (deploy/haproxy.cfg). Roles other
+   * than `all` share state, so they need PostgreSQL and Redis.
+   */
+  role: GatewayRole;
 }
+
+export type GatewayRole = 'all' | 'api' | 'relay';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -574,6 +584,7 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
       workers: r.int('WORKERS', 1, 0, 256),
       nodeId: r.string('NODE_ID', `${process.pid}-${randomBytes(3).toString('hex')}`),
     },
+    role: r.oneOf('GATEWAY_ROLE', 'all', ['all', 'api', 'relay']),
   };
 
   // Worker processes share tickets, limits and viewer leases only through Redis: in-process
@@ -581,6 +592,13 @@ function parseConfig(env: Env, obtainSecrets: (dataDir: string) => StoredSecrets
   if (config.cluster.workers !== 1 && redis === null) {
     r.problems.push(
       'WORKERS (--workers) other than 1 needs Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES): worker processes coordinate through Redis',
+    );
+  }
+  // A ticket issued by an api process is redeemed by a relay, and a relay's viewers are ended by an api
+  // process's disconnect: only a shared database and Redis carry that between them.
+  if (config.role !== 'all' && (databaseUrl === null || redis === null)) {
+    r.problems.push(
+      `GATEWAY_ROLE=${config.role} needs DATABASE_URL and Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES): api and relay processes share sessions, tickets and viewers through them`,
     );
   }
   if (r.problems.length > 0) throw new ConfigError(r.problems);

@@ -20,6 +20,8 @@ export interface HealthSources {
    */
   coordinationWatch: Pick<CoordinationWatch, 'assess'>;
   nodeId: string;
+  /** GATEWAY_ROLE: all, api or relay. */
+  role: string;
   isDraining: () => boolean;
   counts: () => Record<string, number>;
 }
@@ -40,6 +42,7 @@ const Health = Type.Object({
   uptime: Type.Number({ description: 'Seconds since the process started' }),
   processId: Type.Integer(),
   nodeId: Type.String(),
+  role: Type.String({ description: 'GATEWAY_ROLE: all, api (no viewer WebSockets) or relay (viewers only)' }),
   draining: Type.Boolean(),
   memory: Type.Object({ heapUsedMb: Type.Number(), heapTotalMb: Type.Number(), rssMb: Type.Number() }),
   connections: Type.Record(Type.String(), Type.Number(), {
@@ -101,6 +104,7 @@ export function registerHealthRoutes(app: FastifyInstance, s: HealthSources): vo
       uptime: process.uptime(),
       processId: process.pid,
       nodeId: s.nodeId,
+      role: s.role,
       draining: s.isDraining(),
       memory: {
         heapUsedMb: Math.round(mem.heapUsed / 1048576),

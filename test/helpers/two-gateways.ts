@@ -23,8 +23,15 @@ export interface TwoGateways {
   stop(): Promise<void>;
 }
 
-/** `name` goes into the Redis key prefix; `env` is added to both gateways' DATABASE_URL, REDIS_URL, NODE_ID and REGISTRATION=open. */
-export async function startTwoGateways(name: string, env: Record<string, string> = {}): Promise<TwoGateways> {
+/**
+ * `name` goes into the Redis key prefix; `env` is added to both gateways' DATABASE_URL, REDIS_URL, NODE_ID
+ * and REGISTRATION=open, and `perNode[i]` to gateway i's alone.
+ */
+export async function startTwoGateways(
+  name: string,
+  env: Record<string, string> = {},
+  perNode: [Record<string, string>, Record<string, string>] = [{}, {}],
+): Promise<TwoGateways> {
   const prefix = `cd-test-${name}-${randomBytes(4).toString('hex')}:`;
   const [sshd, db] = await Promise.all([startSshd({ users: 1 }), createTestDatabase()]);
   const gateways: ListeningGateway[] = [];
@@ -34,7 +41,7 @@ export async function startTwoGateways(name: string, env: Record<string, string>
     await db.drop();
   };
   try {
-    for (const node of ['gw-a', 'gw-b']) {
+    for (const [i, node] of (['gw-a', 'gw-b'] as const).entries()) {
       const coordinator = new RedisCoordinator({
         url: REDIS_URL,
         clock: systemClock,
@@ -43,7 +50,7 @@ export async function startTwoGateways(name: string, env: Record<string, string>
       });
       gateways.push(
         await listenTestGateway(
-          { DATABASE_URL: db.url, REDIS_URL, NODE_ID: node, REGISTRATION: 'open', ...env },
+          { DATABASE_URL: db.url, REDIS_URL, NODE_ID: node, REGISTRATION: 'open', ...env, ...perNode[i] },
           { coordinator },
         ),
       );
