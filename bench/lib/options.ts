@@ -60,6 +60,11 @@ export interface BenchOptions {
    * split into relay and control-plane processes would give the relay, measured before it is built.
    */
   controlProcess: boolean;
+  /**
+   * `--roles`: CloudDesk as an api process (GATEWAY_ROLE=api: sign-ins, connects, the control load) and a
+   * relay process (GATEWAY_ROLE=relay: the viewers' WebSockets), on PostgreSQL and Redis.
+   */
+  roles: boolean;
   /** With --cpu-prof: event-loop stretches longer than this are listed as long tasks. */
   longTaskMs: number;
   help: boolean;
@@ -102,6 +107,8 @@ export const usage = `npm run bench -- [options]
   --control-process     with --mixed, send the control-plane load to a second CloudDesk process
                         (same CPU placement), so the measured one only relays: a relay /
                         control-plane split, measured before it is built; both charged as gateway
+  --roles               CloudDesk as an api process and a relay process (GATEWAY_ROLE), viewers
+                        on the relay; needs --store postgres --redis; both charged as gateway
   --long-task-ms MS     with --cpu-prof: list the gateway's event-loop stretches longer than
                         this during the hold, by what they ran                       (default 10)
   --out DIR             results folder                                               (default bench/results)
@@ -141,6 +148,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     gatewayEnv: {},
     mixed: null,
     controlProcess: false,
+    roles: false,
     longTaskMs: 10,
     help: false,
   };
@@ -264,6 +272,9 @@ export function parseOptions(argv: string[]): BenchOptions {
       case '--control-process':
         o.controlProcess = true;
         break;
+      case '--roles':
+        o.roles = true;
+        break;
       case '--mixed':
         o.mixed ??= { loginsPerSecond: 20, connectsPerSecond: 5 };
         break;
@@ -299,7 +310,11 @@ export function parseOptions(argv: string[]): BenchOptions {
     }
   }
   if (o.controlProcess && o.mixed === null) problems.push('--control-process needs --mixed');
-  if (o.controlProcess && o.workers > 1)
+  if (o.roles && (o.store !== 'postgres' || !o.redis))
+    problems.push('--roles needs --store postgres --redis');
+  if (o.roles && o.controlProcess)
+    problems.push('--roles already has a control-plane process: not with --control-process');
+  if ((o.roles || o.controlProcess) && o.workers > 1)
     problems.push('--control-process runs one relay process: not with --workers');
   if (problems.length > 0) throw new Error(`bad options:\n  - ${problems.join('\n  - ')}\n\n${usage}`);
   return o;

@@ -209,6 +209,7 @@ async function measureStep(
           },
           pin: o.pin,
           controlProcess: o.controlProcess,
+          roles: o.roles,
         });
         break;
     }
@@ -363,7 +364,7 @@ async function measureStep(
     const controlMetrics = (await stack.controlMetrics?.()) ?? null;
     if (controlMetrics)
       notes.push(
-        `control process (--control-process): event-loop lag p99 ${controlMetrics.eventLoopLagP99Ms?.toFixed(1) ?? '–'} ms, max ${controlMetrics.eventLoopLagMaxMs?.toFixed(1) ?? '–'} ms in the hold; the gateway's row is the relay process alone`,
+        `${o.roles ? 'api process (--roles)' : 'control process (--control-process)'}: event-loop lag p99 ${controlMetrics.eventLoopLagP99Ms?.toFixed(1) ?? '–'} ms, max ${controlMetrics.eventLoopLagMaxMs?.toFixed(1) ?? '–'} ms in the hold; the gateway's loop lag is the relay process's alone`,
       );
     const probeHist = probe ? await probe : null;
 

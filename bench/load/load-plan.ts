@@ -20,6 +20,8 @@ export type StackTarget =
       desktopEnvironment: string;
       /** Where the --mixed control-plane load goes when it has a process of its own (--control-process). */
       controlBaseUrl?: string;
+      /** Where the viewers' WebSockets go when a relay process serves them (--roles); else baseUrl. */
+      viewerBaseUrl?: string;
       /** What the virtual users register as their instance in the prepare phase: user i takes i mod n. */
       instances: BenchInstance[];
     };

@@ -482,7 +482,7 @@ function startUser(vu: VirtualUser, target: StackTarget): Promise<void> {
             );
             vu.sessionId = session.sessionId;
             if (settled) return;
-            openWebSocket(vu, wsUrlOf(base, session.websocketUrl), base, fail);
+            openWebSocket(vu, wsUrlOf(target.viewerBaseUrl ?? base, session.websocketUrl), base, fail);
           } catch (e) {
             fail(e instanceof HttpError ? e.code : 'UNKNOWN');
           }

@@ -41,6 +41,8 @@ export interface ClouddeskOptions {
   pin: PinPlan | null;
   /** `--control-process`: a second gateway process for the control-plane load (target.controlBaseUrl). */
   controlProcess: boolean;
+  /** `--roles`: an api process (GATEWAY_ROLE=api, target.baseUrl) and a relay (target.viewerBaseUrl). */
+  roles: boolean;
 }
 
 const READY_TIMEOUT_MS = 60_000;
@@ -122,15 +124,28 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     await stopSshds();
     throw e;
   };
-  const relay = await startBenchGateway(opts, external.env, metricsToken, opts.cpuProf).catch((e: unknown) =>
-    giveUp(e, []),
-  );
-  // --control-process: the control-plane load's own process, beside the relay on the gateway's CPU.
-  const control = opts.controlProcess
-    ? await startBenchGateway(opts, external.env, metricsToken, null).catch((e: unknown) =>
-        giveUp(e, [relay]),
+  // --roles: the api process first, then the relay (GATEWAY_ROLE), which takes viewers from its origin.
+  const api = opts.roles
+    ? await startBenchGateway(opts, { ...external.env, GATEWAY_ROLE: 'api' }, metricsToken, null).catch(
+        (e: unknown) => giveUp(e, []),
       )
     : null;
+  const relayEnv: Record<string, string> =
+    api === null ? {} : { GATEWAY_ROLE: 'relay', CORS_ORIGIN: api.baseUrl };
+  const relay = await startBenchGateway(
+    opts,
+    { ...external.env, ...relayEnv },
+    metricsToken,
+    opts.cpuProf,
+  ).catch((e: unknown) => giveUp(e, api === null ? [] : [api]));
+  // --control-process: the control-plane load's own process, beside the relay on the gateway's CPU.
+  const control =
+    api ??
+    (opts.controlProcess
+      ? await startBenchGateway(opts, external.env, metricsToken, null).catch((e: unknown) =>
+          giveUp(e, [relay]),
+        )
+      : null);
   const gateway = relay.child;
   const gatewayPids = () =>
     [gateway.pid, control?.child.pid].filter((pid): pid is number => pid !== undefined);
@@ -139,8 +154,9 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     name: 'clouddesk',
     target: {
       kind: 'clouddesk',
-      baseUrl: relay.baseUrl,
-      ...(control === null ? {} : { controlBaseUrl: control.baseUrl }),
+      ...(api === null
+        ? { baseUrl: relay.baseUrl, ...(control === null ? {} : { controlBaseUrl: control.baseUrl }) }
+        : { baseUrl: api.baseUrl, viewerBaseUrl: relay.baseUrl }),
       desktopEnvironment: 'openbox',
       instances: sshds.map(({ fixture }) => ({
         host: '127.0.0.1',
@@ -157,7 +173,7 @@ export async function clouddeskStack(sim: SimulatorHandle, opts: ClouddeskOption
     sshd: groupOf('sshd', () => sshds.map((s) => s.listenerPid)),
     // The instance side beside sshd: this run's desktops (the fake Xvnc and what it runs, by the run's marker).
     desktops: { name: 'desktops', pids: () => processesOfUsers(uids, marker, ['sshd']) },
-    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}${control === null ? '' : ' and the control-plane process beside it (--control-process)'}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes; desktops = ${sim.handoffPath === null ? 'fake Xvnc → socat per viewer → simulator' : 'fake Xvnc, its RFB socket handed to the simulator (no relay between)'}`,
+    accounting: `gateway = the CloudDesk process${opts.workers > 1 ? ` and its ${opts.workers} cluster workers` : ''}${api !== null ? ' as a relay process and an api process (--roles)' : control === null ? '' : ' and the control-plane process beside it (--control-process)'}; sshd = ${opts.instances > 1 ? `the ${opts.instances} instances' sshd listeners and their` : 'the sshd listener and its'} per-connection processes; desktops = ${sim.handoffPath === null ? 'fake Xvnc → socat per viewer → simulator' : 'fake Xvnc, its RFB socket handed to the simulator (no relay between)'}`,
     probeUrl: `${relay.baseUrl}/api/health`,
     gatewayMetrics: () => scrapeMetrics(relay.metricsUrl, metricsToken),
     ...(control === null ? {} : { controlMetrics: () => scrapeMetrics(control.metricsUrl, metricsToken) }),
