@@ -5,7 +5,7 @@
 // a coded answer.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { newInstance, newUser } from './helpers/builders.js';
+import { connectNewDesktop, newUser } from './helpers/builders.js';
 import { type SshdFixture } from './helpers/sshd.js';
 import { startTwoGateways, type ListeningGateway, type TwoGateways } from './helpers/two-gateways.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
@@ -24,23 +24,11 @@ describe('an api process and a relay process (GATEWAY_ROLE; PostgreSQL + Redis, 
     await cluster?.stop();
   });
 
-  /** A desktop connected through the api process: its session id and viewer URL. */
+  /** A desktop connected through the api process: its owner, session id and viewer URL. */
   const connected = async () => {
     const alice = await newUser(api);
-    const instance = await newInstance(api, alice, {
-      host: sshd.host,
-      port: sshd.port,
-      user: sshd.users[0]!,
-    });
-    const connect = await api.app.inject({
-      method: 'POST',
-      url: '/api/sessions/connect',
-      headers: alice.auth,
-      payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
-    });
-    assert.equal(connect.statusCode, 201, connect.body);
-    const { sessionId, websocketUrl } = connect.json().data as { sessionId: string; websocketUrl: string };
-    return { alice, sessionId, websocketUrl };
+    const target = { host: sshd.host, port: sshd.port, user: sshd.users[0]! };
+    return { alice, ...(await connectNewDesktop(api, alice, target)) };
   };
 
   test(

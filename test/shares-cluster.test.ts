@@ -5,7 +5,7 @@
 // within a second (4002) while the owner's viewer stays.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { newInstance, newUser } from './helpers/builders.js';
+import { connectNewDesktop, newUser } from './helpers/builders.js';
 import { type SshdFixture } from './helpers/sshd.js';
 import { startTwoGateways, type ListeningGateway, type TwoGateways } from './helpers/two-gateways.js';
 import { RfbTestClient } from './helpers/rfb-client.js';
@@ -33,19 +33,11 @@ describe('sharing across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', ()
     { timeout: 120_000 },
     async () => {
       const alice = await newUser(a);
-      const instance = await newInstance(a, alice, {
+      const { sessionId, websocketUrl } = await connectNewDesktop(a, alice, {
         host: sshd.host,
         port: sshd.port,
         user: sshd.users[0]!,
       });
-      const connect = await a.app.inject({
-        method: 'POST',
-        url: '/api/sessions/connect',
-        headers: alice.auth,
-        payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
-      });
-      assert.equal(connect.statusCode, 201, connect.body);
-      const { sessionId, websocketUrl } = connect.json().data as { sessionId: string; websocketUrl: string };
       const owner = await RfbTestClient.open(`ws://${a.base}${websocketUrl}`);
       await owner.handshake();
 
@@ -122,19 +114,11 @@ describe('sharing across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', ()
     async () => {
       const alice = await newUser(a);
       const mallory = await newUser(a);
-      const instance = await newInstance(a, alice, {
+      const { sessionId, websocketUrl } = await connectNewDesktop(a, alice, {
         host: sshd.host,
         port: sshd.port,
         user: sshd.users[0]!,
       });
-      const connect = await a.app.inject({
-        method: 'POST',
-        url: '/api/sessions/connect',
-        headers: alice.auth,
-        payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
-      });
-      assert.ok([200, 201].includes(connect.statusCode), connect.body);
-      const { sessionId, websocketUrl } = connect.json().data as { sessionId: string; websocketUrl: string };
       const owner = await RfbTestClient.open(`ws://${a.base}${websocketUrl}`);
       await owner.handshake();
       const created = await a.app.inject({
@@ -229,19 +213,11 @@ describe('sharing across two gateways (PostgreSQL + Redis, sshd + TigerVNC)', ()
     { timeout: 120_000 },
     async () => {
       const alice = await newUser(a);
-      const instance = await newInstance(a, alice, {
+      const { sessionId, websocketUrl } = await connectNewDesktop(a, alice, {
         host: sshd.host,
         port: sshd.port,
         user: sshd.users[0]!,
       });
-      const connect = await a.app.inject({
-        method: 'POST',
-        url: '/api/sessions/connect',
-        headers: alice.auth,
-        payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
-      });
-      assert.ok([200, 201].includes(connect.statusCode), connect.body);
-      const { sessionId, websocketUrl } = connect.json().data as { sessionId: string; websocketUrl: string };
       const owner = await RfbTestClient.open(`ws://${a.base}${websocketUrl}`);
       await owner.handshake();
       const created = await a.app.inject({

@@ -158,3 +158,23 @@ export async function newInstance(
   if (res.statusCode !== 201) throw new Error(`instance create failed: ${res.statusCode} ${res.body}`);
   return res.json<{ data: { id: string; hostKeyFingerprint: string | null } }>().data;
 }
+
+/** `owner` connects an openbox desktop on a new instance of theirs at `target`: the session and its viewer URL. */
+export async function connectNewDesktop(
+  gw: Gateway,
+  owner: { auth: { authorization: string } },
+  target: { host: string; port: number; user: InstanceFixtureUser },
+): Promise<{ instanceId: string; sessionId: string; websocketUrl: string }> {
+  const instance = await newInstance(gw, owner, target);
+  const res = await gw.app.inject({
+    method: 'POST',
+    url: '/api/sessions/connect',
+    headers: owner.auth,
+    payload: { instanceId: instance.id, desktopEnvironment: 'openbox' },
+  });
+  if (res.statusCode !== 201) throw new Error(`connect failed: ${res.statusCode} ${res.body}`);
+  return {
+    instanceId: instance.id,
+    ...res.json<{ data: { sessionId: string; websocketUrl: string } }>().data,
+  };
+}
