@@ -47,7 +47,7 @@ import { registerFileRoutes } from './files/file.routes.js';
 import { DownloadLinks } from './files/download-links.js';
 import { auditFileEvents, type FileEvents } from './files/file-events.js';
 import { DesktopService } from './desktop/desktop.service.js';
-import { VncGateway, refuseUpgrade, type VncGatewayHooks } from './relay/vnc-gateway.js';
+import { VncGateway, rejectUpgrade, type VncGatewayHooks } from './relay/vnc-gateway.js';
 import { AppError } from './errors/errors.js';
 import { registerErrorHandling } from './http/error-handler.js';
 import { registerClosingGuard } from './http/closing-guard.js';
@@ -470,7 +470,7 @@ export async function buildApp(config: Config, deps: AppDeps): Promise<Gateway> 
   // An api process (GATEWAY_ROLE=api) has no viewer route: a WebSocket the balancer sent here is refused.
   app.server.on('upgrade', (req, socket, head) =>
     config.role === 'api'
-      ? refuseUpgrade(socket, new AppError('ROUTE_NOT_FOUND'))
+      ? rejectUpgrade(socket, new AppError('ROUTE_NOT_FOUND'))
       : vnc.handleUpgrade(req, socket, head),
   );
   metrics.setSources({

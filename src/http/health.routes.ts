@@ -7,6 +7,7 @@ import { Type } from '@sinclair/typebox';
 import type { Store } from '../store/database.js';
 import type { Coordinator } from '../coordination/coordinator.js';
 import type { CoordinationWatch } from '../coordination/coordination-watch.js';
+import type { GatewayRole } from '../config/config.js';
 
 export interface HealthSources {
   store: Pick<Store, 'ping' | 'dialect'>;
@@ -20,8 +21,7 @@ export interface HealthSources {
    */
   coordinationWatch: Pick<CoordinationWatch, 'assess'>;
   nodeId: string;
-  /** GATEWAY_ROLE: all, api or relay. */
-  role: string;
+  role: GatewayRole;
   isDraining: () => boolean;
   counts: () => Record<string, number>;
 }
@@ -42,7 +42,10 @@ const Health = Type.Object({
   uptime: Type.Number({ description: 'Seconds since the process started' }),
   processId: Type.Integer(),
   nodeId: Type.String(),
-  role: Type.String({ description: 'GATEWAY_ROLE: all, api (no viewer WebSockets) or relay (viewers only)' }),
+  role: Type.Union(
+    ['all', 'api', 'relay'].map((r) => Type.Literal(r)),
+    { description: 'GATEWAY_ROLE: all, api (no viewer WebSockets) or relay (viewers only)' },
+  ),
   draining: Type.Boolean(),
   memory: Type.Object({ heapUsedMb: Type.Number(), heapTotalMb: Type.Number(), rssMb: Type.Number() }),
   connections: Type.Record(Type.String(), Type.Number(), {

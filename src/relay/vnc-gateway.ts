@@ -202,22 +202,22 @@ export class VncGateway {
     socket.on('error', noop);
     void this.upgrade(req, socket, head).catch((e: unknown) => {
       this.deps.logger.error({ err: e }, 'upgrade failed');
-      refuseUpgrade(socket, new AppError('INTERNAL'));
+      rejectUpgrade(socket, new AppError('INTERNAL'));
     });
   }
 
   private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://gateway.invalid');
-    if (url.pathname !== '/vnc') return refuseUpgrade(socket, new AppError('ROUTE_NOT_FOUND'), 400);
-    if (this.draining) return refuseUpgrade(socket, shuttingDown());
+    if (url.pathname !== '/vnc') return rejectUpgrade(socket, new AppError('ROUTE_NOT_FOUND'), 400);
+    if (this.draining) return rejectUpgrade(socket, shuttingDown());
     // Browsers always send Origin: a foreign page must not ride a user's ticket. Non-browser RFB
     // clients send none; for them the single-use ticket is the whole authentication.
     const origin = req.headers.origin;
     if (origin !== undefined && !this.deps.isOriginAllowed(origin, req.headers.host)) {
-      return refuseUpgrade(socket, new AppError('FORBIDDEN_ORIGIN'));
+      return rejectUpgrade(socket, new AppError('FORBIDDEN_ORIGIN'));
     }
     const ticket = url.searchParams.get('ticket') ?? '';
-    if (!TICKET_PATTERN.test(ticket)) return refuseUpgrade(socket, new AppError('TICKET_INVALID'));
+    if (!TICKET_PATTERN.test(ticket)) return rejectUpgrade(socket, new AppError('TICKET_INVALID'));
 
     let endpoint: SessionEndpoint;
     try {
@@ -228,10 +228,10 @@ export class VncGateway {
       await this.deps.hooks?.consumeWsConnect?.(guest?.userId ?? endpoint.session.user_id);
     } catch (e) {
       if (!isAppError(e)) throw e;
-      return refuseUpgrade(socket, e);
+      return rejectUpgrade(socket, e);
     }
     if (socket.destroyed) return;
-    if (this.draining) return refuseUpgrade(socket, shuttingDown());
+    if (this.draining) return rejectUpgrade(socket, shuttingDown());
     const ip = clientAddress(req, this.options.proxyTrust ?? trustNoProxy);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, endpoint, ip));
   }
@@ -624,8 +624,7 @@ const statusText: Record<number, string> = {
 };
 
 /** Answers a refused upgrade with a plain HTTP error carrying the usual `{ error }` body. */
-/** Answers an upgrade request with the error's status and coded JSON body, and closes the socket. */
-export function refuseUpgrade(socket: Duplex, error: AppError, status = error.status): void {
+export function rejectUpgrade(socket: Duplex, error: AppError, status = error.status): void {
   if (socket.destroyed) return;
   const body = JSON.stringify({ error: { code: error.code, message: errorCatalogue[error.code].message } });
   const retryAfter = error.details?.retryAfterSeconds;
