@@ -12,6 +12,8 @@ import type { BandwidthSetting } from './settings.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
 const STEP_MS = 60_000;
+/** Frame ends kept for `countsAt`: many more than arrive between two reads of the gateway's count. */
+const FRAME_ENDS_KEPT = 20_000;
 
 export interface ViewerCounters {
   received: number;
@@ -106,6 +108,11 @@ export class BrowserViewer {
   /** Bytes per VNC WebSocket (DevTools request id), in the order they were opened. */
   private readonly vncSockets = new Map<string, { received: number; sent: number }>();
   private readonly waiters = new Set<() => void>();
+  /**
+   * The browser's counts after each received frame, keyed by the received count (the last few thousand),
+   * so that a count the gateway read can be found in the browser's own stream (`countsAt`).
+   */
+  private readonly frameEnds = new Map<number, number>();
   /** Bytes received since the last reset, for first-frame and phase windows. */
   private constructor(
     readonly context: BrowserContext,
@@ -148,6 +155,9 @@ export class BrowserViewer {
       socket.received += bytes;
       viewer.counters.received += bytes;
       viewer.counters.framesReceived += 1;
+      viewer.frameEnds.set(viewer.counters.received, viewer.counters.sent);
+      if (viewer.frameEnds.size > FRAME_ENDS_KEPT)
+        viewer.frameEnds.delete(viewer.frameEnds.keys().next().value!);
       viewer.recent.push({ t: Date.now(), bytes });
       while (viewer.recent.length > 0 && viewer.recent[0]!.t < Date.now() - 60_000) viewer.recent.shift();
       for (const wake of viewer.waiters) wake();
@@ -262,6 +272,16 @@ export class BrowserViewer {
       this.waiters.add(check);
       check();
     });
+  }
+
+  /**
+   * The browser's counts at the moment its received count stood at exactly `received` (after some frame),
+   * or null when no frame ended there (or it was too long ago). The gateway counts each WebSocket message
+   * as it sends it, so a gateway count that is a frame end here is of the same bytes, whatever arrived since.
+   */
+  countsAt(received: number): { received: number; sent: number } | null {
+    const sent = this.frameEnds.get(received);
+    return sent === undefined ? null : { received, sent };
   }
 
   /** The VNC sockets opened so far, to count a later connection's bytes alone with `countsExcept`. */

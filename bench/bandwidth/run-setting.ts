@@ -191,16 +191,22 @@ export async function runSetting(setting: BandwidthSetting, ctx: RunContext): Pr
     // At a settled moment the browser's count is made to catch up with what the gateway says it sent. A
     // still screen still sends now and then (the web client's probe answer, a cursor's blink), and bytes
     // that arrive between the gateway's read and the browser's land on one side only (a clean-clone run:
-    // 321 bytes in one phase). The gateway counts a chunk before sending it, so once the browser has
-    // caught up with one read, a second read that finds nothing sent since means both counts are of the
-    // same bytes; else once more from the second read, a few times at most. A browser that does not catch
-    // up within the wait is taken as it is (a frame DevTools never reported), as before.
+    // 321 bytes in one phase). The gateway counts each WebSocket message as it sends it, so its count is
+    // the end of one of the browser's frames: the browser's counts at that frame's end are of the same
+    // bytes, whatever arrived since (read again until nothing was sent between two reads, five at most,
+    // a busy CI run still had one phase 2,405 bytes apart). A gateway count that ends no frame (the counts
+    // disagree) is read again that way; a browser that does not catch up within the wait is taken as it
+    // is (a frame DevTools never reported), as before.
     const snap = async (): Promise<SideCount> => {
       let g = await source.read();
       for (let attempt = 1; ; attempt++) {
         const caughtUp = await viewer.waitReceived(g.toViewer, 10_000);
-        const counted = { received: viewer.counters.received, sent: viewer.counters.sent };
-        const again = await source.read();
+        const counted = (caughtUp ? viewer.countsAt(g.toViewer) : null) ?? {
+          received: viewer.counters.received,
+          sent: viewer.counters.sent,
+        };
+        const exact = counted.received === g.toViewer;
+        const again = exact ? g : await source.read();
         if (!caughtUp || again.toViewer === g.toViewer || attempt === SNAP_ATTEMPTS)
           return {
             gatewayToViewer: g.toViewer,
