@@ -6,9 +6,9 @@
 import { Agent, request as httpRequest } from 'node:http';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import WebSocket from 'ws';
 import { Histogram } from '../lib/histogram.js';
 import { BenchViewer, type BarrierResult } from './bench-viewer.js';
+import { LeanWebSocket } from './lean-websocket.js';
 import type {
   BarrierReport,
   CloseReport,
@@ -344,13 +344,31 @@ function openWebSocket(
   wsAttempts++;
   const upgradeStarted = performance.now();
   const upgraded = () => (http['ws-upgrade'] ??= new Histogram()).record(performance.now() - upgradeStarted);
-  const ws = new WebSocket(url, ['binary'], {
-    perMessageDeflate: false,
-    handshakeTimeout: plan!.setupTimeoutMs,
-    ...(origin === null ? {} : { headers: { Origin: origin } }),
-  });
-  ws.binaryType = 'nodebuffer';
   let opened = false;
+  const ws = new LeanWebSocket(
+    url,
+    {
+      protocol: 'binary',
+      handshakeTimeoutMs: plan!.setupTimeoutMs,
+      ...(origin === null ? {} : { origin }),
+    },
+    {
+      onOpen: () => {
+        opened = true;
+        wsOpened++;
+        upgraded();
+      },
+      onData: (piece) => vu.viewer!.onData(piece),
+      onUnexpectedResponse: (status) => {
+        upgraded();
+        onOpenFailed(`WS_HTTP_${status}`);
+      },
+      onOpenFailed: (code) => onOpenFailed(`WS_${code}`),
+      onClose: (code) => {
+        if (opened) onClosed(vu, `ws:${code}`);
+      },
+    },
+  );
   vu.transport = { pause: () => ws.pause(), resume: () => ws.resume(), close: () => ws.close(1000) };
   vu.viewer!.attach({
     send: (b) => ws.send(b),
@@ -358,22 +376,6 @@ function openWebSocket(
     resume: () => ws.resume(),
     close: () => ws.close(1000),
   });
-  ws.on('open', () => {
-    opened = true;
-    wsOpened++;
-    upgraded();
-  });
-  ws.on('message', (data: Buffer) => vu.viewer!.onData(data));
-  ws.on('unexpected-response', (_req, res) => {
-    upgraded();
-    onOpenFailed(`WS_HTTP_${res.statusCode ?? 0}`);
-    res.resume();
-    ws.terminate();
-  });
-  ws.on('error', (e) => {
-    if (!opened) onOpenFailed(`WS_${(e as NodeJS.ErrnoException).code ?? 'ERROR'}`);
-  });
-  ws.on('close', (code) => onClosed(vu, `ws:${code}`));
 }
 
 function openTcp(vu: VirtualUser, host: string, port: number, onOpenFailed: (code: string) => void): void {
