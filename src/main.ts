@@ -8,6 +8,7 @@ import { createLogger, type Logger } from './observability/logger.js';
 import { buildApp, type AppDeps, type Gateway } from './app.js';
 import { registerWebClient } from './http/web-client.js';
 import { OPEN_FILES_WANTED, openFilesLimit } from './lib/open-files.js';
+import { applyHeapGrowth } from './lib/heap-growth.js';
 
 export async function startGateway(
   config: Config,
@@ -20,6 +21,7 @@ export async function startGateway(
       'JWT_ACCESS_SECRET, JWT_REFRESH_SECRET or ENCRYPTION_KEY not set: using secrets generated in the data folder. Set them in production.',
     );
   }
+  applyHeapGrowth(config.heapGrowingPercent);
   const openFiles = openFilesLimit();
   if (openFiles !== null && openFiles < OPEN_FILES_WANTED) {
     logger.warn(

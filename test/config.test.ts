@@ -413,6 +413,19 @@ test('the gateway caps: defaults, and bad values reported together', () => {
   );
 });
 
+test('GC_HEAP_GROWING_PERCENT: 200 unless set, 0 leaves V8 its own, out of range reported', () => {
+  const base = { ...TEST_SECRETS, DATA_DIR: '/tmp/unused-clouddesk' };
+  assert.equal(loadConfig(base).heapGrowingPercent, 200);
+  assert.equal(loadConfig({ ...base, GC_HEAP_GROWING_PERCENT: '0' }).heapGrowingPercent, 0);
+  assert.equal(loadConfig({ ...base, GC_HEAP_GROWING_PERCENT: '350' }).heapGrowingPercent, 350);
+  for (const bad of ['-1', '1001', '1.5', 'lots'])
+    assert.throws(
+      () => loadConfig({ ...base, GC_HEAP_GROWING_PERCENT: bad }),
+      (e: unknown) => e instanceof ConfigError && /GC_HEAP_GROWING_PERCENT/.test(e.problems.join('\n')),
+      bad,
+    );
+});
+
 test('company sign-in settings: parsed, and the bad ones reported', () => {
   const config = loadConfig({
     ...TEST_SECRETS,
