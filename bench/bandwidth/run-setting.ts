@@ -37,6 +37,11 @@ const DISPLAY_MAX = 799;
 const USAGE_FLUSH_MS = 500;
 /** Tries at reading both byte counts of one moment before the last is taken as it is (snap, below). */
 const SNAP_ATTEMPTS = 5;
+/**
+ * How long the browser's count gets to reach the gateway's at a snap: DevTools events trail the socket, and on a
+ * loaded machine a phase's snaps have all stayed a few KB short after 10 s (the phase then notes it).
+ */
+const CATCH_UP_MS = 20_000;
 /** Pixels left out on each side of the pointer: room for a large cursor and its hotspot. */
 const POINTER_BOX = 32;
 const PASSWORD = 'bandwidth bench passphrase';
@@ -197,16 +202,27 @@ export async function runSetting(setting: BandwidthSetting, ctx: RunContext): Pr
     // a busy CI run still had one phase 2,405 bytes apart). A gateway count that ends no frame (the counts
     // disagree) is read again that way; a browser that does not catch up within the wait is taken as it
     // is (a frame DevTools never reported), as before.
-    const snap = async (): Promise<SideCount> => {
+    const snap = async (notes?: string[]): Promise<SideCount> => {
       let g = await source.read();
       for (let attempt = 1; ; attempt++) {
-        const caughtUp = await viewer.waitReceived(g.toViewer, 10_000);
+        const waitStart = Date.now();
+        const caughtUp = await viewer.waitReceived(g.toViewer, CATCH_UP_MS);
+        if (caughtUp && Date.now() - waitStart > 1000)
+          notes?.push(`caught up after ${Date.now() - waitStart} ms`);
         const counted = (caughtUp ? viewer.countsAt(g.toViewer) : null) ?? {
           received: viewer.counters.received,
           sent: viewer.counters.sent,
         };
         const exact = counted.received === g.toViewer;
         const again = exact ? g : await source.read();
+        if (!caughtUp)
+          notes?.push(
+            `the browser was ${g.toViewer - counted.received} bytes short of the gateway's count after ${CATCH_UP_MS / 1000} s (${viewer.vncSocketIds().size} WebSockets so far)`,
+          );
+        else if (!exact && attempt === SNAP_ATTEMPTS && again.toViewer !== g.toViewer)
+          notes?.push(
+            `counts read while bytes still arrived (${again.toViewer - g.toViewer} between the last two reads)`,
+          );
         if (!caughtUp || again.toViewer === g.toViewer || attempt === SNAP_ATTEMPTS)
           return {
             gatewayToViewer: g.toViewer,
@@ -331,7 +347,7 @@ interface PhaseDeps {
   driver: InstanceDriver;
   viewer: BrowserViewer;
   display: number;
-  snap(): Promise<SideCount>;
+  snap(notes?: string[]): Promise<SideCount>;
   settle(maxSeconds?: number): Promise<{ settled: boolean; waitedMs: number }>;
   checkScreen(): Promise<ScreenCheck>;
   setting: BandwidthSetting;
@@ -346,7 +362,8 @@ async function runPhase(phase: Phase, seconds: number, d: PhaseDeps): Promise<Ph
   if (!before.settled)
     notes.push(`the screen had not settled after the set-up (${(before.waitedMs / 1000).toFixed(0)} s)`);
 
-  const start = await d.snap();
+  const socketsBefore = d.viewer.vncSocketIds().size;
+  const start = await d.snap(notes);
   const t0 = performance.now();
   if (phase.pageHidden) await d.viewer.setHidden(true);
   let shot: Promise<void> | null = null;
@@ -369,12 +386,15 @@ async function runPhase(phase: Phase, seconds: number, d: PhaseDeps): Promise<Ph
   }
   await d.driver.must(['run', d.display, phase.kind, seconds], (seconds + 120) * 1000);
   const elapsed = (performance.now() - t0) / 1000;
-  const end = await d.snap();
+  const end = await d.snap(notes);
   if (phase.pageHidden) await d.viewer.setHidden(false);
   clearTimeout(shotTimer);
   if (shot) await shot;
   const after = await d.settle();
-  const total = minus(await d.snap(), start);
+  const total = minus(await d.snap(notes), start);
+  const socketsAfter = d.viewer.vncSocketIds().size;
+  if (socketsAfter !== socketsBefore)
+    notes.push(`the viewer opened ${socketsAfter - socketsBefore} new WebSocket(s) during the phase`);
   const activeCount = minus(end, start);
   const screen = await d.checkScreen();
   await d.driver.must(['teardown', d.display, phase.kind]);
