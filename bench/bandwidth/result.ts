@@ -43,6 +43,8 @@ export interface PhaseResult {
   /** |gateway − browser| ÷ gateway for `total`, to the viewer. */
   sourceDeviation: number | null;
   screen: ScreenCheck | null;
+  /** Every read of the phase found the browser's count caught up with the gateway's (else its notes say by how much). */
+  browserCaughtUp: boolean;
   notes: string[];
 }
 

@@ -193,16 +193,13 @@ export async function runSetting(setting: BandwidthSetting, ctx: RunContext): Pr
       ctx.options.byteSource === 'usage-api'
         ? usageApiByteSource(gw.url, sessionId, token, USAGE_FLUSH_MS)
         : metricsByteSource(`http://127.0.0.1:${metricsPort}`, metricsToken);
-    // At a settled moment the browser's count is made to catch up with what the gateway says it sent. A
-    // still screen still sends now and then (the web client's probe answer, a cursor's blink), and bytes
-    // that arrive between the gateway's read and the browser's land on one side only (a clean-clone run:
-    // 321 bytes in one phase). The gateway counts each WebSocket message as it sends it, so its count is
-    // the end of one of the browser's frames: the browser's counts at that frame's end are of the same
-    // bytes, whatever arrived since (read again until nothing was sent between two reads, five at most,
-    // a busy CI run still had one phase 2,405 bytes apart). A gateway count that ends no frame (the counts
-    // disagree) is read again that way; a browser that does not catch up within the wait is taken as it
-    // is (a frame DevTools never reported), as before.
-    const snap = async (notes?: string[]): Promise<SideCount> => {
+    // At a settled moment the browser's count is made to catch up with what the gateway says it sent. The
+    // gateway counts each WebSocket message as it sends it, so its count is the end of one of the browser's
+    // frames, and the browser's counts at that frame's end are of the same bytes, whatever arrived since (a
+    // probe answer, a cursor's blink). A gateway count that ends no frame (the counts disagree) is read again
+    // until nothing was sent between two reads, five times at most. A browser that does not catch up within
+    // the wait (DevTools events trail the socket on a loaded machine) is taken as it is and marked so.
+    const snap = async (notes?: string[]): Promise<SideCount & { caughtUp: boolean }> => {
       let g = await source.read();
       for (let attempt = 1; ; attempt++) {
         const waitStart = Date.now();
@@ -225,6 +222,7 @@ export async function runSetting(setting: BandwidthSetting, ctx: RunContext): Pr
           );
         if (!caughtUp || again.toViewer === g.toViewer || attempt === SNAP_ATTEMPTS)
           return {
+            caughtUp,
             gatewayToViewer: g.toViewer,
             gatewayFromViewer: g.fromViewer,
             browserReceived: counted.received,
@@ -347,7 +345,7 @@ interface PhaseDeps {
   driver: InstanceDriver;
   viewer: BrowserViewer;
   display: number;
-  snap(notes?: string[]): Promise<SideCount>;
+  snap(notes?: string[]): Promise<SideCount & { caughtUp: boolean }>;
   settle(maxSeconds?: number): Promise<{ settled: boolean; waitedMs: number }>;
   checkScreen(): Promise<ScreenCheck>;
   setting: BandwidthSetting;
@@ -391,7 +389,8 @@ async function runPhase(phase: Phase, seconds: number, d: PhaseDeps): Promise<Ph
   clearTimeout(shotTimer);
   if (shot) await shot;
   const after = await d.settle();
-  const total = minus(await d.snap(notes), start);
+  const last = await d.snap(notes);
+  const total = minus(last, start);
   const socketsAfter = d.viewer.vncSocketIds().size;
   if (socketsAfter !== socketsBefore)
     notes.push(`the viewer opened ${socketsAfter - socketsBefore} new WebSocket(s) during the phase`);
@@ -414,6 +413,7 @@ async function runPhase(phase: Phase, seconds: number, d: PhaseDeps): Promise<Ph
     ),
     settled: after.settled,
     settleSeconds: after.waitedMs / 1000,
+    browserCaughtUp: start.caughtUp && end.caughtUp && last.caughtUp,
     sourceDeviation:
       total.gatewayToViewer > 0
         ? Math.abs(total.gatewayToViewer - total.browserReceived) / total.gatewayToViewer
